@@ -1,0 +1,73 @@
+"""rpcclient: a gevent-native msgpack RPC client over pooled keep-alive HTTP/1.1.
+
+The public API is exactly what ``__all__`` lists; every other module is
+private. Errors live in :mod:`rpcclient.exceptions` (also re-exported here),
+the bundled server in :mod:`rpcclient.server`.
+"""
+
+from ._client import Client, ServiceProxy, register_transport
+from ._codec import DEFAULT_CODEC, Codec
+from ._gevent_transport import GeventTransport, TLSConfig
+from ._models import Endpoint, Headers, Request, Response
+from ._protocol import DEFAULT_PATH_TEMPLATE, decode_error_envelope
+from ._timeouts import Deadline, Timeout
+from ._transport import MockTransport, Transport, msgpack_response
+from ._version import __version__
+from .exceptions import (
+    ClientClosed,
+    ConnectError,
+    ConnectionLost,
+    ConnectTimeout,
+    DecodeError,
+    HTTPStatusError,
+    InvalidRequest,
+    MethodNotFound,
+    PoolTimeout,
+    ProtocolError,
+    ReadTimeout,
+    RemoteError,
+    RequestTooLarge,
+    ResponseTooLarge,
+    RPCError,
+    RPCTimeout,
+    TransportError,
+)
+
+__all__ = [
+    "DEFAULT_CODEC",
+    "DEFAULT_PATH_TEMPLATE",
+    "Client",
+    "ClientClosed",
+    "Codec",
+    "ConnectError",
+    "ConnectTimeout",
+    "ConnectionLost",
+    "Deadline",
+    "DecodeError",
+    "Endpoint",
+    "GeventTransport",
+    "HTTPStatusError",
+    "Headers",
+    "InvalidRequest",
+    "MethodNotFound",
+    "MockTransport",
+    "PoolTimeout",
+    "ProtocolError",
+    "RPCError",
+    "RPCTimeout",
+    "ReadTimeout",
+    "RemoteError",
+    "Request",
+    "RequestTooLarge",
+    "Response",
+    "ResponseTooLarge",
+    "ServiceProxy",
+    "TLSConfig",
+    "Timeout",
+    "Transport",
+    "TransportError",
+    "__version__",
+    "decode_error_envelope",
+    "msgpack_response",
+    "register_transport",
+]

@@ -1,0 +1,183 @@
+"""The values that cross the transport seam: Endpoint, Request, Response.
+
+A :class:`Request` is fully prepared and validated before a transport sees it:
+transports never check names or headers, they only move bytes. A
+:class:`Response` is the complete answer, body read to the end.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Union
+from urllib.parse import urlsplit
+
+from .exceptions import InvalidRequest
+
+__all__ = ["Body", "Endpoint", "Headers", "Request", "Response"]
+
+#: bytes-likes go out with a Content-Length; an iterable of bytes-likes
+#: (a generator, a file read in chunks) goes out chunked.
+Body = Union[bytes, bytearray, memoryview, Iterable[bytes]]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# RFC 9110 token for header names; values: visible ASCII, space, tab, obs-text
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A parsed base URL: ``http://host:port/base/path``.
+
+    ``key`` identifies a connection pool (scheme, host, port); ``host_header``
+    is what goes in ``Host:``; ``base_path`` has no trailing slash.
+    """
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    base_path: str
+    host_header: str
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.scheme, self.host, self.port)
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint:
+        """Parse and check a base URL; ``InvalidRequest`` names what is wrong."""
+        if not isinstance(url, str):
+            raise InvalidRequest(f"endpoint URL must be a str, not {type(url).__name__}")
+        if any(c in url for c in "\r\n\x00\t "):
+            raise InvalidRequest(f"endpoint URL contains whitespace or control characters: {url!r}")
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in _DEFAULT_PORTS:
+            raise InvalidRequest(f"endpoint URL must start with http:// or https://: {url!r}")
+        if not parts.hostname:
+            raise InvalidRequest(f"endpoint URL has no host: {url!r}")
+        if parts.username or parts.password:
+            raise InvalidRequest(f"endpoint URL must not carry credentials: {url!r}")
+        if parts.query or parts.fragment:
+            raise InvalidRequest(f"endpoint URL must not have a query or fragment: {url!r}")
+        try:
+            port = parts.port or _DEFAULT_PORTS[scheme]
+        except ValueError:
+            raise InvalidRequest(f"endpoint URL has a bad port: {url!r}") from None
+        host = parts.hostname
+        shown = f"[{host}]" if ":" in host else host
+        host_header = shown if port == _DEFAULT_PORTS[scheme] else f"{shown}:{port}"
+        return cls(
+            url=url,
+            scheme=scheme,
+            host=host,
+            port=port,
+            base_path=parts.path.rstrip("/"),
+            host_header=host_header,
+        )
+
+    def __str__(self) -> str:
+        return self.url
+
+
+def check_header(name: str, value: str) -> tuple[bytes, bytes]:
+    """Validate one header and encode it; ``InvalidRequest`` if it could
+    smuggle a line break, a NUL or a bad name onto the wire."""
+    if not isinstance(name, str) or not isinstance(value, str):
+        raise InvalidRequest(f"header names and values must be str, got {name!r}: {value!r}")
+    try:
+        bname = name.encode("ascii")
+        bvalue = value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"header {name!r} is not ASCII/latin-1 encodable") from None
+    if not _TOKEN.match(bname):
+        raise InvalidRequest(f"invalid header name {name!r}")
+    if _BAD_VALUE.search(bvalue) or bvalue != bvalue.strip(b" \t"):
+        raise InvalidRequest(
+            f"invalid value for header {name!r}: control characters or surrounding whitespace"
+        )
+    return bname, bvalue
+
+
+class Headers(Mapping[str, str]):
+    """Case-insensitive, read-only response headers.
+
+    Repeated fields are joined with ``", "`` as RFC 9110 allows; ``get_all``
+    returns them apart.
+    """
+
+    __slots__ = ("_items", "_map")
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items = list(items)
+        joined: dict[str, str] = {}
+        for key, value in self._items:
+            low = key.lower()
+            joined[low] = f"{joined[low]}, {value}" if low in joined else value
+        self._map = joined
+
+    def __getitem__(self, key: str) -> str:
+        return self._map[key.lower()]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._map
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def get_all(self, key: str) -> list[str]:
+        low = key.lower()
+        return [v for k, v in self._items if k.lower() == low]
+
+    def raw_items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+@dataclass(slots=True)
+class Request:
+    """A prepared request, validated: transports write it as it is.
+
+    ``target`` is the request target (path and query). ``fixed_headers``
+    (the same for every call of a client) and ``headers`` (this call's) are
+    already-checked ``(name, value)`` byte pairs, without Host,
+    Content-Length or Transfer-Encoding, which the transport adds.
+    ``name`` is what errors call the request (``service.method``).
+    ``cache_key`` marks requests whose head prefix (request line, Host,
+    fixed headers) may be cached: equal keys promise equal fixed headers.
+    ``None`` for one-off requests.
+    """
+
+    endpoint: Endpoint
+    method: str
+    target: str
+    headers: list[tuple[bytes, bytes]]
+    body: Body | None
+    name: str
+    fixed_headers: tuple[tuple[bytes, bytes], ...] = ()
+    cache_key: object | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        e = self.endpoint
+        return f"{e.scheme}://{e.host_header}{self.target}"
+
+
+@dataclass(slots=True)
+class Response:
+    """A complete HTTP answer: status, reason, headers, the whole body."""
+
+    status: int
+    reason: str
+    headers: Headers
+    body: bytes | bytearray
+    http_version: str = "1.1"

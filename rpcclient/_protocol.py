@@ -1,0 +1,140 @@
+"""Wire protocol v1: how a call becomes an HTTP request and an answer a result.
+
+Rules (README.rst, "Wire protocol v1"):
+
+- ``name = "service.method"``; service is the text before the first dot.
+  Both parts are non-empty and made of letters, digits, ``_``, ``-`` and (in
+  the method) ``.``; anything else (``/``, spaces, CR, LF, NUL) is refused
+  before a connection is taken.
+- ``POST {base path}{path template}``, default template ``/{service}/{method}``.
+- Body: msgpack of ``args``; ``Content-Type: application/x-msgpack``.
+- 200: the body is msgpack of the result.
+- 4xx/5xx with a msgpack ``{"error": {"type", "message", "data"}}`` body:
+  :class:`RemoteError` (``MethodNotFound`` for type ``MethodNotFound``).
+- any other non-2xx: :class:`HTTPStatusError` with the status and a snippet.
+
+The error-envelope decoder is pluggable (``error_decoder=`` on the client): a
+callable ``(status, headers, body, codec, name) -> RPCError | None``; ``None``
+falls back to :class:`HTTPStatusError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from ._codec import Codec
+from ._models import Headers, Response
+from .exceptions import (
+    DecodeError,
+    HTTPStatusError,
+    InvalidRequest,
+    MethodNotFound,
+    RemoteError,
+    RPCError,
+)
+
+__all__ = [
+    "DEFAULT_PATH_TEMPLATE",
+    "ErrorDecoder",
+    "decode_error_envelope",
+    "decode_response",
+    "split_name",
+]
+
+DEFAULT_PATH_TEMPLATE = "/{service}/{method}"
+_SERVICE = re.compile(r"[A-Za-z0-9_\-]+\Z")
+_METHOD = re.compile(r"[A-Za-z0-9_\-.]+\Z")
+SNIPPET_CHARS = 200
+
+ErrorDecoder = Callable[[int, Headers, bytes, Codec, str], "RPCError | None"]
+
+
+def split_name(name: object) -> tuple[str, str]:
+    """``"user.get_profile"`` -> ``("user", "get_profile")``; InvalidRequest if malformed."""
+    if not isinstance(name, str):
+        raise InvalidRequest(f"call name must be a str 'service.method', not {name!r}")
+    service, dot, method = name.partition(".")
+    if not dot or not _SERVICE.match(service) or not _METHOD.match(method):
+        raise InvalidRequest(
+            f"invalid call name {name!r}: expected 'service.method' made of letters, "
+            "digits, '_' and '-' (no '/', spaces or control characters)",
+            name=name if len(name) < 200 else None,
+        )
+    return service, method
+
+
+def check_path_template(template: str) -> str:
+    """Refuse a template that cannot produce a valid request target."""
+    if not template.startswith("/") or any(c in template for c in " \r\n\x00\t?#"):
+        raise InvalidRequest(f"path template must start with '/' and be a plain path: {template!r}")
+    try:
+        template.format(service="s", method="m")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise InvalidRequest(
+            f"path template may use only {{service}} and {{method}}: {template!r} ({exc})"
+        ) from None
+    return template
+
+
+def snippet(body: bytes | bytearray) -> str:
+    """The first characters of a body, printable, for error messages."""
+    text = bytes(body[: SNIPPET_CHARS * 4]).decode("utf-8", "replace")
+    text = " ".join(text.split())
+    return text[:SNIPPET_CHARS] + ("..." if len(text) > SNIPPET_CHARS else "")
+
+
+def decode_error_envelope(
+    status: int, headers: Headers, body: bytes, codec: Codec, name: str
+) -> RPCError | None:
+    """The default error decoder: a msgpack ``{"error": {...}}`` -> RemoteError.
+
+    Returns ``None`` when the body is not such an envelope.
+    """
+    ctype = headers.get("content-type", "")
+    if "msgpack" not in ctype.lower():
+        return None
+    try:
+        payload = codec.unpack(body, name=name)
+    except DecodeError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    err = payload.get("error")
+    if not isinstance(err, dict) or not isinstance(err.get("type"), str):
+        return None
+    etype: str = err["type"]
+    message = err.get("message")
+    message = message if isinstance(message, str) else repr(message)
+    cls = MethodNotFound if etype == "MethodNotFound" else RemoteError
+    return cls(
+        f"remote {etype} (HTTP {status}): {message}",
+        type=etype,
+        remote_message=message,
+        data=err.get("data"),
+        status=status,
+        name=name,
+    )
+
+
+def decode_response(
+    response: Response,
+    codec: Codec,
+    name: str,
+    error_decoder: ErrorDecoder = decode_error_envelope,
+) -> Any:
+    """The call's result, or raise what the answer says went wrong."""
+    status = response.status
+    if 200 <= status < 300:
+        return codec.unpack(response.body, name=name)
+    body = bytes(response.body)
+    err = error_decoder(status, response.headers, body, codec, name)
+    if err is not None:
+        raise err
+    raise HTTPStatusError(
+        f"HTTP {status} {response.reason} with a non-RPC body: {snippet(body)!r}",
+        status=status,
+        snippet=snippet(body),
+        name=name,
+    )
