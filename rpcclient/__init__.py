@@ -34,14 +34,14 @@ from .exceptions import (
 )
 
 __all__ = [
-    "DEFAULT_CODEC",
-    "DEFAULT_PATH_TEMPLATE",
     "Client",
     "ClientClosed",
     "Codec",
     "ConnectError",
     "ConnectTimeout",
     "ConnectionLost",
+    "DEFAULT_CODEC",
+    "DEFAULT_PATH_TEMPLATE",
     "Deadline",
     "DecodeError",
     "Endpoint",

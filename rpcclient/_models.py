@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from .exceptions import InvalidRequest
 
-__all__ = ["Body", "Endpoint", "Headers", "Request", "Response"]
+__all__ = ["Endpoint", "Headers", "Request", "Response"]
 
 #: bytes-likes go out with a Content-Length; an iterable of bytes-likes
 #: (a generator, a file read in chunks) goes out chunked.

@@ -1,0 +1,221 @@
+"""Shared fixtures: real servers on 127.0.0.1, port 0, started per test.
+
+- :class:`RawServer` runs a scripted handler per accepted connection (the
+  urllib3 ``dummyserver`` idea): byte-exact faults, counters of connections
+  and of TCP data segments received.
+- ``wsgi_server`` runs any WSGI app on gevent.pywsgi (stock, Nagle on).
+- ``bundled_server`` runs :mod:`rpcclient.server` with the example app.
+
+The test process may or may not be monkey-patched; the gevent transport
+needs no patching, so these servers use gevent's own sockets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gevent
+import gevent.server
+import gevent.socket
+import pytest
+
+from rpcclient._tcpinfo import data_segs_in
+
+Handler = Callable[[Any, "RawServer"], None]
+
+
+def read_request(sock: Any, buf: bytearray | None = None) -> tuple[bytes, bytes] | None:
+    """Read one request (head, body by Content-Length or chunked) or None on EOF."""
+    data = buf if buf is not None else bytearray()
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, rest = bytes(data).partition(b"\r\n\r\n")
+    length = 0
+    chunked = False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+        if name.strip().lower() == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    body = bytearray(rest)
+    if chunked:
+        while not body.endswith(b"0\r\n\r\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            body += chunk
+        decoded = bytearray()
+        view = bytes(body)
+        while True:
+            size_line, _, view = view.partition(b"\r\n")
+            size = int(size_line, 16)
+            if size == 0:
+                break
+            decoded += view[:size]
+            view = view[size + 2 :]
+        body, leftover = decoded, b""
+    else:
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            body += chunk
+        body, leftover = body[:length], body[length:]
+    if buf is not None:
+        buf[:] = leftover
+    return head, bytes(body)
+
+
+def http_response(
+    body: bytes = b"",
+    status: str = "200 OK",
+    headers: list[tuple[str, str]] | None = None,
+    content_type: str = "application/x-msgpack",
+) -> bytes:
+    hdrs = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+    hdrs += headers or []
+    head = f"HTTP/1.1 {status}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs) + "\r\n"
+    return head.encode("latin-1") + body
+
+
+class RawServer:
+    """A scripted TCP server: ``handler(sock, server)`` runs per connection."""
+
+    def __init__(self, handler: Handler, *, backlog: int | None = None) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.requests: list[tuple[bytes, bytes]] = []
+        self.segments: list[int] = []  # data segments received per closed connection
+        self._socks: list[Any] = []
+        listener = gevent.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(backlog if backlog is not None else 128)
+        self.server = gevent.server.StreamServer(listener, self._handle)
+        self.server.start()
+        self.port = listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _handle(self, sock: Any, address: Any) -> None:
+        self.connections += 1
+        self._socks.append(sock)
+        try:
+            self.handler(sock, self)
+        except OSError:
+            pass
+        finally:
+            segs = data_segs_in(sock)
+            if segs is not None:
+                self.segments.append(segs)
+            sock.close()
+            self._socks.remove(sock)
+
+    def live_segments(self) -> int:
+        """Data segments received so far on connections still open."""
+        return sum(data_segs_in(s) or 0 for s in self._socks)
+
+    def stop(self) -> None:
+        for sock in list(self._socks):
+            with contextlib.suppress(OSError):
+                sock.close()
+        self.server.stop(timeout=1)
+
+
+def keepalive_answering(answer: Callable[[bytes, bytes], bytes]) -> Handler:
+    """A handler that answers every request on a connection with ``answer(head, body)``."""
+
+    def handler(sock: Any, server: RawServer) -> None:
+        buf = bytearray()
+        while True:
+            req = read_request(sock, buf)
+            if req is None:
+                return
+            server.requests.append(req)
+            sock.sendall(answer(*req))
+
+    return handler
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[..., RawServer]]:
+    servers: list[RawServer] = []
+
+    def start(handler: Handler, **kw: Any) -> RawServer:
+        srv = RawServer(handler, **kw)
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.stop()
+
+
+@pytest.fixture
+def wsgi_server() -> Iterator[Callable[..., str]]:
+    """Start a WSGI app on stock gevent.pywsgi; returns its base URL."""
+    from gevent.pywsgi import WSGIServer
+
+    servers: list[Any] = []
+
+    def start(app: Any) -> str:
+        srv = WSGIServer(("127.0.0.1", 0), app, log=None, error_log=None)
+        srv.start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_port}"
+
+    yield start
+    for srv in servers:
+        srv.stop(timeout=1)
+
+
+@pytest.fixture
+def bundled_server() -> Iterator[str]:
+    """The bundled RPC server with the example app, on a free loopback port."""
+    from rpcclient.example import app
+    from rpcclient.server import serve
+
+    server = serve(app, "127.0.0.1", 0)
+    host, port = server.address[:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def open_fds() -> int:
+    return len(os.listdir(f"/proc/{os.getpid()}/fd"))
+
+
+class FdWatch:
+    """Open descriptors of this process; ``mark()`` after servers are up."""
+
+    def __init__(self) -> None:
+        self.before = 0
+        self.mark()
+
+    def mark(self) -> None:
+        gc.collect()
+        self.before = open_fds()
+
+    def check(self) -> None:
+        gevent.sleep(0)
+        gc.collect()
+        after = open_fds()
+        assert after <= self.before, f"fds before {self.before}, after {after}"
+
+
+@pytest.fixture
+def no_fd_leak() -> Iterator[FdWatch]:
+    """Fail the test if it leaves file descriptors open past ``mark()``."""
+    watch = FdWatch()
+    yield watch
+    watch.check()

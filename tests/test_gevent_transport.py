@@ -1,0 +1,355 @@
+"""The gevent transport's own guarantees, on real loopback servers.
+
+One write per request, TCP_NODELAY, the pool's bounds and expiry, stale
+keep-alive recovery without a re-send, and cleanup under gevent.Timeout and
+greenlet.kill(). Cross-transport behaviour is in test_conformance.py.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, ClassVar
+
+import gevent
+import gevent.socket
+import msgpack
+import pytest
+
+import rpcclient
+from rpcclient import Client, GeventTransport, Timeout
+from rpcclient._http11 import COALESCE_LIMIT
+
+from .conftest import FdWatch, RawServer, http_response, keepalive_answering, read_request
+
+
+def echo_answer(head: bytes, body: bytes) -> bytes:
+    return http_response(msgpack.packb(msgpack.unpackb(body, raw=False), use_bin_type=True))
+
+
+class CountingSocket(gevent.socket.socket):
+    """A real gevent socket that records each write call and its size."""
+
+    writes: list[tuple[str, int]]
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.writes = []
+        CountingSocket.instances.append(self)
+
+    instances: ClassVar[list[CountingSocket]] = []
+
+    def send(self, data: Any, *args: Any, **kw: Any) -> int:
+        n: int = super().send(data, *args, **kw)
+        self.writes.append(("send", n))
+        return n
+
+    def sendall(self, data: Any, *args: Any, **kw: Any) -> None:
+        self.writes.append(("sendall", len(data)))
+        super().sendall(data, *args, **kw)
+
+    def sendmsg(self, buffers: Any, *args: Any, **kw: Any) -> int:
+        n: int = super().sendmsg(buffers, *args, **kw)
+        self.writes.append(("sendmsg", n))
+        return n
+
+
+@pytest.fixture
+def counting() -> type[CountingSocket]:
+    CountingSocket.instances = []
+    return CountingSocket
+
+
+def counting_client(url: str, **kw: Any) -> Client:
+    transport = GeventTransport(socket_factory=CountingSocket, **kw)
+    return Client(url, transport=transport)
+
+
+def test_small_body_is_one_send_and_one_segment(raw_server: Any, counting: Any) -> None:
+    srv: RawServer = raw_server(keepalive_answering(echo_answer))
+    with counting_client(srv.url) as client:
+        for i in range(20):
+            assert client.call("echo.echo", [i, "x" * 100]) == [i, "x" * 100]
+        (sock,) = counting.instances
+        assert sock.writes == [("send", sock.writes[0][1])] * 20  # one send per call
+        segs = srv.live_segments()
+    assert segs == 20, f"{segs} data segments for 20 calls"
+
+
+def test_one_mib_body_never_sends_the_head_alone(raw_server: Any, counting: Any) -> None:
+    srv: RawServer = raw_server(keepalive_answering(lambda h, b: http_response(b"\xc0")))
+    body = b"\x01" * (1024 * 1024)
+    with counting_client(srv.url) as client:
+        for _ in range(3):
+            assert client.call("blob.put", body) is None
+        (sock,) = counting.instances
+        head, got = srv.requests[0]
+        assert got == msgpack.packb(body, use_bin_type=True)
+        # the first write of each request carries the head AND body bytes
+        first_writes = []
+        total = 0
+        for kind, n in sock.writes:
+            if total == 0:
+                first_writes.append((kind, n))
+            total += n
+            if total >= len(head) + 4 + len(got):
+                total = 0
+        for kind, n in first_writes:
+            assert kind == "sendmsg"
+            assert n > len(head) + 4, "a write carried the head alone"
+
+
+@pytest.mark.parametrize("size", [0, 1, COALESCE_LIMIT, COALESCE_LIMIT + 1, 300_000])
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_bytes_like_bodies_arrive_intact(raw_server: Any, size: int, kind: Any) -> None:
+    """Raw requests with every bytes-like body type go out whole (one write when small)."""
+    srv: RawServer = raw_server(
+        keepalive_answering(lambda h, b: http_response(b, content_type="x"))
+    )
+    transport = GeventTransport()
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    endpoint = rpcclient.Endpoint.parse(srv.url)
+    request = rpcclient.Request(
+        endpoint=endpoint, method="POST", target="/x", headers=[], body=kind(payload), name="raw"
+    )
+    try:
+        response = transport.send(request, Timeout().start())
+    finally:
+        transport.close()
+    assert bytes(response.body) == payload
+
+
+def test_chunked_iterable_body_head_rides_with_first_chunk(raw_server: Any, counting: Any) -> None:
+    srv: RawServer = raw_server(
+        keepalive_answering(lambda h, b: http_response(b, content_type="x"))
+    )
+    transport = GeventTransport(socket_factory=CountingSocket)
+    endpoint = rpcclient.Endpoint.parse(srv.url)
+    chunks = [b"alpha", b"", b"beta" * 1000, b"gamma"]
+    request = rpcclient.Request(
+        endpoint=endpoint, method="PUT", target="/x", headers=[], body=iter(chunks), name="raw"
+    )
+    try:
+        response = transport.send(request, Timeout().start())
+    finally:
+        transport.close()
+    assert bytes(response.body) == b"".join(chunks)
+    head, _ = srv.requests[0]
+    assert b"transfer-encoding: chunked" in head.lower()
+    (sock,) = counting.instances
+    # three non-empty chunks: the head with the first, the terminator with the last
+    assert len(sock.writes) == 3
+    assert sock.writes[0][1] > len(head)
+
+
+def test_tcp_nodelay_is_set(raw_server: Any, counting: Any) -> None:
+    srv: RawServer = raw_server(keepalive_answering(echo_answer))
+    with counting_client(srv.url) as client:
+        client.call("echo.echo", 1)
+        (sock,) = counting.instances
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_no_stall_against_stock_pywsgi(wsgi_server: Any) -> None:
+    """Stock pywsgi writes head and body apart with Nagle on; no 40 ms stalls."""
+
+    def app(environ: Any, start_response: Any) -> Any:
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "application/x-msgpack")])
+        return [body]  # pywsgi adds Content-Length, then writes head and body apart
+
+    url = wsgi_server(app)
+    with Client(url) as client:
+        client.call("echo.echo", 0)  # connect outside the measurement
+        started = gevent.get_hub().loop.now()
+        import time
+
+        t0 = time.perf_counter()
+        for i in range(30):
+            assert client.call("echo.echo", i) == i
+        elapsed = time.perf_counter() - t0
+        del started
+    # 30 stalled calls would take >= 30 * 40 ms = 1.2 s; unstalled ones ~10 ms
+    assert elapsed < 0.6, f"30 calls took {elapsed:.3f} s: delayed-ACK stalls"
+
+
+def test_stale_keepalive_connection_is_replaced_without_resend(raw_server: Any) -> None:
+    """The server closes idle connections after each answer: every call still
+    succeeds, and the server sees each request exactly once."""
+
+    def one_per_connection(sock: Any, server: RawServer) -> None:
+        req = read_request(sock)
+        if req is None:
+            return
+        server.requests.append(req)
+        sock.sendall(echo_answer(*req))  # keep-alive answer, then close anyway
+
+    srv: RawServer = raw_server(one_per_connection)
+    with Client(srv.url) as client:
+        for i in range(10):
+            assert client.call("echo.echo", i) == i
+            gevent.sleep(0.01)  # let the server's FIN arrive
+    bodies = [msgpack.unpackb(b) for _, b in srv.requests]
+    assert bodies == list(range(10))
+    assert srv.connections == 10
+
+
+def test_thousand_greenlets_over_pool_of_ten(raw_server: Any, no_fd_leak: FdWatch) -> None:
+    srv: RawServer = raw_server(keepalive_answering(echo_answer))
+    no_fd_leak.mark()
+    client = Client(srv.url, pool_size=10, timeout=Timeout(pool=30, total=30))
+    results: dict[int, Any] = {}
+
+    def work(i: int) -> None:
+        results[i] = client.call("echo.echo", {"i": i, "pad": "p" * (i % 50)})
+
+    jobs = [gevent.spawn(work, i) for i in range(1000)]
+    gevent.joinall(jobs, timeout=60, raise_error=True)
+    assert all(results[i] == {"i": i, "pad": "p" * (i % 50)} for i in range(1000))
+    stats = client.stats()["pools"]
+    (pool,) = stats.values()
+    assert pool["in_use"] == 0 and pool["waiting"] == 0
+    assert pool["connections_created"] <= 10
+    assert srv.connections <= 10
+    client.close()
+    gevent.sleep(0.05)
+
+
+def test_pool_timeout_is_bounded_and_pool_recovers(raw_server: Any) -> None:
+    release = gevent.event.Event()
+
+    def slow(head: bytes, body: bytes) -> bytes:
+        release.wait(5)
+        return echo_answer(head, body)
+
+    srv: RawServer = raw_server(keepalive_answering(slow))
+    client = Client(srv.url, pool_size=2, timeout=Timeout(pool=0.1, total=5))
+    busy = [gevent.spawn(client.call, "echo.echo", i) for i in range(2)]
+    gevent.sleep(0.05)
+    with pytest.raises(rpcclient.PoolTimeout) as info:
+        client.call("echo.echo", 99)
+    assert info.value.may_have_reached_server is False
+    assert len(srv.requests) == 2  # the timed-out call never reached the server
+    release.set()
+    assert [g.get(timeout=5) for g in busy] == [0, 1]
+    assert client.call("echo.echo", 3) == 3
+    client.close()
+
+
+def _blocking_server(raw_server: Any, phase: str) -> RawServer:
+    """A server that stalls in a given phase of the exchange."""
+
+    def handler(sock: Any, server: RawServer) -> None:
+        buf = bytearray()
+        while True:
+            req = read_request(sock, buf)
+            if req is None:
+                return
+            server.requests.append(req)
+            value = msgpack.unpackb(req[1])
+            # stalls last until the client closes its end (recv returns b"")
+            if value == "stall-head":
+                sock.recv(1)
+                return
+            elif value == "stall-body":
+                answer = echo_answer(*req)
+                sock.sendall(answer[:-2])
+                sock.recv(1)
+                return
+            else:
+                sock.sendall(echo_answer(*req))
+
+    return raw_server(handler)
+
+
+@pytest.mark.parametrize("stall", ["stall-head", "stall-body"])
+@pytest.mark.parametrize("how", ["gevent.Timeout", "kill"])
+def test_caller_timeout_and_kill_leave_pool_whole(
+    raw_server: Any, stall: str, how: str, no_fd_leak: FdWatch
+) -> None:
+    srv = _blocking_server(raw_server, stall)
+    no_fd_leak.mark()
+    client = Client(srv.url, pool_size=1)
+    assert client.call("echo.echo", "warm") == "warm"
+    if how == "gevent.Timeout":
+        mine = gevent.Timeout(0.1)
+        with pytest.raises(gevent.Timeout) as info, mine:
+            client.call("echo.echo", stall)
+        assert info.value is mine  # unchanged, not mapped
+    else:
+        g = gevent.spawn(client.call, "echo.echo", stall)
+        gevent.sleep(0.1)
+        g.kill(block=True, timeout=2)
+        assert isinstance(g.value, gevent.GreenletExit)
+    (pool,) = client.stats()["pools"].values()
+    assert pool["in_use"] == 0 and pool["idle"] == 0  # slot back, half-read socket gone
+    # the next call gets its own answer on a new connection
+    assert client.call("echo.echo", "next") == "next"
+    assert srv.connections == 2
+    client.close()
+    gevent.sleep(0.05)
+
+
+def test_read_timeout_is_our_error_and_discards_socket(raw_server: Any) -> None:
+    srv = _blocking_server(raw_server, "stall-head")
+    with Client(srv.url, timeout=Timeout(read=0.1)) as client:
+        with pytest.raises(rpcclient.ReadTimeout) as info:
+            client.call("echo.echo", "stall-head")
+        assert info.value.may_have_reached_server is True
+        assert "echo.echo" in str(info.value)
+        assert client.call("echo.echo", 5) == 5
+    assert srv.connections == 2
+
+
+def test_idle_connections_expire(raw_server: Any) -> None:
+    srv: RawServer = raw_server(keepalive_answering(echo_answer))
+    with Client(srv.url, idle_timeout=0.05) as client:
+        client.call("echo.echo", 1)
+        client.call("echo.echo", 2)
+        assert srv.connections == 1
+        gevent.sleep(0.1)
+        client.call("echo.echo", 3)
+        assert srv.connections == 2
+
+
+def test_connection_close_answer_is_not_reused(raw_server: Any) -> None:
+    def closing(head: bytes, body: bytes) -> bytes:
+        return http_response(body, headers=[("Connection", "close")])
+
+    srv: RawServer = raw_server(keepalive_answering(closing))
+    with Client(srv.url) as client:
+        assert client.call("echo.echo", 1) == 1
+        assert client.call("echo.echo", 2) == 2
+    assert srv.connections == 2
+
+
+def test_split_server_writes_are_read_whole(raw_server: Any) -> None:
+    """An answer in several segments (head, then body in pieces) is joined."""
+
+    def dribble(sock: Any, server: RawServer) -> None:
+        buf = bytearray()
+        while (req := read_request(sock, buf)) is not None:
+            answer = echo_answer(*req)
+            for i in range(0, len(answer), 7):
+                sock.sendall(answer[i : i + 7])
+                gevent.sleep(0.001)
+
+    srv: RawServer = raw_server(dribble)
+    with Client(srv.url) as client:
+        assert client.call("echo.echo", {"k": "v" * 40}) == {"k": "v" * 40}
+
+
+def test_closed_client_raises_before_io(raw_server: Any) -> None:
+    srv: RawServer = raw_server(keepalive_answering(echo_answer))
+    client = Client(srv.url)
+    client.close()
+    with pytest.raises(rpcclient.ClientClosed):
+        client.call("echo.echo", 1)
+    assert srv.connections == 0
+
+
+def test_repr_shows_pool_state(raw_server: Any) -> None:
+    srv: RawServer = raw_server(keepalive_answering(echo_answer))
+    with Client(srv.url) as client:
+        client.call("echo.echo", 1)
+        text = repr(client)
+    assert "in_use=0" in text and "idle=1" in text

@@ -1,0 +1,315 @@
+"""Pure units: values, validation, codec, protocol decoding, the public door.
+
+No sockets here except where a test proves that bad input takes none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib
+import pkgutil
+from typing import Any
+
+import msgpack
+import pytest
+
+import rpcclient
+from rpcclient import (
+    Client,
+    Codec,
+    Endpoint,
+    Headers,
+    InvalidRequest,
+    MockTransport,
+    Response,
+    Timeout,
+    msgpack_response,
+)
+from rpcclient import exceptions as exc_mod
+from rpcclient._protocol import decode_response, split_name
+
+from .conftest import RawServer, http_response, keepalive_answering
+
+# -- the public door ------------------------------------------------------------
+
+
+def test_all_is_sorted_complete_and_importable() -> None:
+    names = rpcclient.__all__
+    assert names == sorted(names)
+    for name in names:
+        assert hasattr(rpcclient, name), name
+    # every public exception is re-exported at the top
+    for name in exc_mod.__all__:
+        assert name in names, f"rpcclient.exceptions.{name} missing from rpcclient.__all__"
+    # every public class/function defined in a private module is reachable
+    for info in pkgutil.iter_modules(rpcclient.__path__):
+        if not info.name.startswith("_") or info.name in ("__main__",):
+            continue
+        mod = importlib.import_module(f"rpcclient.{info.name}")
+        for public in getattr(mod, "__all__", []):
+            if public in ("HTTPParseError",):
+                continue
+            assert public in names or info.name in _INTERNAL, f"{info.name}.{public} not exported"
+
+
+_INTERNAL = {"_http11", "_pool", "_protocol", "_tcpinfo", "_cli", "_ab", "_wsgiserver"}
+_INTERNAL |= {"_blocking_common", "_requests_transport", "_urllib3_transport"}
+
+
+def test_exception_tree_and_reach_flags() -> None:
+    E = exc_mod
+    assert issubclass(E.ConnectTimeout, E.ConnectError)
+    assert issubclass(E.ConnectTimeout, E.RPCTimeout)
+    assert issubclass(E.PoolTimeout, E.RPCTimeout) and issubclass(E.ReadTimeout, E.RPCTimeout)
+    assert issubclass(E.MethodNotFound, E.RemoteError)
+    assert issubclass(E.ResponseTooLarge, E.ProtocolError)
+    assert issubclass(E.InvalidRequest, ValueError)
+    never = [E.InvalidRequest, E.PoolTimeout, E.ConnectError, E.ConnectTimeout, E.ClientClosed]
+    for cls in never:
+        assert cls("x").may_have_reached_server is False, cls
+    for cls in [E.ReadTimeout, E.ConnectionLost, E.ProtocolError]:
+        assert cls("x").may_have_reached_server is True, cls
+
+
+def test_error_str_names_call_endpoint_and_reach() -> None:
+    err = exc_mod.ReadTimeout("no answer", name="user.get", endpoint="http://h:1")
+    text = str(err)
+    assert "user.get" in text and "http://h:1" in text and "may have reached" in text
+    err2 = exc_mod.ConnectError("refused", name="a.b")
+    assert "did not reach" in str(err2)
+
+
+# -- Timeout / Deadline --------------------------------------------------------------
+
+
+def test_timeout_is_immutable_and_validated() -> None:
+    t = Timeout(connect=1, read=2, pool=3, total=4)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.read = 5  # type: ignore[misc]
+    assert t.with_(read=9).read == 9 and t.read == 2
+    for bad in (0, -1, float("nan"), float("inf"), "1", True):
+        with pytest.raises((ValueError, TypeError)):
+            Timeout(read=bad)  # type: ignore[arg-type]
+    assert Timeout.coerce(3) == Timeout(3, 3, 3, 3)
+    assert Timeout.coerce(None).total is None
+
+
+def test_deadline_cuts_each_phase_to_what_is_left() -> None:
+    d = Timeout(connect=5, read=5, pool=5, total=2).start(now=100.0)
+    assert d.expires == 102.0
+    import time
+
+    d2 = Timeout(connect=5, read=0.5, pool=None, total=60).start()
+    assert d2.read_for() == 0.5
+    pool = d2.pool_for()
+    assert pool is not None and 59 < pool <= 60
+    d3 = Timeout(total=None, read=None).start()
+    assert d3.read_for() is None and d3.remaining() is None
+    expired = Timeout(total=1).start(now=time.monotonic() - 5)
+    assert expired.expired() and expired.connect_for() == 0.0
+
+
+# -- codec -----------------------------------------------------------------------------
+
+
+def test_codec_round_trips_and_keeps_int_map_keys() -> None:
+    c = Codec()
+    value = {1: "a", -2: [b"\x00", 1.5, None, True], "s": {"nested": (1, 2)}}
+    assert c.unpack(c.pack(value)) == {
+        1: "a",
+        -2: [b"\x00", 1.5, None, True],
+        "s": {"nested": [1, 2]},
+    }
+
+
+def test_codec_errors_are_ours() -> None:
+    c = Codec()
+    with pytest.raises(InvalidRequest, match="cannot be encoded"):
+        c.pack(object(), name="a.b")
+    with pytest.raises(rpcclient.DecodeError):
+        c.unpack(b"\xc1")
+    with pytest.raises(rpcclient.DecodeError):
+        c.unpack(msgpack.packb(1) + b"\x01")  # trailing bytes
+    small = Codec(max_str_len=3)
+    with pytest.raises(rpcclient.DecodeError):
+        small.unpack(msgpack.packb("abcd"))
+
+
+def test_codec_is_pluggable_for_old_servers_and_ext_types() -> None:
+    raw = Codec(raw=True, use_bin_type=False)
+    assert raw.unpack(raw.pack("text")) == b"text"
+    hooked = Codec(
+        default=lambda o: msgpack.ExtType(5, o.isoformat().encode()),
+        ext_hook=lambda code, data: (code, data.decode()),
+    )
+    day = datetime.date(2026, 11, 29)
+    assert hooked.unpack(hooked.pack(day)) == (5, "2026-11-29")
+
+
+# -- names, headers, endpoints -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "nodot", ".m", "s.", "a/b.c", "a.b/c", "a b.c", "a.b\r\nX: y", "a.b\x00", "a\n.b", 7],
+)
+def test_bad_names_are_refused(name: Any) -> None:
+    with pytest.raises(InvalidRequest):
+        split_name(name)
+
+
+def test_good_names_split_at_first_dot() -> None:
+    assert split_name("user.get_profile") == ("user", "get_profile")
+    assert split_name("a-b.c.d") == ("a-b", "c.d")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("X-A", "a\r\nX-B: b"),
+        ("X-A\r\n", "v"),
+        ("X A", "v"),
+        ("X-A", "a\x00"),
+        ("", "v"),
+        ("X", " v"),
+    ],
+)
+def test_bad_headers_refused_before_any_connection(raw_server: Any, header: Any) -> None:
+    srv: RawServer = raw_server(keepalive_answering(lambda h, b: http_response(b"\xc0")))
+    client = Client(srv.url)
+    with pytest.raises(InvalidRequest):
+        client.call("a.b", 1, headers=dict([header]))
+    with pytest.raises(InvalidRequest):
+        Client(srv.url, headers=dict([header]))
+    with pytest.raises(InvalidRequest):
+        client.call("a.b\r\nEvil: 1", 1)
+    client.close()
+    assert srv.connections == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://h", "http://", "h:80", "http://u:p@h", "http://h/?q=1", "http://h:99999", "http://h x"],
+)
+def test_bad_endpoints_refused(url: str) -> None:
+    with pytest.raises(InvalidRequest):
+        Endpoint.parse(url)
+
+
+def test_endpoint_parsing() -> None:
+    e = Endpoint.parse("http://[::1]:8080/api/")
+    assert (e.host, e.port, e.base_path, e.host_header) == ("::1", 8080, "/api", "[::1]:8080")
+    assert Endpoint.parse("https://example.test").host_header == "example.test"
+
+
+def test_headers_are_case_insensitive() -> None:
+    h = Headers([("Content-Type", "a"), ("X-Y", "1"), ("x-y", "2")])
+    assert h["content-type"] == "a" and h["X-Y"] == "1, 2" and h.get_all("x-Y") == ["1", "2"]
+    assert "CONTENT-TYPE" in h and len(h) == 2
+
+
+# -- decoding answers ----------------------------------------------------------------
+
+
+def _resp(status: int, body: bytes, ctype: str = "application/x-msgpack") -> Response:
+    return Response(status, "R", Headers([("Content-Type", ctype)]), body)
+
+
+def test_decode_response_maps_envelopes_and_foreign_bodies() -> None:
+    c = Codec()
+    assert decode_response(_resp(200, c.pack([1, 2])), c, "a.b") == [1, 2]
+    env = c.pack({"error": {"type": "KeyError", "message": "nope", "data": {"k": 1}}})
+    with pytest.raises(rpcclient.RemoteError) as info:
+        decode_response(_resp(500, env), c, "a.b")
+    assert (info.value.type, info.value.remote_message, info.value.data) == (
+        "KeyError",
+        "nope",
+        {"k": 1},
+    )
+    assert info.value.status == 500
+    nf = c.pack({"error": {"type": "MethodNotFound", "message": "no", "data": None}})
+    with pytest.raises(rpcclient.MethodNotFound):
+        decode_response(_resp(404, nf), c, "a.b")
+    html = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+    with pytest.raises(rpcclient.HTTPStatusError) as info2:
+        decode_response(_resp(502, html, "text/html"), c, "a.b")
+    assert info2.value.status == 502 and "502 Bad Gateway" in info2.value.snippet
+    with pytest.raises(rpcclient.DecodeError):
+        decode_response(_resp(200, b"\xc1"), c, "a.b")
+
+
+def test_custom_error_decoder_is_used() -> None:
+    def decoder(status: int, headers: Any, body: bytes, codec: Codec, name: str) -> Any:
+        return rpcclient.RemoteError("legacy", type="Legacy", status=status, name=name)
+
+    client = Client(
+        "http://127.0.0.1:9",
+        transport=MockTransport(lambda r: _resp(500, b"oops", "text/plain")),
+        error_decoder=decoder,
+    )
+    with pytest.raises(rpcclient.RemoteError, match="legacy"):
+        client.call("a.b")
+
+
+# -- Client and proxy with MockTransport -------------------------------------------
+
+
+def test_mock_transport_and_service_proxy_payloads() -> None:
+    seen: list[Any] = []
+
+    def handler(request: rpcclient.Request) -> Response:
+        assert isinstance(request.body, bytes)
+        seen.append((request.target, msgpack.unpackb(request.body, strict_map_key=False)))
+        return msgpack_response("ok")
+
+    mock = MockTransport(handler)
+    client = Client({"user": "http://h1:8001/base", "*": "http://h2"}, transport=mock)
+    user = client.service("user")
+    assert user.get(1, 2) == "ok"
+    assert user.get(id=1) == "ok"
+    assert user.get() == "ok"
+    assert client.call("other.m", {1: 2}) == "ok"
+    assert seen == [
+        ("/base/user/get", [1, 2]),
+        ("/base/user/get", {"id": 1}),
+        ("/base/user/get", None),
+        ("/other/m", {1: 2}),
+    ]
+    with pytest.raises(InvalidRequest, match="not both"):
+        user.get(1, id=2)
+    with pytest.raises(AttributeError):
+        user._private  # noqa: B018
+    strict = client.service("user", methods=["get"])
+    with pytest.raises(AttributeError, match="no method 'gte'"):
+        strict.gte  # noqa: B018
+    assert mock.requests[0].endpoint.host == "h1"
+    assert mock.requests[-1].endpoint.host == "h2"
+
+
+def test_path_template_and_unknown_service() -> None:
+    mock = MockTransport(lambda r: msgpack_response(r.target))
+    client = Client({"user": "http://h/x"}, transport=mock, path_template="/rpc/{service}.{method}")
+    assert client.call("user.get") == "/x/rpc/user.get"
+    with pytest.raises(InvalidRequest, match="no endpoint for service"):
+        client.call("billing.charge")
+    with pytest.raises(InvalidRequest):
+        Client("http://h", path_template="no-slash")
+
+
+def test_request_too_large_is_refused_before_sending() -> None:
+    mock = MockTransport(lambda r: msgpack_response(None))
+    client = Client("http://h", transport=mock, max_request_size=100)
+    with pytest.raises(rpcclient.RequestTooLarge):
+        client.call("a.b", b"x" * 200)
+    assert mock.requests == []
+
+
+def test_transport_chosen_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RPCCLIENT_TRANSPORT", "nonexistent")
+    with pytest.raises(ValueError, match="unknown transport 'nonexistent'"):
+        Client("http://h")
+    monkeypatch.setenv("RPCCLIENT_TRANSPORT", "gevent")
+    client = Client("http://h")
+    assert client.transport.name == "gevent"
+    client.close()
