@@ -10,6 +10,7 @@ from ._codec import DEFAULT_CODEC, Codec
 from ._gevent_transport import GeventTransport, TLSConfig
 from ._models import Endpoint, Headers, Request, Response
 from ._protocol import DEFAULT_PATH_TEMPLATE, decode_error_envelope
+from ._retry import NO_RETRY, Retry, RetryBudget
 from ._timeouts import Deadline, Timeout
 from ._transport import MockTransport, Transport, msgpack_response
 from ._version import __version__
@@ -51,6 +52,7 @@ __all__ = [
     "InvalidRequest",
     "MethodNotFound",
     "MockTransport",
+    "NO_RETRY",
     "PoolTimeout",
     "ProtocolError",
     "RPCError",
@@ -61,6 +63,8 @@ __all__ = [
     "RequestTooLarge",
     "Response",
     "ResponseTooLarge",
+    "Retry",
+    "RetryBudget",
     "ServiceProxy",
     "TLSConfig",
     "Timeout",

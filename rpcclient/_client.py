@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import gevent
+
+from ._balance import EndpointGroup, Host
 from ._codec import DEFAULT_CODEC, Codec
 from ._models import Endpoint, Request, check_header
 from ._protocol import (
@@ -26,10 +29,11 @@ from ._protocol import (
     decode_response,
     split_name,
 )
-from ._timeouts import Timeout
+from ._retry import Retry, RetryBudget, parse_retry_after
+from ._timeouts import Deadline, Timeout
 from ._transport import Transport
 from ._version import __version__
-from .exceptions import ClientClosed, InvalidRequest, RequestTooLarge, RPCError
+from .exceptions import ClientClosed, ConnectError, InvalidRequest, RequestTooLarge, RPCError
 
 __all__ = ["Client", "ServiceProxy", "register_transport"]
 
@@ -78,23 +82,32 @@ def _build_transport(transport: str | Transport | None, options: dict[str, Any])
 class Client:
     """A msgpack RPC client over pooled keep-alive HTTP/1.1.
 
-    ``endpoints`` is one base URL for every service (``"http://h:8001"``) or
-    a mapping ``{"user": "http://h1:8001", ...}`` (key ``"*"``: every other
+    ``endpoints`` is one base URL for every service (``"http://h:8001"``), a
+    list of them, or a mapping ``{"user": "http://h1:8001", "billing":
+    ["http://h2:8001", "http://h3:8001"], "*": ...}`` (``"*"``: every other
     service). ``transport`` is ``"gevent"`` (default), ``"requests"``,
     ``"urllib3"``, a :class:`Transport`, or None to read the
     ``RPCCLIENT_TRANSPORT`` environment variable. ``timeout`` is a
     :class:`Timeout` or a number of seconds for every bound.
 
+    ``retry`` is the :class:`Retry` policy; ``idempotent`` names the methods
+    (``"service.method"``) that may be re-sent after they may have run.
+    Hosts of a group that fail to connect ``eject_after`` times in a row
+    rest for ``cooldown`` seconds.
+
     ``call`` raises only :mod:`rpcclient.exceptions` errors (and the caller's
-    own ``gevent.Timeout``/``GreenletExit``), and never re-sends a request.
+    own ``gevent.Timeout``/``GreenletExit``), and never re-sends a call that
+    may have run unless it is idempotent.
     """
 
     def __init__(
         self,
-        endpoints: str | Mapping[str, str],
+        endpoints: str | Sequence[str] | Mapping[str, str | Sequence[str]],
         *,
         transport: str | Transport | None = None,
         timeout: Timeout | float | None = Timeout(),  # noqa: B008 - immutable
+        retry: Retry = Retry(),  # noqa: B008 - immutable
+        idempotent: Iterable[str] = (),
         pool_size: int = 10,
         headers: Mapping[str, str] | None = None,
         codec: Codec = DEFAULT_CODEC,
@@ -105,20 +118,30 @@ class Client:
         max_head_size: int = 64 * 1024,
         idle_timeout: float | None = 1.5,
         max_connection_age: float | None = 300.0,
+        eject_after: int = 5,
+        cooldown: float = 10.0,
+        deadline_header: bool = True,
         verify: bool = True,
         ca_certs: str | None = None,
         cert: str | tuple[str, str] | None = None,
     ) -> None:
-        self._endpoints = self._parse_endpoints(endpoints)
+        if not isinstance(retry, Retry):
+            raise TypeError(f"retry must be a rpcclient.Retry, not {retry!r}")
         self._timeout = Timeout.coerce(timeout)
+        self._retry = retry
+        self._idempotent = frozenset(idempotent)
+        for name in self._idempotent:
+            split_name(name)
+        self._groups = self._parse_endpoints(endpoints, retry, eject_after, cooldown)
         self._codec = codec
         self._error_decoder = error_decoder
         self._path_template = check_path_template(path_template)
+        self._deadline_header = deadline_header
         self.max_request_size = max_request_size
         fixed = [("User-Agent", f"rpcclient/{__version__}"), ("Content-Type", codec.content_type)]
         fixed += list((headers or {}).items())
         self._fixed_headers = tuple(check_header(k, v) for k, v in _dedupe(fixed))
-        self._routes: dict[str, tuple[Endpoint, str]] = {}
+        self._routes: dict[str, tuple[EndpointGroup, str]] = {}
         self._closed = False
         from ._gevent_transport import TLSConfig
 
@@ -135,17 +158,33 @@ class Client:
         )
 
     @staticmethod
-    def _parse_endpoints(endpoints: str | Mapping[str, str]) -> dict[str, Endpoint]:
-        if isinstance(endpoints, str):
-            return {"*": Endpoint.parse(endpoints)}
+    def _parse_endpoints(
+        endpoints: str | Sequence[str] | Mapping[str, str | Sequence[str]],
+        retry: Retry,
+        eject_after: int,
+        cooldown: float,
+    ) -> dict[str, EndpointGroup]:
+        if isinstance(endpoints, str) or (
+            isinstance(endpoints, Sequence) and not isinstance(endpoints, Mapping)
+        ):
+            endpoints = {"*": endpoints}  # type: ignore[dict-item]
         if not isinstance(endpoints, Mapping) or not endpoints:
-            raise InvalidRequest("endpoints must be a base URL or a non-empty mapping")
-        parsed = {}
-        for service, url in endpoints.items():
+            raise InvalidRequest("endpoints must be a base URL, a list of them, or a mapping")
+        groups = {}
+        for service, urls in endpoints.items():
             if service != "*":
                 split_name(f"{service}.m")  # the same rule as in names
-            parsed[service] = Endpoint.parse(url)
-        return parsed
+            url_list = [urls] if isinstance(urls, str) else list(urls)
+            if not url_list:
+                raise InvalidRequest(f"no endpoint URL for service {service!r}")
+            budget = RetryBudget(retry.budget_ratio, retry.budget_min_per_second)
+            groups[service] = EndpointGroup(
+                [Endpoint.parse(u) for u in url_list],
+                budget,
+                eject_after=eject_after,
+                cooldown=cooldown,
+            )
+        return groups
 
     # -- calls --------------------------------------------------------------
     @property
@@ -156,6 +195,10 @@ class Client:
     def timeout(self) -> Timeout:
         return self._timeout
 
+    @property
+    def retry(self) -> Retry:
+        return self._retry
+
     def call(
         self,
         name: str,
@@ -163,31 +206,175 @@ class Client:
         *,
         timeout: Timeout | float | None = None,
         headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+        retry: Retry | None = None,
     ) -> Any:
         """Call ``name`` (``"service.method"``) with ``args`` and return its result.
 
         ``args`` travels as one msgpack value: a list for positional arguments,
-        a dict for keyword arguments, None for none. ``timeout`` replaces the
-        client's for this call; ``headers`` are added to this request.
-        Raises :class:`InvalidRequest` before any I/O for bad input.
+        a dict for keyword arguments, None for none. ``timeout`` and ``retry``
+        replace the client's for this call; ``headers`` are added to it;
+        ``idempotent=True`` allows re-sending it after a failure that may have
+        happened after the server ran it. Raises :class:`InvalidRequest`
+        before any I/O for bad input; every error carries ``attempts``.
         """
         deadline = (self._timeout if timeout is None else Timeout.coerce(timeout)).start()
-        request = self.prepare(name, args, headers)
-        try:
-            response = self._transport.send(request, deadline)
-            return decode_response(response, self._codec, name, self._error_decoder)
-        except RPCError as exc:
-            raise exc.with_context(name=name, endpoint=request.endpoint.url) from None
+        return self._call(name, args, deadline, headers, idempotent, retry)
 
-    def prepare(
-        self, name: str, args: Any = None, headers: Mapping[str, str] | None = None
-    ) -> Request:
-        """The validated Request a call would send (useful with MockTransport)."""
+    def _call(  # noqa: PLR0917 - internal, positional for speed
+        self,
+        name: str,
+        args: Any,
+        deadline: Deadline,
+        headers: Mapping[str, str] | None,
+        idempotent: bool | None,
+        retry: Retry | None,
+    ) -> Any:
         if self._closed:
             raise ClientClosed("client is closed", name=name if isinstance(name, str) else None)
         route = self._routes.get(name)
         if route is None:
             route = self._route(name)
+        group, path = route
+        body = self._encode(name, args)
+        extra = self._check_headers(name, headers) if headers else []
+        policy = self._retry if retry is None else retry
+        if idempotent is None:
+            idempotent = name in self._idempotent
+        budget = group.budget
+        budget.deposit()
+        transport = self._transport
+        tried: list[Host] = []
+        attempt = 0
+        while True:
+            attempt += 1
+            host = group.pick(tried)
+            endpoint = host.endpoint
+            request_headers = extra
+            if self._deadline_header and deadline.expires is not None:
+                ms = int((deadline.remaining() or 0.0) * 1000)
+                request_headers = [*extra, (b"X-Rpc-Timeout-Ms", b"%d" % ms)]
+            request = Request(
+                endpoint=endpoint,
+                method="POST",
+                target=endpoint.base_path + path if endpoint.base_path else path,
+                headers=request_headers,
+                body=body,
+                name=name,
+                fixed_headers=self._fixed_headers,
+                cache_key=self,
+            )
+            host.outstanding += 1
+            host.calls += 1
+            retry_after = None
+            try:
+                response = transport.send(request, deadline)
+                if response.status == 503:
+                    retry_after = parse_retry_after(response.headers.get("retry-after"))
+                result = decode_response(response, self._codec, name, self._error_decoder)
+                host.connect_failures = 0
+                return result
+            except RPCError as exc:
+                host.failures += 1
+                exc.with_context(name=name, endpoint=endpoint.url)
+                exc.attempts = attempt
+                if isinstance(exc, ConnectError):
+                    group.connect_failed(host)
+                if attempt >= policy.attempts or not policy.retryable(exc, idempotent):
+                    raise exc from None
+                if not self._wait_before_retry(policy, attempt, retry_after, deadline):
+                    raise exc from None
+                if not budget.withdraw():
+                    exc.message += " (retry budget of the service exhausted)"
+                    raise exc from None
+                tried.append(host)
+            finally:
+                host.outstanding -= 1
+
+    @staticmethod
+    def _wait_before_retry(
+        policy: Retry, attempt: int, retry_after: float | None, deadline: Deadline
+    ) -> bool:
+        """Sleep the backoff; False when the deadline would pass first."""
+        delay = policy.delay(attempt)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        left = deadline.remaining()
+        if left is not None and delay >= left:
+            return False
+        if delay > 0:
+            gevent.sleep(delay)
+        return not deadline.expired()
+
+    def call_many(
+        self,
+        calls: Iterable[tuple[str, Any] | tuple[str, Any, Mapping[str, Any]]],
+        *,
+        timeout: Timeout | float | None = None,
+    ) -> list[Any]:
+        """Run calls concurrently, one greenlet each, under ONE shared deadline.
+
+        ``calls`` are ``(name, args)`` or ``(name, args, options)`` with
+        options ``headers``/``idempotent``/``retry``. Returns, in order, each
+        call's result or the :class:`RPCError` it raised (returned, not
+        raised). Bad input raises InvalidRequest before anything is sent.
+        """
+        deadline = (self._timeout if timeout is None else Timeout.coerce(timeout)).start()
+        jobs = []
+        prepared = []
+        for item in calls:
+            name, args, *rest = item
+            options = dict(rest[0]) if rest else {}
+            unknown = set(options) - {"headers", "idempotent", "retry"}
+            if unknown:
+                raise TypeError(f"unknown call options for {name!r}: {sorted(unknown)}")
+            if name not in self._routes:
+                self._route(name)
+            prepared.append((name, args, options))
+        for name, args, options in prepared:
+            jobs.append(
+                gevent.spawn(
+                    self._call_returning_error,
+                    name,
+                    args,
+                    deadline,
+                    options.get("headers"),
+                    options.get("idempotent"),
+                    options.get("retry"),
+                )
+            )
+        try:
+            gevent.joinall(jobs, raise_error=True)
+        finally:
+            gevent.killall([j for j in jobs if not j.dead], block=True)
+        return [j.value for j in jobs]
+
+    def _call_returning_error(self, *args: Any) -> Any:
+        try:
+            return self._call(*args)
+        except RPCError as exc:
+            return exc
+
+    def prepare(
+        self, name: str, args: Any = None, headers: Mapping[str, str] | None = None
+    ) -> Request:
+        """The validated Request a call's first attempt would send (for tests)."""
+        if self._closed:
+            raise ClientClosed("client is closed", name=name if isinstance(name, str) else None)
+        group, path = self._routes.get(name) or self._route(name)
+        endpoint = group.hosts[0].endpoint
+        return Request(
+            endpoint=endpoint,
+            method="POST",
+            target=endpoint.base_path + path,
+            headers=self._check_headers(name, headers) if headers else [],
+            body=self._encode(name, args),
+            name=name,
+            fixed_headers=self._fixed_headers,
+            cache_key=self,
+        )
+
+    def _encode(self, name: str, args: Any) -> bytes:
         body = self._codec.pack(args, name=name)
         if len(body) > self.max_request_size:
             raise RequestTooLarge(
@@ -195,37 +382,30 @@ class Client:
                 f"({self.max_request_size})",
                 name=name,
             )
-        extra = []
-        if headers:
-            for k, v in headers.items():
-                try:
-                    extra.append(check_header(k, v))
-                except InvalidRequest as exc:
-                    raise exc.with_context(name=name) from None
-        endpoint, target = route
-        return Request(
-            endpoint=endpoint,
-            method="POST",
-            target=target,
-            headers=extra,
-            body=body,
-            name=name,
-            fixed_headers=self._fixed_headers,
-            cache_key=self,
-        )
+        return body
 
-    def _route(self, name: str) -> tuple[Endpoint, str]:
+    @staticmethod
+    def _check_headers(name: str, headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+        checked = []
+        for k, v in headers.items():
+            try:
+                checked.append(check_header(k, v))
+            except InvalidRequest as exc:
+                raise exc.with_context(name=name) from None
+        return checked
+
+    def _route(self, name: str) -> tuple[EndpointGroup, str]:
         service, method = split_name(name)
-        endpoint = self._endpoints.get(service) or self._endpoints.get("*")
-        if endpoint is None:
+        group = self._groups.get(service) or self._groups.get("*")
+        if group is None:
             raise InvalidRequest(
-                f"no endpoint for service {service!r} (known: {sorted(self._endpoints)})",
+                f"no endpoint for service {service!r} (known: {sorted(self._groups)})",
                 name=name,
             )
-        target = endpoint.base_path + self._path_template.format(service=service, method=method)
+        path = self._path_template.format(service=service, method=method)
         if len(self._routes) >= _ROUTE_CACHE_MAX:
             self._routes.clear()
-        route = self._routes[name] = (endpoint, target)
+        route = self._routes[name] = (group, path)
         return route
 
     def service(self, service: str, *, methods: Iterable[str] | None = None) -> ServiceProxy:
@@ -250,11 +430,26 @@ class Client:
         self.close()
 
     def stats(self) -> dict[str, Any]:
-        return {"closed": self._closed, **self._transport.stats()}
+        """Pool and host state as plain data."""
+        return {
+            "closed": self._closed,
+            "groups": {
+                service: {
+                    "hosts": group.stats(),
+                    "retry_budget": {
+                        "balance": round(group.budget.balance, 2),
+                        "refused": group.budget.refused,
+                    },
+                }
+                for service, group in self._groups.items()
+            },
+            **self._transport.stats(),
+        }
 
     def __repr__(self) -> str:
-        eps = ", ".join(f"{k}={v.url}" for k, v in self._endpoints.items())
-        return f"<Client {eps} transport={self._transport!r}{' closed' if self._closed else ''}>"
+        groups = ", ".join(f"{k}={v!r}" for k, v in self._groups.items())
+        closed = " closed" if self._closed else ""
+        return f"<Client {groups} transport={self._transport!r}{closed}>"
 
 
 def _dedupe(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -291,7 +486,7 @@ class ServiceProxy:
         self._options = options or {}
 
     def with_options(self, **options: Any) -> ServiceProxy:
-        unknown = set(options) - {"timeout", "headers"}
+        unknown = set(options) - {"timeout", "headers", "idempotent", "retry"}
         if unknown:
             raise TypeError(f"unknown call options: {sorted(unknown)}")
         return ServiceProxy(

@@ -1,0 +1,116 @@
+"""Endpoint groups: several hosts for one service, and how a call picks one.
+
+Picking is "power of two choices" on the least outstanding calls: draw two
+hosts at random, take the one with fewer calls in flight. It needs no global
+view and keeps a slow host from piling up work.
+
+A host that fails to connect ``eject_after`` times in a row is ejected for
+``cooldown`` seconds; after that one call probes it, and a success brings it
+back (a failure ejects it again). When every host is ejected the one whose
+cool-down ends first is tried anyway: failing fast on a stale verdict helps
+nobody. A retry never picks a host the call already tried while another is
+available.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from time import monotonic
+from typing import Any
+
+from ._models import Endpoint
+from ._retry import RetryBudget
+
+__all__ = ["EndpointGroup", "Host"]
+
+
+class Host:
+    """One endpoint of a group and its live state."""
+
+    __slots__ = (
+        "calls",
+        "connect_failures",
+        "ejected_until",
+        "ejections",
+        "endpoint",
+        "failures",
+        "outstanding",
+    )
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.outstanding = 0
+        self.calls = 0
+        self.failures = 0
+        self.connect_failures = 0  # consecutive
+        self.ejected_until = 0.0
+        self.ejections = 0
+
+    def stats(self, now: float) -> dict[str, Any]:
+        return {
+            "url": self.endpoint.url,
+            "outstanding": self.outstanding,
+            "calls": self.calls,
+            "failures": self.failures,
+            "consecutive_connect_failures": self.connect_failures,
+            "ejected": self.ejected_until > now,
+            "ejections": self.ejections,
+        }
+
+
+class EndpointGroup:
+    """The hosts serving one service, their balancer and their retry budget."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        budget: RetryBudget,
+        *,
+        eject_after: int = 5,
+        cooldown: float = 10.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("an endpoint group needs at least one endpoint")
+        self.hosts = [Host(e) for e in endpoints]
+        self.budget = budget
+        self.eject_after = eject_after
+        self.cooldown = cooldown
+        self._rng = rng or random.Random()
+
+    def pick(self, tried: Sequence[Host] = ()) -> Host:
+        """The host for the next attempt (see the module docstring)."""
+        hosts = self.hosts
+        if len(hosts) == 1:
+            return hosts[0]
+        now = monotonic()
+        live = [h for h in hosts if h.ejected_until <= now and h not in tried]
+        if not live:
+            live = [h for h in hosts if h.ejected_until <= now] or [
+                min(hosts, key=lambda h: h.ejected_until)
+            ]
+            live = [h for h in live if h not in tried] or live
+        if len(live) == 1:
+            return live[0]
+        a, b = self._rng.sample(live, 2)
+        return a if a.outstanding <= b.outstanding else b
+
+    def connect_failed(self, host: Host) -> None:
+        host.connect_failures += 1
+        if host.connect_failures >= self.eject_after and len(self.hosts) > 1:
+            host.ejected_until = monotonic() + self.cooldown
+            host.ejections += 1
+            host.connect_failures = 0
+
+    def stats(self) -> list[dict[str, Any]]:
+        now = monotonic()
+        return [h.stats(now) for h in self.hosts]
+
+    def __repr__(self) -> str:
+        now = monotonic()
+        inner = ", ".join(
+            f"{h.endpoint.url} out={h.outstanding}{' ejected' if h.ejected_until > now else ''}"
+            for h in self.hosts
+        )
+        return f"<EndpointGroup [{inner}]>"

@@ -1,0 +1,138 @@
+"""Retries: one immutable policy, a budget per endpoint group, and the rules.
+
+The rules (README.rst, "Retries"), applied by the client after each attempt:
+
+1. An attempt that provably never reached the server (``may_have_reached_server``
+   is False: pool timeout, DNS failure, connect refused or timed out, a
+   connection that failed before one byte left) may be retried, whatever
+   the call.
+2. An attempt that may have reached the server is retried only when the
+   call is idempotent (``idempotent=True`` on the call, or the method listed
+   in the client's ``idempotent=`` set).
+3. A 503 is retried only for idempotent calls, or when the server's error
+   envelope says the call was not run (``data: {"not_run": true}``, as the
+   bundled server says when it sheds load); ``Retry-After`` is honoured
+   when it fits in what is left of the deadline.
+4. Never past the deadline: a backoff that would end after it is not slept
+   and no attempt starts after it. Never beyond the group's retry budget.
+
+Backoff is exponential with full jitter (a uniform draw in
+``[0, min(cap, base * 2**n)]``): spread out retries do not arrive together.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from time import monotonic
+from typing import Any
+
+from .exceptions import HTTPStatusError, RemoteError, RPCError
+
+__all__ = ["NO_RETRY", "Retry", "RetryBudget"]
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """How often and how patiently a call is re-tried (an immutable value).
+
+    ``attempts`` counts every try, the first included (1 = no retry).
+    ``budget_ratio`` and ``budget_min_per_second`` size each endpoint group's
+    :class:`RetryBudget`: retries may add at most that share of calls, plus a
+    small steady allowance, so a dead service never sees a retry storm.
+    """
+
+    attempts: int = 3
+    backoff: float = 0.01
+    backoff_max: float = 0.5
+    retry_503: bool = True
+    budget_ratio: float = 0.2
+    budget_min_per_second: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.attempts, int) or self.attempts < 1:
+            raise ValueError(f"Retry.attempts must be an int >= 1, not {self.attempts!r}")
+        if self.backoff < 0 or self.backoff_max < 0:
+            raise ValueError("Retry backoff values must be >= 0")
+        if not 0 <= self.budget_ratio <= 1 or self.budget_min_per_second < 0:
+            raise ValueError("Retry budget_ratio must be in [0, 1], budget_min_per_second >= 0")
+
+    def with_(self, **changes: Any) -> Retry:
+        return replace(self, **changes)
+
+    def delay(self, retry_number: int, rng: random.Random | None = None) -> float:
+        """Full-jitter backoff before retry ``retry_number`` (1 = first retry)."""
+        ceiling = min(self.backoff_max, self.backoff * (2 ** (retry_number - 1)))
+        return (rng or random).uniform(0.0, ceiling)
+
+    def retryable(self, exc: RPCError, idempotent: bool) -> bool:
+        """Whether the rules allow another attempt after ``exc`` (budget aside)."""
+        status = getattr(exc, "status", None)
+        if status == 503 and isinstance(exc, RemoteError | HTTPStatusError):
+            if not self.retry_503:
+                return False
+            return idempotent or was_not_run(exc)
+        if isinstance(exc, RemoteError | HTTPStatusError):
+            return False  # the server answered: its verdict stands
+        if not exc.may_have_reached_server:
+            return True
+        return idempotent
+
+
+def was_not_run(exc: RPCError) -> bool:
+    """The server's envelope says the call did not run (load shed, shutdown)."""
+    data = getattr(exc, "data", None)
+    return isinstance(data, dict) and data.get("not_run") is True
+
+
+NO_RETRY = Retry(attempts=1)
+
+
+class RetryBudget:
+    """A token bucket shared by one endpoint group (Finagle's RetryBudget idea).
+
+    Each call deposits ``ratio`` tokens, time deposits ``min_per_second``
+    tokens a second, each retry withdraws one; the balance is capped at
+    ``cap``. So over any stretch, retries <= ratio * calls + min_per_second *
+    seconds + cap. Not thread-safe, greenlet-safe (no switch inside).
+    """
+
+    __slots__ = ("_balance", "_stamp", "cap", "min_per_second", "ratio", "refused")
+
+    def __init__(self, ratio: float, min_per_second: float, cap: float | None = None) -> None:
+        self.ratio = ratio
+        self.min_per_second = min_per_second
+        self.cap = cap if cap is not None else max(10.0, min_per_second)
+        self._balance = self.cap
+        self._stamp = monotonic()
+        self.refused = 0
+
+    def deposit(self) -> None:
+        balance = self._balance + self.ratio
+        self._balance = balance if balance < self.cap else self.cap
+
+    def withdraw(self) -> bool:
+        now = monotonic()
+        balance = min(self.cap, self._balance + (now - self._stamp) * self.min_per_second)
+        self._stamp = now
+        if balance >= 1.0:
+            self._balance = balance - 1.0
+            return True
+        self._balance = balance
+        self.refused += 1
+        return False
+
+    @property
+    def balance(self) -> float:
+        return self._balance
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds only), or None."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None  # an HTTP date: not worth a clock comparison here
+    return seconds if seconds >= 0 else None
