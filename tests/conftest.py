@@ -90,7 +90,9 @@ def http_response(
 class RawServer:
     """A scripted TCP server: ``handler(sock, server)`` runs per connection."""
 
-    def __init__(self, handler: Handler, *, backlog: int | None = None) -> None:
+    def __init__(
+        self, handler: Handler, *, backlog: int | None = None, ssl_context: Any = None
+    ) -> None:
         self.handler = handler
         self.connections = 0
         self.requests: list[tuple[bytes, bytes]] = []
@@ -100,10 +102,12 @@ class RawServer:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", 0))
         listener.listen(backlog if backlog is not None else 128)
-        self.server = gevent.server.StreamServer(listener, self._handle)
+        kw = {"ssl_context": ssl_context} if ssl_context is not None else {}
+        self.server = gevent.server.StreamServer(listener, self._handle, **kw)
         self.server.start()
         self.port = listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        scheme = "https" if ssl_context is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
 
     def _handle(self, sock: Any, address: Any) -> None:
         self.connections += 1
