@@ -9,6 +9,7 @@ from ._client import Client, ServiceProxy, register_transport
 from ._codec import DEFAULT_CODEC, Codec
 from ._gevent_transport import GeventTransport, TLSConfig
 from ._models import Endpoint, Headers, Request, Response
+from ._observe import CallEvent, Hook, Stats, report
 from ._protocol import DEFAULT_PATH_TEMPLATE, decode_error_envelope
 from ._retry import NO_RETRY, Retry, RetryBudget
 from ._timeouts import Deadline, Timeout
@@ -35,6 +36,7 @@ from .exceptions import (
 )
 
 __all__ = [
+    "CallEvent",
     "Client",
     "ClientClosed",
     "Codec",
@@ -49,6 +51,7 @@ __all__ = [
     "GeventTransport",
     "HTTPStatusError",
     "Headers",
+    "Hook",
     "InvalidRequest",
     "MethodNotFound",
     "MockTransport",
@@ -66,6 +69,7 @@ __all__ = [
     "Retry",
     "RetryBudget",
     "ServiceProxy",
+    "Stats",
     "TLSConfig",
     "Timeout",
     "Transport",
@@ -74,4 +78,5 @@ __all__ = [
     "decode_error_envelope",
     "msgpack_response",
     "register_transport",
+    "report",
 ]

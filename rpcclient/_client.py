@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from time import perf_counter
 from typing import Any
 
 import gevent
 
 from ._balance import EndpointGroup, Host
 from ._codec import DEFAULT_CODEC, Codec
-from ._models import Endpoint, Request, check_header
+from ._models import Endpoint, Request, Response, check_header
+from ._observe import REQUEST_IDS, CallEvent, HookSet, Stats, run_hooks
 from ._protocol import (
     DEFAULT_PATH_TEMPLATE,
     ErrorDecoder,
@@ -29,7 +33,7 @@ from ._protocol import (
     decode_response,
     split_name,
 )
-from ._retry import Retry, RetryBudget, parse_retry_after
+from ._retry import Retry, RetryBudget
 from ._timeouts import Deadline, Timeout
 from ._transport import Transport
 from ._version import __version__
@@ -40,6 +44,7 @@ __all__ = ["Client", "ServiceProxy", "register_transport"]
 MIB = 1024 * 1024
 ENV_TRANSPORT = "RPCCLIENT_TRANSPORT"
 _ROUTE_CACHE_MAX = 10_000
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,200}\Z")
 
 TransportFactory = Callable[..., Transport]
 _TRANSPORTS: dict[str, TransportFactory] = {}
@@ -121,6 +126,8 @@ class Client:
         eject_after: int = 5,
         cooldown: float = 10.0,
         deadline_header: bool = True,
+        stats: bool = True,
+        hooks: Sequence[Any] = (),
         verify: bool = True,
         ca_certs: str | None = None,
         cert: str | tuple[str, str] | None = None,
@@ -137,6 +144,9 @@ class Client:
         self._error_decoder = error_decoder
         self._path_template = check_path_template(path_template)
         self._deadline_header = deadline_header
+        self._stats = Stats(enabled=stats)
+        self._hook_list = list(hooks)
+        self._hooks = HookSet(self._hook_list)
         self.max_request_size = max_request_size
         fixed = [("User-Agent", f"rpcclient/{__version__}"), ("Content-Type", codec.content_type)]
         fixed += list((headers or {}).items())
@@ -208,6 +218,7 @@ class Client:
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
         retry: Retry | None = None,
+        request_id: str | None = None,
     ) -> Any:
         """Call ``name`` (``"service.method"``) with ``args`` and return its result.
 
@@ -215,11 +226,13 @@ class Client:
         a dict for keyword arguments, None for none. ``timeout`` and ``retry``
         replace the client's for this call; ``headers`` are added to it;
         ``idempotent=True`` allows re-sending it after a failure that may have
-        happened after the server ran it. Raises :class:`InvalidRequest`
-        before any I/O for bad input; every error carries ``attempts``.
+        happened after the server ran it. ``request_id`` is sent as
+        ``X-Request-Id`` (one is generated when not given). Raises
+        :class:`InvalidRequest` before any I/O for bad input; every error
+        carries ``attempts`` and ``request_id``.
         """
         deadline = (self._timeout if timeout is None else Timeout.coerce(timeout)).start()
-        return self._call(name, args, deadline, headers, idempotent, retry)
+        return self._call(name, args, deadline, headers, idempotent, retry, request_id)
 
     def _call(  # noqa: PLR0917 - internal, positional for speed
         self,
@@ -229,6 +242,7 @@ class Client:
         headers: Mapping[str, str] | None,
         idempotent: bool | None,
         retry: Retry | None,
+        request_id: str | None = None,
     ) -> Any:
         if self._closed:
             raise ClientClosed("client is closed", name=name if isinstance(name, str) else None)
@@ -238,58 +252,149 @@ class Client:
         group, path = route
         body = self._encode(name, args)
         extra = self._check_headers(name, headers) if headers else []
+        if request_id is None:
+            request_id = REQUEST_IDS.next()
+        elif not _REQUEST_ID.match(request_id):
+            raise InvalidRequest(f"invalid request id {request_id!r}", name=name)
+        extra.append((b"X-Request-Id", request_id.encode()))
         policy = self._retry if retry is None else retry
         if idempotent is None:
             idempotent = name in self._idempotent
-        budget = group.budget
-        budget.deposit()
-        transport = self._transport
-        tried: list[Host] = []
+        hooks = self._hooks
+        event = None
+        if hooks:
+            event = CallEvent(name, request_id, idempotent, self._transport.name)
+            run_hooks(hooks.before_call, event)
+        group.budget.deposit()
+        started = perf_counter()
+        received = 0
         attempt = 0
-        while True:
-            attempt += 1
-            host = group.pick(tried)
-            endpoint = host.endpoint
-            request_headers = extra
-            if self._deadline_header and deadline.expires is not None:
-                ms = int((deadline.remaining() or 0.0) * 1000)
-                request_headers = [*extra, (b"X-Rpc-Timeout-Ms", b"%d" % ms)]
-            request = Request(
-                endpoint=endpoint,
-                method="POST",
-                target=endpoint.base_path + path if endpoint.base_path else path,
-                headers=request_headers,
-                body=body,
-                name=name,
-                fixed_headers=self._fixed_headers,
-                cache_key=self,
-            )
-            host.outstanding += 1
-            host.calls += 1
-            retry_after = None
-            try:
-                response = transport.send(request, deadline)
-                if response.status == 503:
-                    retry_after = parse_retry_after(response.headers.get("retry-after"))
-                result = decode_response(response, self._codec, name, self._error_decoder)
-                host.connect_failures = 0
-                return result
-            except RPCError as exc:
-                host.failures += 1
-                exc.with_context(name=name, endpoint=endpoint.url)
-                exc.attempts = attempt
-                if isinstance(exc, ConnectError):
-                    group.connect_failed(host)
-                if attempt >= policy.attempts or not policy.retryable(exc, idempotent):
-                    raise exc from None
-                if not self._wait_before_retry(policy, attempt, retry_after, deadline):
-                    raise exc from None
-                if not budget.withdraw():
-                    exc.message += " (retry budget of the service exhausted)"
-                    raise exc from None
-                tried.append(host)
-            finally:
-                host.outstanding -= 1
+        ok = False
+        try:
+            tried: list[Host] = []
+            while True:
+                attempt += 1
+                host = group.pick(tried)
+                try:
+                    response = self._attempt(
+                        name, host, path, body, extra, deadline, attempt, event
+                    )
+                    received = len(response.body)
+                    result = decode_response(response, self._codec, name, self._error_decoder)
+                    host.connect_failures = 0
+                    ok = True
+                    if event is not None:
+                        event.result = result
+                    return result
+                except RPCError as exc:
+                    exc.with_context(name=name, endpoint=host.endpoint.url)
+                    exc.attempts = attempt
+                    exc.request_id = request_id
+                    if not self._should_retry(
+                        exc, policy, attempt, idempotent, group, host, deadline
+                    ):
+                        raise exc from None
+                    tried.append(host)
+        finally:
+            # while an exception propagates, sys.exc_info() is that exception
+            failure = None if ok else sys.exc_info()[1]
+            elapsed = perf_counter() - started
+            stats = self._stats
+            if stats.enabled:
+                counter = stats.method(name)
+                counter.retries += attempt - 1
+                error_name = None if failure is None else type(failure).__name__
+                counter.add(elapsed, error_name, len(body), received)
+            if event is not None:
+                event.elapsed = elapsed
+                event.error = failure
+                run_hooks(hooks.after_call, event)
+
+    def _attempt(  # noqa: PLR0917 - internal, positional for speed
+        self,
+        name: str,
+        host: Host,
+        path: str,
+        body: bytes,
+        extra: list[tuple[bytes, bytes]],
+        deadline: Deadline,
+        attempt: int,
+        event: CallEvent | None,
+    ) -> Response:
+        """One attempt on one host: send, account, run attempt hooks."""
+        endpoint = host.endpoint
+        request_headers = extra
+        if self._deadline_header and deadline.expires is not None:
+            ms = int((deadline.remaining() or 0.0) * 1000)
+            request_headers = [*extra, (b"X-Rpc-Timeout-Ms", b"%d" % ms)]
+        if event is not None:
+            event.attempt = attempt
+            event.endpoint = endpoint.url
+            event.headers = []
+            event.error = None
+            event.status = None
+            run_hooks(self._hooks.before_attempt, event)
+            if event.headers:
+                request_headers = [*request_headers, *event.headers]
+        request = Request(
+            endpoint=endpoint,
+            method="POST",
+            target=endpoint.base_path + path if endpoint.base_path else path,
+            headers=request_headers,
+            body=body,
+            name=name,
+            fixed_headers=self._fixed_headers,
+            cache_key=self,
+        )
+        host.outstanding += 1
+        host.calls += 1
+        started = perf_counter()
+        response = None
+        try:
+            response = self._transport.send(request, deadline)
+            return response
+        except RPCError:
+            host.failures += 1
+            raise
+        finally:
+            host.outstanding -= 1
+            elapsed = perf_counter() - started
+            if self._stats.enabled:
+                failed = response is None
+                self._stats.host(endpoint.url).add(
+                    elapsed,
+                    type(sys.exc_info()[1]).__name__ if failed else None,
+                    len(body),
+                    0 if failed else len(response.body),  # type: ignore[union-attr]
+                )
+            if event is not None:
+                event.elapsed = elapsed
+                event.error = sys.exc_info()[1] if response is None else None
+                event.status = None if response is None else response.status
+                run_hooks(self._hooks.after_attempt, event)
+
+    def _should_retry(  # noqa: PLR0917
+        self,
+        exc: RPCError,
+        policy: Retry,
+        attempt: int,
+        idempotent: bool,
+        group: EndpointGroup,
+        host: Host,
+        deadline: Deadline,
+    ) -> bool:
+        """Apply the retry rules (see rpcclient._retry); sleeps the backoff."""
+        if isinstance(exc, ConnectError):
+            group.connect_failed(host)
+        if attempt >= policy.attempts or not policy.retryable(exc, idempotent):
+            return False
+        retry_after = getattr(exc, "retry_after", None)
+        if not self._wait_before_retry(policy, attempt, retry_after, deadline):
+            return False
+        if not group.budget.withdraw():
+            exc.message += " (retry budget of the service exhausted)"
+            return False
+        return True
 
     @staticmethod
     def _wait_before_retry(
@@ -429,10 +534,17 @@ class Client:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def add_hook(self, hook: Any) -> None:
+        """Add a hook (see rpcclient._observe.Hook) after the existing ones."""
+        self._hook_list.append(hook)
+        self._hooks = HookSet(self._hook_list)
+
     def stats(self) -> dict[str, Any]:
-        """Pool and host state as plain data."""
+        """Call figures, pool and host state as plain data (see ``rpcclient.report``)."""
         return {
             "closed": self._closed,
+            "transport": self._transport.name,
+            "stats": self._stats.snapshot(),
             "groups": {
                 service: {
                     "hosts": group.stats(),

@@ -26,6 +26,7 @@ from typing import Any
 
 from ._codec import Codec
 from ._models import Headers, Response
+from ._retry import parse_retry_after
 from .exceptions import (
     DecodeError,
     HTTPStatusError,
@@ -130,11 +131,13 @@ def decode_response(
         return codec.unpack(response.body, name=name)
     body = bytes(response.body)
     err = error_decoder(status, response.headers, body, codec, name)
-    if err is not None:
-        raise err
-    raise HTTPStatusError(
-        f"HTTP {status} {response.reason} with a non-RPC body: {snippet(body)!r}",
-        status=status,
-        snippet=snippet(body),
-        name=name,
-    )
+    if err is None:
+        err = HTTPStatusError(
+            f"HTTP {status} {response.reason} with a non-RPC body: {snippet(body)!r}",
+            status=status,
+            snippet=snippet(body),
+            name=name,
+        )
+    if status == 503:
+        err.retry_after = parse_retry_after(response.headers.get("retry-after"))
+    raise err

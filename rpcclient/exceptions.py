@@ -88,6 +88,10 @@ class RPCError(Exception):
         if may_have_reached_server is not None:
             self.may_have_reached_server = may_have_reached_server
         self.attempts = attempts
+        #: the X-Request-Id of the call, when it got that far
+        self.request_id: str | None = None
+        #: seconds from a 503's Retry-After header, when there was one
+        self.retry_after: float | None = None
 
     def __str__(self) -> str:
         parts = [self.message]
@@ -96,6 +100,8 @@ class RPCError(Exception):
             where.append(f"call {self.name}")
         if self.endpoint:
             where.append(f"endpoint {self.endpoint}")
+        if self.request_id:
+            where.append(f"request id {self.request_id}")
         if where:
             parts.append(f"[{', '.join(where)}]")
         if not isinstance(self, InvalidRequest | ClientClosed):

@@ -70,7 +70,7 @@ def test_small_body_is_one_send_and_one_segment(raw_server: Any, counting: Any) 
         for i in range(20):
             assert client.call("echo.echo", [i, "x" * 100]) == [i, "x" * 100]
         (sock,) = counting.instances
-        assert sock.writes == [("send", sock.writes[0][1])] * 20  # one send per call
+        assert [kind for kind, _ in sock.writes] == ["send"] * 20  # one send per call
         segs = srv.live_segments()
     assert segs == 20, f"{segs} data segments for 20 calls"
 
