@@ -1,0 +1,6 @@
+"""``python -m rpcclient COMMAND ...``: the same as the ``rpcclient`` console script."""
+
+from ._cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,471 @@
+"""The bundled msgpack RPC server: a plain WSGI app and a gevent runner for it.
+
+:class:`RPCApp` is the server side of wire protocol v1 with no web framework
+underneath; it runs on any WSGI server, and :func:`serve` runs it on the
+bundled gevent server (:mod:`rpcclient._wsgiserver`). Its rules:
+
+- One request is one call: ``POST {base_path}/{service}/{method}`` with the
+  msgpack of the arguments as body. Every answer, success or failure, is
+  msgpack with the codec's Content-Type: ``200`` carries the result, ``4xx``
+  and ``5xx`` carry ``{"error": {"type": str, "message": str, "data": any}}``.
+- Everything that can be decided from the head is decided before a byte of
+  the body is read, in this order: ``405 MethodNotAllowed`` (with
+  ``Allow: POST``), ``404 MethodNotFound`` (also for any name part starting
+  with ``_``), ``415 UnsupportedMediaType``, ``411 LengthRequired`` (neither
+  Content-Length nor chunked), ``413 RequestTooLarge`` (Content-Length above
+  ``max_body_size``), ``400 BadRequest`` (malformed ``X-Rpc-Timeout-Ms``),
+  ``503 Unavailable`` (load shedding). Then the body is read (a chunked body
+  only up to the limit: ``413`` past it), decoded (``400 BadRequest``) and
+  bound to the handler's signature (``400 BadArguments``).
+- An answer given without reading the body closes the connection when that
+  body is chunked or above the limit: the server never drains more than
+  ``max_body_size`` bytes of a body it will not use.
+- A handler never runs with arguments it cannot accept: they are bound
+  against its signature first. A TypeError from the binding is the caller's
+  fault (``400 BadArguments``); one raised inside the handler is the
+  handler's (``500``).
+- An exception raised by a handler (any ``Exception``, and a
+  ``gevent.Timeout`` escaping it) is ``500`` with ``type`` its class name,
+  ``message`` its ``str()`` and ``data`` its ``data`` attribute (nil if absent
+  or not encodable). The traceback goes to the ``rpcclient.server`` logger,
+  never to the wire. A result msgpack cannot encode is ``500 EncodeError``.
+- ``503 Unavailable`` with ``data == {"not_run": True}`` and ``Retry-After: 1``
+  promises the handler did not run: any call may be retried.
+- ``X-Request-Id`` is echoed back on every answer (when it is at most 200
+  visible ASCII characters). ``X-Rpc-Timeout-Ms`` (the client's remaining
+  budget) becomes :func:`current_deadline` for the handler.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+import gevent
+
+from ._codec import DEFAULT_CODEC, Codec
+from ._wsgiserver import RPCServer
+from .exceptions import DecodeError, InvalidRequest
+
+__all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
+    "MSGPACK_CONTENT_TYPES",
+    "RPCApp",
+    "RPCServer",
+    "current_deadline",
+    "serve",
+]
+
+DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
+#: request Content-Types accepted (parameters such as ``charset`` are ignored)
+MSGPACK_CONTENT_TYPES = frozenset({"application/x-msgpack", "application/msgpack"})
+
+F = TypeVar("F", bound=Callable[..., Any])
+StartResponse = Callable[..., Any]
+
+_log = logging.getLogger("rpcclient.server")
+
+# The client's grammar (rpcclient._protocol): a name the client refuses to
+# send is a name nobody can call, so it is refused here at registration.
+_SERVICE = re.compile(r"[A-Za-z0-9_\-]+\Z")
+_METHOD = re.compile(r"[A-Za-z0-9_\-.]+\Z")
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,200}\Z")
+_TIMEOUT_MS = re.compile(r"[0-9]{1,12}\Z")
+_LENGTH = re.compile(r"[0-9]{1,19}\Z")
+
+_STATUS_LINES = {
+    200: "200 OK",
+    400: "400 Bad Request",
+    404: "404 Not Found",
+    405: "405 Method Not Allowed",
+    411: "411 Length Required",
+    413: "413 Content Too Large",
+    415: "415 Unsupported Media Type",
+    500: "500 Internal Server Error",
+    503: "503 Service Unavailable",
+}
+_CLOSE = ("Connection", "close")
+
+_deadline: ContextVar[float | None] = ContextVar("rpcclient.server.deadline", default=None)
+
+
+def current_deadline() -> float | None:
+    """The absolute :func:`time.monotonic` deadline of the call being handled.
+
+    Set from the request's ``X-Rpc-Timeout-Ms`` header, counted from when the
+    request arrived; ``None`` when the client sent no budget or outside a call.
+    Greenlet-local (a context variable): greenlets a handler spawns do not
+    inherit it, so pass it to them explicitly.
+    """
+    return _deadline.get()
+
+
+class _Reject(Exception):
+    """An error answer decided by the app itself (never by a handler)."""
+
+    def __init__(self, status: int, type: str, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.message = message
+        self.data = data
+
+
+@dataclass(frozen=True)
+class _Method:
+    name: str
+    fn: Callable[..., Any]
+    #: None when the callable has no introspectable signature (some builtins)
+    signature: inspect.Signature | None
+
+
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_name(name: object) -> tuple[str, str]:
+    if not isinstance(name, str):
+        raise TypeError(f"a method name must be a str 'service.method', not {name!r}")
+    service, dot, method = name.partition(".")
+    if not dot or not _SERVICE.match(service) or not _METHOD.match(method):
+        raise ValueError(
+            f"invalid method name {name!r}: expected 'service.method' made of letters, digits, "
+            "'_' and '-' (and '.' in the method)"
+        )
+    if _is_private(service, method):
+        raise ValueError(f"invalid method name {name!r}: parts starting with '_' are private")
+    return service, method
+
+
+def _is_private(service: str, method: str) -> bool:
+    return service.startswith("_") or any(part.startswith("_") for part in method.split("."))
+
+
+class RPCApp:
+    """A WSGI application serving registered functions over wire protocol v1.
+
+    ``max_body_size`` bounds a request body (``413`` above it);
+    ``max_concurrency`` (``None``: no bound) is how many calls may be in
+    flight at once before new ones are shed with ``503``; ``base_path``
+    (``""`` or like ``"/rpc"``) prefixes every call path. Register functions
+    before serving; the registry is not meant to change under traffic.
+    """
+
+    def __init__(
+        self,
+        codec: Codec = DEFAULT_CODEC,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        base_path: str = "",
+        max_concurrency: int | None = None,
+    ) -> None:
+        if not isinstance(max_body_size, int) or max_body_size < 1:
+            raise ValueError(f"max_body_size must be a positive int, not {max_body_size!r}")
+        if max_concurrency is not None and (
+            not isinstance(max_concurrency, int) or max_concurrency < 1
+        ):
+            raise ValueError(f"max_concurrency must be None or >= 1, not {max_concurrency!r}")
+        base_path = base_path.rstrip("/")
+        if base_path and (
+            not base_path.startswith("/") or any(c in base_path for c in " \t\r\n\x00?#%")
+        ):
+            raise ValueError(f"base_path must be '' or a plain path like '/rpc': {base_path!r}")
+        self.codec = codec
+        self.max_body_size = max_body_size
+        self.base_path = base_path
+        self.max_concurrency = max_concurrency
+        self._methods: dict[str, _Method] = {}
+        self._in_flight = 0
+        # A plain lock keeps the shedding count exact under threaded WSGI
+        # servers too; under gevent it is never contended across a switch.
+        self._lock = threading.Lock()
+
+    # -- registration ----------------------------------------------------------------
+
+    @overload
+    def register(self, name: str) -> Callable[[F], F]: ...
+
+    @overload
+    def register(self, name: str, fn: F) -> F: ...
+
+    def register(self, name: str, fn: F | None = None) -> F | Callable[[F], F]:
+        """Serve ``fn`` as ``name`` (``"service.method"``); returns ``fn``.
+
+        Without ``fn``, returns a decorator. Raises ``ValueError`` for a name
+        the client could not call (see the module rules) or one already
+        registered, ``TypeError`` for a ``fn`` that is not callable.
+        """
+        if fn is None:
+
+            def decorator(func: F) -> F:
+                return self.register(name, func)
+
+            return decorator
+        self._add([(name, fn)])
+        return fn
+
+    def add_service(self, service: str, obj: object) -> list[str]:
+        """Serve every public callable attribute ``attr`` of ``obj`` as
+        ``service.attr``; returns the names, sorted. All or nothing: on a bad
+        or duplicate name nothing is registered."""
+        if not isinstance(service, str) or not _SERVICE.match(service) or service.startswith("_"):
+            raise ValueError(f"invalid service name {service!r}")
+        pairs = []
+        for attr in sorted(dir(obj)):
+            if attr.startswith("_"):
+                continue
+            value = getattr(obj, attr)
+            if callable(value):
+                pairs.append((f"{service}.{attr}", value))
+        self._add(pairs)
+        return [name for name, _ in pairs]
+
+    def _add(self, pairs: Iterable[tuple[str, Callable[..., Any]]]) -> None:
+        entries = []
+        seen = set(self._methods)
+        for name, fn in pairs:
+            _check_name(name)
+            if not callable(fn):
+                raise TypeError(f"{name}: {fn!r} is not callable")
+            if name in seen:
+                raise ValueError(f"{name!r} is already registered")
+            seen.add(name)
+            entries.append(_Method(name, fn, _signature(fn)))
+        for entry in entries:
+            self._methods[entry.name] = entry
+
+    def methods(self) -> list[str]:
+        """The registered names, sorted."""
+        return sorted(self._methods)
+
+    @property
+    def in_flight(self) -> int:
+        """Calls admitted and not yet answered."""
+        return self._in_flight
+
+    def __repr__(self) -> str:
+        return (
+            f"<RPCApp methods={len(self._methods)} in_flight={self._in_flight} "
+            f"max_concurrency={self.max_concurrency} max_body_size={self.max_body_size}>"
+        )
+
+    # -- WSGI ------------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        """Answer one request; never raises for anything a client or a handler did."""
+        headers: list[tuple[str, str]] = []
+        try:
+            status, body = 200, self._serve(environ, headers)
+        except _Reject as rej:
+            status = rej.status
+            body = self._envelope(rej.type, rej.message, rej.data)
+        request_id = environ.get("HTTP_X_REQUEST_ID")
+        if request_id and _REQUEST_ID.match(request_id):
+            headers.append(("X-Request-Id", request_id))
+        headers.append(("Content-Type", self.codec.content_type))
+        headers.append(("Content-Length", str(len(body))))
+        start_response(_STATUS_LINES[status], headers)
+        if environ.get("REQUEST_METHOD") == "HEAD":
+            return [b""]  # a HEAD answer has the headers of the 405 but no body
+        return [body]
+
+    def _serve(self, environ: dict[str, Any], headers: list[tuple[str, str]]) -> bytes:
+        arrived = time.monotonic()
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        length = None
+        if not chunked and environ.get("CONTENT_LENGTH"):
+            text = environ["CONTENT_LENGTH"].strip()
+            if not _LENGTH.match(text):
+                headers.append(_CLOSE)  # the body's end is unknowable
+                raise _Reject(400, "BadRequest", f"invalid Content-Length {text[:40]!r}")
+            length = int(text)
+        try:
+            method, deadline = self._check_head(environ, headers, length, chunked, arrived)
+            self._admit(headers)
+        except _Reject:
+            if chunked or (length is not None and length > self.max_body_size):
+                headers.append(_CLOSE)
+            raise
+        try:
+            data = self._read_body(environ, headers, length)
+            return self._call(method, data, deadline)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _check_head(
+        self,
+        environ: dict[str, Any],
+        headers: list[tuple[str, str]],
+        length: int | None,
+        chunked: bool,
+        arrived: float,
+    ) -> tuple[_Method, float | None]:
+        if environ.get("REQUEST_METHOD") != "POST":
+            headers.append(("Allow", "POST"))
+            raise _Reject(405, "MethodNotAllowed", "calls must use POST")
+        method = self._resolve(environ.get("PATH_INFO", ""))
+        ctype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
+        if ctype not in MSGPACK_CONTENT_TYPES and ctype != self.codec.content_type:
+            raise _Reject(
+                415,
+                "UnsupportedMediaType",
+                f"Content-Type must be application/x-msgpack, not {ctype[:60]!r}",
+            )
+        if length is None and not chunked:
+            raise _Reject(411, "LengthRequired", "a Content-Length or a chunked body is required")
+        if length is not None and length > self.max_body_size:
+            raise _Reject(
+                413,
+                "RequestTooLarge",
+                f"request body of {length} bytes is above the limit of {self.max_body_size}",
+            )
+        deadline = None
+        budget = environ.get("HTTP_X_RPC_TIMEOUT_MS")
+        if budget is not None:
+            if not _TIMEOUT_MS.match(budget.strip()):
+                raise _Reject(
+                    400, "BadRequest", f"X-Rpc-Timeout-Ms must be integer ms: {budget[:40]!r}"
+                )
+            deadline = arrived + int(budget) / 1000.0
+        return method, deadline
+
+    def _resolve(self, path: str) -> _Method:
+        prefix = self.base_path + "/"
+        service, _, method = path[len(prefix) :].partition("/")
+        method_entry = None
+        if path.startswith(prefix) and not _is_private(service, method):
+            method_entry = self._methods.get(f"{service}.{method}")
+        if method_entry is None:
+            raise _Reject(404, "MethodNotFound", f"no method at {path[:200]!r}")
+        return method_entry
+
+    def _admit(self, headers: list[tuple[str, str]]) -> None:
+        with self._lock:
+            limit = self.max_concurrency
+            if limit is not None and self._in_flight >= limit:
+                shed = True
+            else:
+                shed = False
+                self._in_flight += 1
+        if shed:
+            headers.append(("Retry-After", "1"))
+            raise _Reject(
+                503,
+                "Unavailable",
+                f"server busy: {limit} calls in flight; the call was not run",
+                {"not_run": True},
+            )
+
+    def _read_body(
+        self, environ: dict[str, Any], headers: list[tuple[str, str]], length: int | None
+    ) -> bytes:
+        stream = environ["wsgi.input"]
+        want = self.max_body_size + 1 if length is None else length
+        try:
+            data: bytes = stream.read(want)
+        except OSError as exc:  # the client went away, or broke the chunked framing
+            headers.append(_CLOSE)
+            raise _Reject(400, "BadRequest", f"request body could not be read: {exc}") from None
+        if length is None and len(data) > self.max_body_size:
+            headers.append(_CLOSE)
+            raise _Reject(
+                413,
+                "RequestTooLarge",
+                f"chunked request body is above the limit of {self.max_body_size} bytes",
+            )
+        if length is not None and len(data) != length:
+            headers.append(_CLOSE)
+            raise _Reject(400, "BadRequest", "request body is shorter than its Content-Length")
+        return data
+
+    def _call(self, method: _Method, data: bytes, deadline: float | None) -> bytes:
+        try:
+            args = self.codec.unpack(data)
+        except DecodeError:
+            message = "request body is not one valid msgpack value"
+            raise _Reject(400, "BadRequest", message) from None
+        pos: tuple[Any, ...] | list[Any] = ()
+        kw: dict[str, Any] = {}
+        if isinstance(args, list):
+            pos = args
+        elif isinstance(args, dict):
+            if not all(type(key) is str for key in args):
+                raise _Reject(400, "BadRequest", "keyword argument names must be strings")
+            kw = args
+        elif args is not None:
+            pos = (args,)
+        if method.signature is not None:
+            try:
+                method.signature.bind(*pos, **kw)
+            except TypeError as exc:
+                raise _Reject(400, "BadArguments", f"{method.name}: {exc}") from None
+        token = _deadline.set(deadline)
+        try:
+            result = method.fn(*pos, **kw)
+        except (Exception, gevent.Timeout) as exc:  # noqa: BLE001 - reported, never raised
+            # gevent.Timeout is a BaseException; one escaping a handler is the
+            # handler's own (this app sets none), so it is reported like any error.
+            _log.error("%s raised %s", method.name, type(exc).__name__, exc_info=exc)
+            data_attr = getattr(exc, "data", None)
+            raise _Reject(500, type(exc).__name__, _safe_str(exc), data_attr) from None
+        finally:
+            _deadline.reset(token)
+        try:
+            return self.codec.pack(result)
+        except InvalidRequest as exc:
+            _log.error("%s returned a %s that cannot be packed", method.name, type(result))
+            raise _Reject(
+                500,
+                "EncodeError",
+                f"{method.name} returned a {type(result).__name__} msgpack cannot encode: "
+                f"{exc.message}",
+            ) from None
+
+    def _envelope(self, type: str, message: str, data: Any) -> bytes:
+        try:
+            return self.codec.pack({"error": {"type": type, "message": message, "data": data}})
+        except InvalidRequest:
+            # the handler's exception carried data msgpack cannot encode
+            return self.codec.pack({"error": {"type": type, "message": message, "data": None}})
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - any __str__ bug must not break the answer
+        return f"<{type(exc).__name__}: str() failed>"
+
+
+def serve(
+    app: Callable[..., Any],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    backlog: int | None = None,
+    spawn: Any = None,
+    stop_timeout: float = 1.0,
+) -> RPCServer:
+    """Start serving the WSGI ``app`` (usually an :class:`RPCApp`) on the bundled
+    gevent server and return the started :class:`RPCServer`.
+
+    ``port=0`` picks a free port; read it from ``server.address`` (``(host,
+    port)``) or ``server.url``. ``spawn``: ``None`` for an unbounded greenlet
+    pool, an ``int`` to bound concurrent connections. ``server.stop()``
+    waits up to ``stop_timeout`` seconds for calls in progress;
+    ``server.serve_forever()`` blocks until stopped. Raises ``OSError`` if the
+    address cannot be bound.
+    """
+    server = RPCServer((host, port), app, backlog=backlog, spawn=spawn)
+    server.stop_timeout = stop_timeout
+    server.start()
+    return server
