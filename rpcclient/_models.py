@@ -109,15 +109,24 @@ class Headers(Mapping[str, str]):
     returns them apart.
     """
 
-    __slots__ = ("_items", "_map")
+    __slots__ = ("_items", "_joined")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items = list(items)
-        joined: dict[str, str] = {}
-        for key, value in self._items:
-            low = key.lower()
-            joined[low] = f"{joined[low]}, {value}" if low in joined else value
-        self._map = joined
+        # the case-folded map is built on first use: most answers are read
+        # for their body only, and this is on every call's path
+        self._items = items if isinstance(items, list) else list(items)
+        self._joined: dict[str, str] | None = None
+
+    @property
+    def _map(self) -> dict[str, str]:
+        joined = self._joined
+        if joined is None:
+            joined = {}
+            for key, value in self._items:
+                low = key.lower()
+                joined[low] = f"{joined[low]}, {value}" if low in joined else value
+            self._joined = joined
+        return joined
 
     def __getitem__(self, key: str) -> str:
         return self._map[key.lower()]

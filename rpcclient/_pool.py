@@ -24,7 +24,6 @@ Rules:
 from __future__ import annotations
 
 import contextlib
-import os
 import socket as _stdsocket
 import ssl
 from time import monotonic
@@ -106,7 +105,6 @@ class Pool:
         self.max_age = max_age
         self._slots = Semaphore(size)
         self._idle: list[Connection] = []
-        self._pid = os.getpid()
         self.closed = False
         self.created = 0
         self.waiting = 0
@@ -146,11 +144,9 @@ class Pool:
     def checkin(self, conn: Connection) -> None:
         """Give back a connection whose answer was read to the end."""
         now = monotonic()
-        if (
-            self.closed
-            or self._pid != os.getpid()
-            or (self.max_age is not None and now - conn.created >= self.max_age)
-        ):
+        # a pool detached after a fork is closed: an exchange that straddled
+        # the fork cannot hand the parent's socket to the child's calls
+        if self.closed or (self.max_age is not None and now - conn.created >= self.max_age):
             conn.close()
             return
         conn.last_used = now
