@@ -266,6 +266,10 @@ class Client:
             event = CallEvent(name, request_id, idempotent, self._transport.name)
             run_hooks(hooks.before_call, event)
         group.budget.deposit()
+        transport = self._transport
+        stats = self._stats if self._stats.enabled else None
+        fixed = self._fixed_headers
+        deadline_header = self._deadline_header and deadline.expires is not None
         started = perf_counter()
         received = 0
         attempt = 0
@@ -275,19 +279,48 @@ class Client:
             while True:
                 attempt += 1
                 host = group.pick(tried)
-                try:
-                    response = self._attempt(
-                        name, host, path, body, extra, deadline, attempt, event
+                endpoint = host.endpoint
+                request_headers = extra
+                if deadline_header:
+                    ms = int((deadline.remaining() or 0.0) * 1000)
+                    request_headers = [*extra, (b"X-Rpc-Timeout-Ms", b"%d" % ms)]
+                if event is not None:
+                    request_headers = self._before_attempt(
+                        event, attempt, endpoint, request_headers
                     )
+                base = endpoint.base_path
+                request = Request(
+                    endpoint,
+                    "POST",
+                    base + path if base else path,
+                    request_headers,
+                    body,
+                    name,
+                    fixed,
+                    self,
+                )
+                host.outstanding += 1
+                host.calls += 1
+                attempt_started = perf_counter()
+                response = None
+                attempt_error: BaseException | None = None
+                try:
+                    response = transport.send(request, deadline)
+                    status = response.status
+                    if 200 <= status < 300:
+                        result = self._codec.unpack(response.body, name=name)
+                    else:
+                        decode_response(response, self._codec, name, self._error_decoder)
                     received = len(response.body)
-                    result = decode_response(response, self._codec, name, self._error_decoder)
                     host.connect_failures = 0
                     ok = True
                     if event is not None:
                         event.result = result
                     return result
                 except RPCError as exc:
-                    exc.with_context(name=name, endpoint=host.endpoint.url)
+                    attempt_error = exc
+                    host.failures += 1
+                    exc.with_context(name=name, endpoint=endpoint.url)
                     exc.attempts = attempt
                     exc.request_id = request_id
                     if not self._should_retry(
@@ -295,12 +328,19 @@ class Client:
                     ):
                         raise exc from None
                     tried.append(host)
+                finally:
+                    host.outstanding -= 1
+                    if stats is not None or event is not None:
+                        if attempt_error is None and not ok:
+                            attempt_error = sys.exc_info()[1]  # the caller's Timeout, a kill
+                        self._after_attempt(
+                            stats, event, endpoint, attempt_started, body, response, attempt_error
+                        )
         finally:
             # while an exception propagates, sys.exc_info() is that exception
             failure = None if ok else sys.exc_info()[1]
             elapsed = perf_counter() - started
-            stats = self._stats
-            if stats.enabled:
+            if stats is not None:
                 counter = stats.method(name)
                 counter.retries += attempt - 1
                 error_name = None if failure is None else type(failure).__name__
@@ -310,68 +350,44 @@ class Client:
                 event.error = failure
                 run_hooks(hooks.after_call, event)
 
-    def _attempt(  # noqa: PLR0917 - internal, positional for speed
+    def _before_attempt(
         self,
-        name: str,
-        host: Host,
-        path: str,
-        body: bytes,
-        extra: list[tuple[bytes, bytes]],
-        deadline: Deadline,
+        event: CallEvent,
         attempt: int,
+        endpoint: Endpoint,
+        request_headers: list[tuple[bytes, bytes]],
+    ) -> list[tuple[bytes, bytes]]:
+        event.attempt = attempt
+        event.endpoint = endpoint.url
+        event.headers = []
+        event.error = None
+        event.status = None
+        run_hooks(self._hooks.before_attempt, event)
+        return [*request_headers, *event.headers] if event.headers else request_headers
+
+    def _after_attempt(  # noqa: PLR0917 - internal
+        self,
+        stats: Stats | None,
         event: CallEvent | None,
-    ) -> Response:
-        """One attempt on one host: send, account, run attempt hooks."""
-        endpoint = host.endpoint
-        request_headers = extra
-        if self._deadline_header and deadline.expires is not None:
-            ms = int((deadline.remaining() or 0.0) * 1000)
-            request_headers = [*extra, (b"X-Rpc-Timeout-Ms", b"%d" % ms)]
+        endpoint: Endpoint,
+        started: float,
+        body: bytes,
+        response: Response | None,
+        failure: BaseException | None,
+    ) -> None:
+        elapsed = perf_counter() - started
+        if stats is not None:
+            stats.host(endpoint.url).add(
+                elapsed,
+                None if failure is None else type(failure).__name__,
+                len(body),
+                0 if response is None else len(response.body),
+            )
         if event is not None:
-            event.attempt = attempt
-            event.endpoint = endpoint.url
-            event.headers = []
-            event.error = None
-            event.status = None
-            run_hooks(self._hooks.before_attempt, event)
-            if event.headers:
-                request_headers = [*request_headers, *event.headers]
-        request = Request(
-            endpoint=endpoint,
-            method="POST",
-            target=endpoint.base_path + path if endpoint.base_path else path,
-            headers=request_headers,
-            body=body,
-            name=name,
-            fixed_headers=self._fixed_headers,
-            cache_key=self,
-        )
-        host.outstanding += 1
-        host.calls += 1
-        started = perf_counter()
-        response = None
-        try:
-            response = self._transport.send(request, deadline)
-            return response
-        except RPCError:
-            host.failures += 1
-            raise
-        finally:
-            host.outstanding -= 1
-            elapsed = perf_counter() - started
-            if self._stats.enabled:
-                failed = response is None
-                self._stats.host(endpoint.url).add(
-                    elapsed,
-                    type(sys.exc_info()[1]).__name__ if failed else None,
-                    len(body),
-                    0 if failed else len(response.body),  # type: ignore[union-attr]
-                )
-            if event is not None:
-                event.elapsed = elapsed
-                event.error = sys.exc_info()[1] if response is None else None
-                event.status = None if response is None else response.status
-                run_hooks(self._hooks.after_attempt, event)
+            event.elapsed = elapsed
+            event.error = failure
+            event.status = None if response is None else response.status
+            run_hooks(self._hooks.after_attempt, event)
 
     def _should_retry(  # noqa: PLR0917
         self,

@@ -236,9 +236,7 @@ class GeventTransport(Transport):
                 self._heads.prefix(request), request.headers, body_length(request.body)
             )
             reader = ResponseReader(
-                head_request=request.method == "HEAD",
-                max_head=self.max_head_size,
-                max_body=self.max_response_size,
+                request.method == "HEAD", self.max_head_size, self.max_response_size
             )
             read_for = deadline.read_for()
             if read_for is not None:

@@ -221,7 +221,7 @@ class ResponseReader(HTTPResponseParser):
     limit is crossed and ``HTTPParseError`` for malformed HTTP.
     """
 
-    def __init__(self, *, head_request: bool, max_head: int, max_body: int) -> None:
+    def __init__(self, head_request: bool, max_head: int, max_body: int) -> None:
         super().__init__()
         self.final = False
         self.extra = False
@@ -248,7 +248,9 @@ class ResponseReader(HTTPResponseParser):
         self.reason += reason
 
     def _on_header_field(self, text: str) -> None:
-        self._count(len(text))
+        self._head_size += len(text) + 4  # inline: this runs for every header
+        if self._head_size > self._max_head:
+            raise MessageTooLarge("response head", self._max_head)
         if self._value is not None:
             self.fields.append((self._field, self._value))
             self._field, self._value = text, None
@@ -256,13 +258,10 @@ class ResponseReader(HTTPResponseParser):
             self._field += text
 
     def _on_header_value(self, text: str) -> None:
-        self._count(len(text))
-        self._value = text if self._value is None else self._value + text
-
-    def _count(self, n: int) -> None:
-        self._head_size += n + 4
+        self._head_size += len(text)
         if self._head_size > self._max_head:
             raise MessageTooLarge("response head", self._max_head)
+        self._value = text if self._value is None else self._value + text
 
     def _on_headers_complete(self) -> bool:
         if self._value is not None or self._field:
@@ -295,13 +294,7 @@ class ResponseReader(HTTPResponseParser):
         return self.final and not self.extra and self.should_keep_alive()
 
     def response(self) -> Response:
-        return Response(
-            status=self.status,
-            reason=self.reason,
-            headers=Headers(self.fields),
-            body=self.body,
-            http_version=self.get_http_version(),
-        )
+        return Response(self.status, self.reason, Headers(self.fields), self.body)
 
 
 def read_response(sock: Any, reader: ResponseReader, bufsize: int = 65536) -> None:

@@ -126,7 +126,7 @@ def test_hooks_run_in_documented_order_and_may_add_headers(raw_server: Any) -> N
         ("after_call", (7, "NoneType")),
         ("before_call", "a.b"),
         ("before_attempt", 1),
-        ("after_attempt", (500, "NoneType")),
+        ("after_attempt", (500, "RemoteError")),
         ("after_call", (None, "RemoteError")),
     ]
     assert all(b"X-Hooked: yes" in head for head, _ in srv.requests)
