@@ -353,3 +353,60 @@ def test_repr_shows_pool_state(raw_server: Any) -> None:
         client.call("echo.echo", 1)
         text = repr(client)
     assert "in_use=0" in text and "idle=1" in text
+
+
+def test_pool_is_first_come_first_served() -> None:
+    """A released slot goes to the oldest waiter, not back to the releaser."""
+    from rpcclient._pool import Pool
+
+    pool = Pool(1, idle_timeout=None, max_age=None)
+    order: list[str] = []
+    assert pool.acquire(None)
+
+    def waiter(tag: str) -> None:
+        assert pool.acquire(5)
+        order.append(tag)
+        gevent.sleep(0.01)
+        pool.release()
+
+    jobs = [gevent.spawn(waiter, t) for t in "abc"]
+    gevent.sleep(0.01)
+    assert pool.waiting == 3
+    pool.release()
+    # the releaser asks again at once: it must queue behind a, b and c
+    assert not pool.acquire(0)
+    assert pool.acquire(5)
+    order.append("me")
+    pool.release()
+    gevent.joinall(jobs, raise_error=True)
+    assert order == ["a", "b", "c", "me"]
+    assert pool.in_use == 0 and pool.waiting == 0
+
+
+def test_pool_waiter_killed_or_timed_out_leaves_no_hole() -> None:
+    from rpcclient._pool import Pool
+
+    pool = Pool(1, idle_timeout=None, max_age=None)
+    assert pool.acquire(None)
+    assert not pool.acquire(0.01)  # timed out: leaves the queue
+    job = gevent.spawn(pool.acquire, None)
+    gevent.sleep(0.01)
+    job.kill()
+    assert pool.waiting == 0
+    pool.release()
+    assert pool.in_use == 0
+    assert pool.acquire(0) and pool.in_use == 1
+
+
+def test_no_pool_timeouts_under_sustained_contention(raw_server: Any) -> None:
+    srv: RawServer = raw_server(keepalive_answering(echo_answer))
+    client = Client(srv.url, pool_size=2, timeout=Timeout(pool=1.0, total=5))
+
+    def work() -> None:
+        for i in range(20):
+            assert client.call("echo.echo", i) == i
+
+    jobs = [gevent.spawn(work) for _ in range(40)]
+    gevent.joinall(jobs, timeout=30)
+    assert all(j.successful() for j in jobs), [j.exception for j in jobs if j.exception][:1]
+    client.close()
