@@ -125,11 +125,31 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lazy(module: str, attr: str) -> Callable[[Any], Any]:
+    """A subcommand function imported on use: ``rpcclient serve`` stays light."""
+
+    def call(arg: Any) -> Any:
+        return getattr(importlib.import_module(module), attr)(arg)
+
+    return call
+
+
 SUBCOMMANDS: list[Subcommand] = [
     Subcommand(
         "serve", "serve a WSGI app (an RPCApp) on the bundled server", _configure_serve, _run_serve
     ),
-    # More tools (ab, stats, ...) go here: Subcommand(name, help, configure, run).
+    Subcommand(
+        "ab",
+        "compare two clients side by side on one workload (default: requests vs gevent)",
+        _lazy("rpcclient._ab", "configure_parser"),
+        _lazy("rpcclient._ab", "run"),
+    ),
+    Subcommand(
+        "stats",
+        "rank methods by total time from a client.stats() JSON dump",
+        _lazy("rpcclient._stats_cli", "configure_parser"),
+        _lazy("rpcclient._stats_cli", "run"),
+    ),
 ]
 
 

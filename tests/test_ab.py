@@ -1,0 +1,91 @@
+"""The A/B engine (rpcclient._ab), end to end on loopback with a tiny workload.
+
+Runs the real thing: the bundled server in its own process, each arm in its
+own process, the counters read from the server's TCP_INFO.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from rpcclient import _ab
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not hasattr(socket, "TCP_INFO"),
+    reason="segment counts need Linux TCP_INFO",
+)
+
+METRICS = {
+    "calls_per_s",
+    "p50",
+    "p90",
+    "p99",
+    "max",
+    "cpu_ms_per_1000",
+    "request_bytes_per_call",
+    "segments_per_call",
+}
+
+
+@pytest.mark.timeout(30)
+def test_ab_gevent_vs_small_pool_writes_complete_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ab.json"
+    status = _ab.main(
+        [
+            "--a", "gevent", "--b", "gevent:pool_size=2",
+            "--calls", "50", "--repeat", "1", "--concurrency", "4",
+            "--json", str(out), "--quiet",
+        ]
+    )  # fmt: skip
+    assert status == 0
+    table = capsys.readouterr().out
+    assert "calls/s" in table and "B/A" in table
+    doc = json.loads(out.read_text())
+    assert doc["tool"] == "rpcclient ab"
+    assert doc["target"]["bundled"] is True and doc["target"]["counters"] is True
+    assert doc["config"]["calls"] == 50 and doc["config"]["repeat"] == 1
+    assert "_latencies_s" not in doc
+    assert set(doc["ratios_b_over_a"]) == METRICS
+    for key, spec in (("A", "gevent"), ("B", "gevent:pool_size=2")):
+        arm = doc["arms"][key]
+        assert arm["spec"] == spec
+        assert len(arm["runs"]) == 1
+        run = arm["runs"][0]
+        assert run["calls"] == 50 and run["errors"] == 0
+        assert run["calls_per_s"] > 0
+        assert run["cpu_ms_per_1000"] > 0
+        assert run["request_bytes_per_call"] > 100  # head + the 100-byte payload
+        # measured at the server: one write per request is one data segment
+        assert 0 < run["segments_per_call"] <= 1.05
+        assert set(arm["summary"]) == METRICS
+        assert all(arm["summary"][m] is not None for m in METRICS)
+        lat = run["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+
+
+def test_ab_rejects_unknown_arm_options_before_running(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert _ab.main(["--a", "gevent:no_such_option=1", "--quiet"]) == 2
+    assert "no_such_option" in capsys.readouterr().err
+
+
+def test_arm_spec_parses_options() -> None:
+    spec = _ab.ArmSpec.parse("gevent:pool_size=5,timeout=none,stats=false")
+    assert spec.transport == "gevent"
+    assert dict(spec.options) == {"pool_size": 5, "timeout": None, "stats": False}
+    assert spec.client_options(10) == {"pool_size": 5, "timeout": None, "stats": False}
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert _ab.percentile(values, 0.5) == 50.0
+    assert _ab.percentile(values, 0.99) == 99.0
+    assert _ab.percentile(values, 1.0) == 100.0
