@@ -11,7 +11,7 @@
 #
 # usage: bench/profile_ab.sh [ARM] [OUT.svg]
 #   ARM        the arm's transport: gevent (default), requests, urllib3
-#   OUT.svg    default bench/results/profile-ARM.svg
+#   OUT.svg    default ./profile-ARM.svg
 # environment:
 #   CALLS=20000 CONCURRENCY=10 BODY=100   the workload
 #   RATE=250                              samples per second
@@ -24,7 +24,7 @@ set -euo pipefail
 ARM=${1:-gevent}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
-OUT=${2:-$HERE/results/profile-$ARM.svg}
+OUT=${2:-profile-$ARM.svg}
 PYTHON=${PYTHON:-python3}
 PYSPY=${PYSPY:-py-spy}
 CALLS=${CALLS:-20000}

@@ -12,7 +12,10 @@ from ._models import Endpoint, Headers, Request, Response
 from ._observe import CallEvent, Hook, Stats, report
 from ._protocol import DEFAULT_PATH_TEMPLATE, decode_error_envelope
 from ._retry import NO_RETRY, Retry, RetryBudget
+from ._stats_cli import dump_stats
+from ._statsd import StatsdReporter
 from ._timeouts import Deadline, Timeout
+from ._tracing import OpenTelemetryHook, TraceContextMiddleware
 from ._transport import MockTransport, Transport, msgpack_response
 from ._version import __version__
 from .exceptions import (
@@ -56,6 +59,7 @@ __all__ = [
     "MethodNotFound",
     "MockTransport",
     "NO_RETRY",
+    "OpenTelemetryHook",
     "PoolTimeout",
     "ProtocolError",
     "RPCError",
@@ -70,12 +74,15 @@ __all__ = [
     "RetryBudget",
     "ServiceProxy",
     "Stats",
+    "StatsdReporter",
     "TLSConfig",
     "Timeout",
+    "TraceContextMiddleware",
     "Transport",
     "TransportError",
     "__version__",
     "decode_error_envelope",
+    "dump_stats",
     "msgpack_response",
     "register_transport",
     "report",
