@@ -58,6 +58,7 @@ class Codec:
     content_type: str = "application/x-msgpack"
     _unpack_kw: dict[str, Any] = field(init=False, repr=False, compare=False)
     _pack_kw: dict[str, Any] = field(init=False, repr=False, compare=False)
+    _packer: Callable[[Any], bytes] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         unpack_kw: dict[str, Any] = {
@@ -77,10 +78,17 @@ class Codec:
             pack_kw["default"] = self.default
         object.__setattr__(self, "_unpack_kw", unpack_kw)
         object.__setattr__(self, "_pack_kw", pack_kw)
+        # One reusable Packer is ~3x cheaper than packb per call. It is safe to
+        # share: packing runs in C without a switch, unless a ``default``
+        # hook runs Python mid-pack; then every call gets its own packer.
+        packer = None if self.default is not None else msgpack.Packer(**pack_kw).pack
+        object.__setattr__(self, "_packer", packer)
 
     def pack(self, obj: Any, *, name: str | None = None) -> bytes:
         """Encode ``obj``; :class:`InvalidRequest` (naming ``name``) if it cannot be."""
         try:
+            if self._packer is not None:
+                return self._packer(obj)
             return msgpack.packb(obj, **self._pack_kw)  # type: ignore[no-any-return]
         except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidRequest(

@@ -314,3 +314,10 @@ def test_transport_chosen_by_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     client = Client("http://h")
     assert client.transport.name == "gevent"
     client.close()
+
+
+def test_codec_packer_recovers_after_a_failed_pack() -> None:
+    c = Codec()
+    with pytest.raises(InvalidRequest):
+        c.pack([1, 2, object()])
+    assert c.pack([7]) == msgpack.packb([7])  # nothing left over from the failed call
