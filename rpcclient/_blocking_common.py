@@ -1,0 +1,711 @@
+"""What the ``requests`` and ``urllib3`` transports share: bounds, hooks, one error edge.
+
+Both transports drive urllib3's blocking ``http.client`` machinery, which
+knows per-socket-operation timeouts only. This module enforces the rest of
+rpcclient's contract around it, the same way for both:
+
+**Bounds** (see :mod:`rpcclient._timeouts`):
+
+- *pool*: our own :class:`gevent.lock.BoundedSemaphore` of ``pool_size``
+  slots per endpoint, acquired with the pool timeout before urllib3 is
+  touched (expiry: PoolTimeout). urllib3's pool holds ``pool_size``
+  connections in blocking mode behind it, so it never has to wait; should it
+  ever, its wait is cut to the call's pool bound as well (EmptyPoolError is
+  a PoolTimeout).
+- *connect*: urllib3's socket connect timeout, plus a ``gevent.Timeout`` of
+  the connect bound armed from the start of the exchange until the first
+  byte of the request is about to be written (it also bounds DNS).
+- *read*: ONE ``gevent.Timeout`` armed when the first write starts and
+  covering the whole write and the whole answer, so a server that drips a
+  byte at a time cannot stretch it. urllib3's per-``recv`` read timeout is
+  passed too, so a process that is not monkey-patched (where a
+  ``gevent.Timeout`` cannot interrupt a blocking ``recv``) still has a
+  socket-level bound.
+- *total*: every bound above is cut to what is left of the call's deadline.
+- *idle / age*: a pooled connection idle for ``idle_timeout`` or older than
+  ``max_connection_age`` is closed when next taken, never reused.
+- *answer size*: ``max_head_size`` and ``max_response_size`` are checked
+  on the parsed head, on Content-Length before any of the body is read, and
+  while the body streams in (reading stops at the cap).
+
+**Hooks**: urllib3 is extended only through the classes it lets users
+choose (connection pool, connection and ``http.client`` response classes);
+nothing is monkey-patched, and the wire behaviour stays theirs (the head and
+the body leave in two writes). The connection class tells the current
+:class:`Exchange` when a write starts (so the right timer runs and an error
+can say whether the request may have reached the server); the response class
+refuses heads that ``http.client`` would accept but that llhttp (the gevent
+transport's parser) rejects: conflicting or malformed framing headers,
+folded header lines, unparsable lines. The same broken answer thus raises
+the same error class on every transport. The connection class also opens
+its own socket (:func:`open_socket`): urllib3 closes a half-made socket on
+``OSError`` only, so a ``gevent.Timeout`` or a kill landing in its connect
+would leave the socket to the garbage collector.
+
+**Closing**: urllib3 2.x's ``PoolManager.clear()`` forgets its pools and
+leaves their idle sockets to the garbage collector; :class:`PoolFamily`
+keeps track of the pools it made, so ``close()`` closes them now.
+
+**One error edge**: :func:`exchange` is the single place where foreign
+exceptions (``requests.exceptions.*``, ``urllib3.exceptions.*``,
+``http.client``, ``OSError``, ``ssl``) become rpcclient errors, with the
+classes the gevent transport uses for the same faults. The caller's own
+``gevent.Timeout`` and ``GreenletExit`` pass through unchanged; on every exit
+the answer's connection is closed unless the answer was read to the end, and
+the slot is given back.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from time import monotonic
+from typing import Any, Protocol
+
+import gevent
+from gevent.lock import BoundedSemaphore
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import (
+    ClosedPoolError,
+    ConnectTimeoutError,
+    EmptyPoolError,
+    HeaderParsingError,
+    InvalidHeader,
+    NameResolutionError,
+    NewConnectionError,
+    ResponseNotChunked,
+)
+from urllib3.exceptions import DecodeError as Urllib3DecodeError
+from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
+from urllib3.response import BaseHTTPResponse
+from urllib3.util.connection import allowed_gai_family
+from urllib3.util.response import assert_header_parsing
+
+from ._gevent_transport import TLSConfig
+from ._models import Body, Headers, Request, Response
+from ._pool import Pool
+from ._timeouts import Deadline
+from .exceptions import (
+    ClientClosed,
+    ConnectError,
+    ConnectionLost,
+    ConnectTimeout,
+    PoolTimeout,
+    ProtocolError,
+    ReadTimeout,
+    ResponseTooLarge,
+    RPCError,
+)
+
+__all__ = [
+    "EndpointSlots",
+    "Exchange",
+    "check_options",
+    "exchange",
+    "map_foreign_error",
+    "PoolFamily",
+    "open_socket",
+    "read_answer",
+    "request_body",
+    "socket_timeout",
+]
+
+MIB = 1024 * 1024
+#: bytes asked of urllib3 per read while streaming a body
+READ_CHUNK = 64 * 1024
+#: socket-level timeouts are never set below this: urllib3 treats 0 as
+#: "non-blocking", which would turn an expired deadline into the wrong error
+MIN_SOCKET_TIMEOUT = 0.001
+#: how deep the chain of wrapped exceptions is searched
+_MAX_CHAIN = 16
+
+_CURRENT: ContextVar[Exchange | None] = ContextVar("rpcclient_blocking_exchange", default=None)
+
+
+# -- options --------------------------------------------------------------------------
+
+
+def check_options(
+    pool_size: int, tls: TLSConfig | None, idle_timeout: float | None, max_age: float | None
+) -> TLSConfig:
+    """Validate the options both transports take (as the gevent transport does)."""
+    Pool(pool_size, idle_timeout=idle_timeout, max_age=max_age)  # raises ValueError
+    return tls or TLSConfig()
+
+
+def socket_timeout(seconds: float | None) -> float | None:
+    """A socket-level timeout from a phase bound (None stays unbounded)."""
+    return None if seconds is None else max(seconds, MIN_SOCKET_TIMEOUT)
+
+
+def request_body(body: Body | None) -> tuple[bytes | Iterable[bytes] | None, bool]:
+    """``(body, chunked)`` as urllib3 and requests take it.
+
+    Bytes-likes go as bytes with a Content-Length; any other iterable goes
+    chunked, one chunk per item (a generator, so requests does not mistake a
+    list for form fields).
+    """
+    if body is None:
+        return None, False
+    if isinstance(body, bytes):
+        return body, False
+    if isinstance(body, bytearray | memoryview):
+        return bytes(body), False
+    return (bytes(chunk) for chunk in body), True
+
+
+# -- the pool bound -------------------------------------------------------------------
+
+
+class EndpointSlots:
+    """``pool_size`` slots per endpoint: the bound on concurrent exchanges.
+
+    A slot is taken before urllib3 is asked for a connection and given back
+    when the exchange is over (its connection back in urllib3's pool or
+    closed), so urllib3's own pool of the same size always has one ready.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._slots: dict[tuple[str, str, int], BoundedSemaphore] = {}
+        self.waiting = 0
+
+    def acquire(self, key: tuple[str, str, int], timeout: float | None) -> bool:
+        """Take a slot, waiting at most ``timeout`` seconds (None: forever)."""
+        sem = self._slots.get(key)
+        if sem is None:
+            sem = self._slots[key] = BoundedSemaphore(self.size)
+        if sem.acquire(blocking=False):
+            return True
+        if timeout is not None and timeout <= 0:
+            return False
+        self.waiting += 1
+        try:
+            return bool(sem.acquire(timeout=timeout))
+        finally:
+            self.waiting -= 1
+
+    def release(self, key: tuple[str, str, int]) -> None:
+        self._slots[key].release()
+
+    def in_use(self, key: tuple[str, str, int]) -> int:
+        sem = self._slots.get(key)
+        return 0 if sem is None else self.size - int(sem.counter)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return {
+            f"{s}://{h}:{p}": {"size": self.size, "in_use": self.in_use((s, h, p))}
+            for (s, h, p) in self._slots
+        }
+
+    def reset(self) -> None:
+        """Forget every slot (in a forked child: the parent's calls are not ours)."""
+        self._slots = {}
+        self.waiting = 0
+
+
+# -- one exchange ---------------------------------------------------------------------
+
+
+class Exchange:
+    """One request on one greenlet: its phase, its timer, its answer.
+
+    The phase is ``"connect"`` until the connection hook reports the first
+    write, then ``"read"`` (the read bound covers the write and the answer).
+    Transports set ``raw`` as soon as urllib3 returns the answer, and
+    ``complete`` once its body was read to the end.
+    """
+
+    __slots__ = (
+        "complete",
+        "deadline",
+        "first_write_failed",
+        "phase",
+        "raw",
+        "read_bound",
+        "timer",
+        "written",
+    )
+
+    def __init__(self, deadline: Deadline) -> None:
+        self.deadline = deadline
+        self.phase = "connect"
+        self.timer: gevent.Timeout | None = None
+        self.read_bound: float | None = None
+        self.written = False
+        self.first_write_failed = False
+        self.raw: BaseHTTPResponse | None = None
+        self.complete = False
+
+    def start(self) -> None:
+        bound = self.deadline.connect_for()
+        if bound is not None:
+            self.timer = gevent.Timeout.start_new(bound)
+
+    def before_write(self) -> None:
+        """Called by the connection hook before each write of the request."""
+        if self.phase == "read":
+            return
+        self.phase = "read"
+        if self.timer is not None:
+            self.timer.close()
+            self.timer = None
+        self.read_bound = self.deadline.read_for()
+        if self.read_bound is not None:
+            self.timer = gevent.Timeout.start_new(self.read_bound)
+
+    def after_write(self, ok: bool) -> None:
+        if ok:
+            self.written = True
+        elif not self.written:
+            # The first write failed: the server got no byte of this request.
+            self.first_write_failed = True
+
+    def pool_wait(self) -> float | None:
+        return self.deadline.pool_for()
+
+    def finish(self) -> None:
+        """Stop the timer; close the answer's connection unless it was read to the end."""
+        if self.timer is not None:
+            self.timer.close()
+            self.timer = None
+        raw = self.raw
+        if raw is not None:
+            self.raw = None
+            if not self.complete:
+                raw.close()
+            # back to urllib3's pool (closed, unless complete): its capacity stays whole
+            raw.release_conn()
+
+
+class _Closable(Protocol):
+    @property
+    def closed(self) -> bool: ...
+
+
+@contextmanager
+def exchange(
+    request: Request, deadline: Deadline, slots: EndpointSlots, owner: _Closable
+) -> Iterator[Exchange]:
+    """Run one exchange under our bounds; THE edge where foreign errors are mapped.
+
+    Takes a slot of the endpoint within the pool bound (PoolTimeout), raises
+    ClientClosed when ``owner`` is closed, arms the connect timer, and yields
+    the :class:`Exchange` the connection hooks report to. Whatever leaves
+    the block is an rpcclient error, except the caller's own
+    ``gevent.Timeout`` and ``GreenletExit`` (and other BaseExceptions), which
+    propagate unchanged after the same cleanup.
+    """
+    endpoint = request.endpoint
+    if owner.closed:
+        raise ClientClosed("transport is closed", name=request.name, endpoint=endpoint.url)
+    wait = deadline.pool_for()
+    if not slots.acquire(endpoint.key, wait):
+        raise PoolTimeout(
+            f"no free connection within {wait or 0:.3g} s (pool of {slots.size}, all in use)",
+            name=request.name,
+            endpoint=endpoint.url,
+        )
+    ex = Exchange(deadline)
+    token = _CURRENT.set(ex)
+    try:
+        if owner.closed:
+            raise ClientClosed("transport is closed", name=request.name, endpoint=endpoint.url)
+        ex.start()
+        yield ex
+    except BaseException as exc:
+        mapped = map_foreign_error(exc, ex, request)
+        if mapped is exc:
+            raise
+        raise mapped from (None if isinstance(exc, gevent.Timeout) else exc)
+    finally:
+        try:
+            ex.finish()
+        finally:
+            _CURRENT.reset(token)
+            slots.release(endpoint.key)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception it wraps, outermost first.
+
+    requests wraps urllib3's errors in ``args[0]``, urllib3 wraps
+    ``http.client``'s in ``args[1]`` and ``MaxRetryError.reason``; Python
+    links causes in ``__cause__`` / ``__context__``.
+    """
+    seen: set[int] = set()
+    out: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(out) < _MAX_CHAIN:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        out.append(current)
+        links: list[object] = [getattr(current, "reason", None), current.__cause__, *current.args]
+        if current.__cause__ is None and not current.__suppress_context__:
+            links.append(current.__context__)
+        todo.extend(link for link in links if isinstance(link, BaseException))
+    return out
+
+
+def _timed_out(chain: list[BaseException]) -> bool:
+    # NewConnectionError subclasses urllib3's ConnectTimeoutError for history's
+    # sake: a refused connect is not a timeout.
+    return any(
+        isinstance(e, TimeoutError)
+        or (isinstance(e, Urllib3TimeoutError) and not isinstance(e, NewConnectionError))
+        for e in chain
+    )
+
+
+def _describe(chain: list[BaseException]) -> str:
+    root = chain[-1]
+    if isinstance(root, OSError) and root.strerror:
+        return root.strerror
+    return f"{type(root).__name__}: {root}" if str(root) else type(root).__name__
+
+
+def map_foreign_error(exc: BaseException, ex: Exchange, request: Request) -> BaseException:
+    """The rpcclient error for ``exc``, or ``exc`` itself when it must pass unchanged.
+
+    ============================================  =======================================
+    fault                                         error (as the gevent transport)
+    ============================================  =======================================
+    our connect timer, socket connect timeout     ConnectTimeout
+    anything else before the first write          ConnectError (refused, DNS, TLS)
+    our read timer, socket read timeout           ReadTimeout
+    closed before any byte of an answer           ConnectionLost (``may_have_reached_server``
+                                                  False when the first write failed)
+    body shorter than its framing                 ProtocolError
+    malformed status line or head                 ProtocolError
+    a head line above http.client's limit         ResponseTooLarge
+    reset / broken pipe after the first write     ConnectionLost
+    urllib3's pool empty (never expected)         PoolTimeout
+    urllib3's pool closed by ``close()``          ClientClosed
+    anything else                                 ProtocolError
+    ============================================  =======================================
+    """
+    if isinstance(exc, RPCError):
+        return exc
+    kw: dict[str, Any] = {"name": request.name, "endpoint": request.endpoint.url}
+    chain = _chain(exc)
+    if ex.timer is not None and any(e is ex.timer for e in chain):
+        if ex.phase == "connect":
+            return ConnectTimeout("connect did not finish in time", **kw)
+        bound = ex.read_bound or 0.0
+        return ReadTimeout(f"no complete answer within {bound:.3g} s", **kw)
+    if not isinstance(exc, Exception):
+        return exc  # the caller's gevent.Timeout, GreenletExit, KeyboardInterrupt
+    if any(isinstance(e, ClosedPoolError) for e in chain):
+        return ClientClosed("transport is closed", **kw)
+    if any(isinstance(e, EmptyPoolError) for e in chain):
+        return PoolTimeout("no free connection in urllib3's pool", **kw)
+    if ex.phase == "connect":
+        if _timed_out(chain):
+            return ConnectTimeout("connect did not finish in time", **kw)
+        return ConnectError(f"cannot connect: {_describe(chain)}", **kw)
+    if _timed_out(chain):
+        return ReadTimeout(f"no complete answer in time ({_describe(chain)})", **kw)
+    reached = not ex.first_write_failed
+    if any(isinstance(e, http.client.LineTooLong) for e in chain):
+        return ResponseTooLarge(f"response head above the limit: {_describe(chain)}", **kw)
+    if any(isinstance(e, http.client.RemoteDisconnected) for e in chain):
+        return ConnectionLost(
+            "server closed the connection before answering",
+            may_have_reached_server=reached,
+            **kw,
+        )
+    if any(isinstance(e, http.client.IncompleteRead) for e in chain):
+        return ProtocolError("server closed the connection in the middle of the answer", **kw)
+    malformed = (
+        http.client.HTTPException,
+        HeaderParsingError,
+        InvalidHeader,
+        Urllib3DecodeError,
+        ResponseNotChunked,
+    )
+    if any(isinstance(e, malformed) for e in chain):
+        return ProtocolError(f"malformed HTTP answer: {_describe(chain)}", **kw)
+    if any(isinstance(e, OSError) for e in chain):
+        return ConnectionLost(
+            f"connection lost: {_describe(chain)}", may_have_reached_server=reached, **kw
+        )
+    return ProtocolError(f"unexpected {type(exc).__name__}: {exc}", **kw)
+
+
+# -- urllib3 hooks ----------------------------------------------------------------------
+
+
+class MalformedHead(http.client.HTTPException):
+    """A head http.client parsed leniently that llhttp would refuse."""
+
+
+class _CheckedResponse(http.client.HTTPResponse):
+    """http.client's response, refusing heads the gevent transport refuses.
+
+    Framing must be unambiguous (one Content-Length of digits, never together
+    with Transfer-Encoding), no line may be folded, and every line must have
+    parsed as a header. Raised errors end as ProtocolError.
+    """
+
+    def begin(self) -> None:
+        super().begin()
+        msg = self.msg
+        try:
+            assert_header_parsing(msg)
+        except HeaderParsingError as exc:
+            raise MalformedHead(f"unparsable header lines: {exc}") from None
+        lengths = msg.get_all("Content-Length") or []
+        if len(lengths) > 1:
+            raise MalformedHead("more than one Content-Length")
+        if lengths and not lengths[0].strip().isdigit():
+            raise MalformedHead(f"invalid Content-Length {lengths[0]!r}")
+        if lengths and "Transfer-Encoding" in msg:
+            raise MalformedHead("both Content-Length and Transfer-Encoding")
+        for name, value in msg.items():
+            if "\n" in value or "\r" in value:
+                raise MalformedHead(f"folded header line in {name!r}")
+
+
+def open_socket(conn: HTTPConnection) -> socket.socket:
+    """Connect ``conn``'s socket as urllib3 does, closing it on ANY failed exit.
+
+    Tries each address ``getaddrinfo`` gives, in order. Errors are urllib3's
+    own (NameResolutionError, ConnectTimeoutError, NewConnectionError), so
+    that requests and urllib3 report them as they always did.
+    """
+    host = conn.host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, conn.port, allowed_gai_family(), socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise NameResolutionError(conn.host, conn, exc) from exc
+    last: OSError = OSError("getaddrinfo returned no address")
+    for family, kind, proto, _, address in infos:
+        sock = socket.socket(family, kind, proto)
+        connected = False
+        try:
+            for option in conn.socket_options or ():
+                sock.setsockopt(*option)
+            sock.settimeout(conn.timeout)
+            if conn.source_address:
+                sock.bind(conn.source_address)
+            sock.connect(address)
+            connected = True
+            return sock
+        except TimeoutError as exc:
+            raise ConnectTimeoutError(
+                conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})"
+            ) from exc
+        except OSError as exc:
+            last = exc
+        finally:
+            if not connected:
+                sock.close()
+    raise NewConnectionError(conn, f"Failed to establish a new connection: {last}") from last
+
+
+def _hooked_send(conn: HTTPConnection, send: Callable[[Any], None], data: Any) -> None:
+    # http.client connects lazily inside send(); connect first, so that the
+    # connect stays in the connect phase and the read timer starts with the write.
+    if conn.sock is None and conn.auto_open:
+        conn.connect()
+    ex = _CURRENT.get()
+    if ex is None:
+        send(data)
+        return
+    ex.before_write()
+    try:
+        send(data)
+    except OSError:
+        ex.after_write(False)
+        raise
+    ex.after_write(True)
+
+
+class _Connection(HTTPConnection):
+    """urllib3's connection, reporting writes to the current exchange."""
+
+    response_class = _CheckedResponse
+    created = 0.0
+    last_used = 0.0
+
+    def _new_conn(self) -> socket.socket:
+        return open_socket(self)
+
+    def connect(self) -> None:
+        super().connect()
+        self.created = monotonic()
+
+    def send(self, data: Any) -> None:
+        _hooked_send(self, super().send, data)
+
+
+class _TLSConnection(HTTPSConnection):
+    """urllib3's TLS connection, reporting writes to the current exchange."""
+
+    response_class = _CheckedResponse
+    created = 0.0
+    last_used = 0.0
+
+    def _new_conn(self) -> socket.socket:
+        return open_socket(self)
+
+    def connect(self) -> None:
+        super().connect()
+        self.created = monotonic()
+
+    def send(self, data: Any) -> None:
+        _hooked_send(self, super().send, data)
+
+
+class PoolFamily:
+    """urllib3 pool classes with our hooks (``classes``), and the pools made of them.
+
+    The pools use the hooked connection classes, close a pooled connection
+    that is idle too long or too old instead of reusing it, and never let a
+    wait for urllib3's own pool outlast the current call's pool bound.
+    :meth:`close` closes every pool still alive: idle connections at once,
+    busy ones when their answer is done.
+    """
+
+    def __init__(self, idle_timeout: float | None, max_age: float | None) -> None:
+        self.idle_timeout = idle_timeout
+        self.max_age = max_age
+        self._pools: weakref.WeakSet[HTTPConnectionPool] = weakref.WeakSet()
+        family = self
+
+        class _Pool(HTTPConnectionPool):
+            ConnectionCls = _Connection
+
+            def __init__(self, *args: Any, **kw: Any) -> None:
+                super().__init__(*args, **kw)
+                family._pools.add(self)
+
+            def _get_conn(self, timeout: float | None = None) -> Any:
+                return family._fresh(super()._get_conn(family._pool_wait(timeout)))
+
+            def _put_conn(self, conn: Any) -> None:
+                family._stamp(conn)
+                super()._put_conn(conn)
+
+        class _TLSPool(HTTPSConnectionPool):
+            ConnectionCls = _TLSConnection
+
+            def __init__(self, *args: Any, **kw: Any) -> None:
+                super().__init__(*args, **kw)
+                family._pools.add(self)
+
+            def _get_conn(self, timeout: float | None = None) -> Any:
+                return family._fresh(super()._get_conn(family._pool_wait(timeout)))
+
+            def _put_conn(self, conn: Any) -> None:
+                family._stamp(conn)
+                super()._put_conn(conn)
+
+        self.classes: dict[str, type[HTTPConnectionPool]] = {"http": _Pool, "https": _TLSPool}
+
+    @staticmethod
+    def _pool_wait(timeout: float | None) -> float | None:
+        if timeout is None:
+            ex = _CURRENT.get()
+            timeout = None if ex is None else ex.pool_wait()
+        return timeout
+
+    def _fresh(self, conn: Any) -> Any:
+        if conn.sock is not None:
+            now = monotonic()
+            idle = self.idle_timeout is not None and now - conn.last_used >= self.idle_timeout
+            if idle or (self.max_age is not None and now - conn.created >= self.max_age):
+                conn.close()  # reconnects on first use
+        return conn
+
+    @staticmethod
+    def _stamp(conn: Any) -> None:
+        if conn is not None:
+            conn.last_used = monotonic()
+
+    def close(self) -> None:
+        for pool in list(self._pools):
+            pool.close()
+
+
+# -- the answer -------------------------------------------------------------------------
+
+_VERSIONS = {9: "0.9", 10: "1.0", 11: "1.1"}
+
+
+def read_answer(
+    raw: BaseHTTPResponse,
+    ex: Exchange,
+    request: Request,
+    max_response_size: int,
+    max_head_size: int,
+) -> Response:
+    """Read urllib3's answer to the end within the size limits; a complete Response.
+
+    The head size and Content-Length are checked before any of the body is
+    read; the body (decoded, if the server used a Content-Encoding) stops
+    at ``max_response_size``. Raises ResponseTooLarge; the caller's
+    :func:`exchange` closes the connection of an unfinished answer.
+    """
+    kw: dict[str, Any] = {"name": request.name, "endpoint": request.endpoint.url}
+    fields = list(raw.headers.items())
+    head_size = len(raw.reason or "") + 15 + sum(len(k) + len(v) + 4 for k, v in fields)
+    if head_size > max_head_size:
+        raise ResponseTooLarge(f"response head above the limit of {max_head_size} bytes", **kw)
+    announced = raw.length_remaining
+    if announced is not None and announced > max_response_size:
+        raise ResponseTooLarge(
+            f"response body above the limit of {max_response_size} bytes ({announced} bytes)",
+            **kw,
+        )
+    body = bytearray()
+    for chunk in raw.stream(READ_CHUNK, decode_content=True):
+        body += chunk
+        if len(body) > max_response_size:
+            raise ResponseTooLarge(
+                f"response body above the limit of {max_response_size} bytes "
+                f"({len(body)} bytes read so far)",
+                **kw,
+            )
+    ex.complete = True
+    return Response(
+        status=raw.status,
+        reason=raw.reason or "",
+        headers=Headers(fields),
+        body=bytes(body),
+        http_version=_VERSIONS.get(raw.version, "1.1"),
+    )
+
+
+# -- fork -----------------------------------------------------------------------------
+
+
+class _ForkAware(Protocol):
+    def _reset_after_fork(self) -> None: ...
+
+
+_live: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def track_for_fork(transport: _ForkAware) -> None:
+    """Reset ``transport``'s pools in a forked child (as the gevent transport does)."""
+    _live.add(transport)
+
+
+def _after_fork_in_child() -> None:
+    for transport in list(_live):
+        transport._reset_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+__all__ += ["MalformedHead", "track_for_fork"]

@@ -1,0 +1,316 @@
+"""The requests and urllib3 transports, directly: what the conformance suite does not cover.
+
+Round trips and remote errors through ``Client(url, transport=...)``; the
+bounds our layer adds to theirs (pool wait, idle and age limits, the read
+bound in an unpatched process); connection reuse and capacity coming back;
+the raw seam (chunked bodies, repeated headers); TLS options; fork.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import ssl
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from typing import Any
+
+import gevent
+import pytest
+import trustme
+
+import rpcclient
+from rpcclient import Client, Endpoint, Request, Timeout
+from rpcclient import exceptions as E
+from rpcclient._blocking_common import EndpointSlots, Exchange, map_foreign_error
+
+from .conftest import RawServer, http_response, keepalive_answering, read_request
+
+TRANSPORTS = ["requests", "urllib3"]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def echo(head: bytes, body: bytes) -> bytes:
+    return http_response(body)
+
+
+def _silent(sock: Any, server: RawServer) -> None:
+    req = read_request(sock)
+    if req is not None:
+        server.requests.append(req)
+        sock.recv(1)
+
+
+def test_round_trip_and_remote_error(bundled_server: str, transport: str) -> None:
+    with Client(bundled_server, transport=transport) as client:
+        assert client.transport.name == transport
+        assert client.call("math.add", [2, 3]) == 5
+        with pytest.raises(E.RemoteError) as info:
+            client.call("debug.fail", ["boom"])
+        assert info.value.type == "ValueError" and info.value.status == 500
+        assert client.service("echo").echo({"k": [1, b"\x00"]}) == {"k": [1, b"\x00"]}
+
+
+def test_connections_are_reused_and_capacity_comes_back(raw_server: Any, transport: str) -> None:
+    srv: RawServer = raw_server(keepalive_answering(echo))
+    with Client(srv.url, transport=transport, pool_size=3) as client:
+        for i in range(5):
+            assert client.call("a.b", [i]) == [i]
+        jobs = [gevent.spawn(client.call, "a.b", i) for i in range(6)]
+        gevent.joinall(jobs, raise_error=True)
+        assert sorted(j.value for j in jobs) == list(range(6))
+        (pool,) = client.transport.stats()["pools"].values()
+        assert pool == {"size": 3, "in_use": 0}
+        assert "in_use" in repr(client.transport)
+    assert srv.connections <= 3
+
+
+def test_pool_timeout_and_slot_given_back(raw_server: Any, transport: str) -> None:
+    srv: RawServer = raw_server(_silent)
+    timeout = Timeout(pool=0.1, read=0.5, total=5)
+    with Client(srv.url, transport=transport, pool_size=1, timeout=timeout) as client:
+        busy = gevent.spawn(client.call, "a.b", 1)
+        gevent.sleep(0.05)
+        with pytest.raises(E.PoolTimeout) as info:
+            client.call("a.b", 2)
+        assert info.value.may_have_reached_server is False
+        with pytest.raises(E.ReadTimeout):
+            busy.get()
+        (pool,) = client.transport.stats()["pools"].values()
+        assert pool["in_use"] == 0
+    assert len(srv.requests) == 1
+
+
+@pytest.mark.parametrize("option", ["idle_timeout", "max_connection_age"])
+def test_idle_and_old_connections_are_not_reused(
+    raw_server: Any, transport: str, option: str
+) -> None:
+    srv: RawServer = raw_server(keepalive_answering(echo))
+    options: dict[str, Any] = {option: 0.1}
+    with Client(srv.url, transport=transport, **options) as client:
+        assert client.call("a.b", 1) == 1
+        assert client.call("a.b", 2) == 2
+        assert srv.connections == 1
+        gevent.sleep(0.2)
+        assert client.call("a.b", 3) == 3
+        assert srv.connections == 2
+
+
+def test_closed_transport_refuses(raw_server: Any, transport: str) -> None:
+    srv: RawServer = raw_server(keepalive_answering(echo))
+    client = Client(srv.url, transport=transport)
+    assert client.call("a.b", 1) == 1
+    client.transport.close()
+    client.transport.close()  # idempotent
+    with pytest.raises(E.ClientClosed):
+        client.call("a.b", 1)
+    client.close()
+
+
+def _send(transport: rpcclient.Transport, url: str, body: Any) -> rpcclient.Response:
+    request = Request(
+        endpoint=Endpoint.parse(url),
+        method="POST",
+        target="/raw?x=1",
+        headers=[(b"X-Test", b"yes")],
+        body=body,
+        name="raw",
+    )
+    return transport.send(request, Timeout().start())
+
+
+def test_raw_seam_chunked_body_and_repeated_headers(raw_server: Any, transport: str) -> None:
+    def answer(head: bytes, body: bytes) -> bytes:
+        return http_response(body, headers=[("X-Dup", "a"), ("X-Dup", "b")])
+
+    srv: RawServer = raw_server(keepalive_answering(answer))
+    client = Client(srv.url, transport=transport)
+    try:
+        response = _send(client.transport, srv.url, (c for c in [b"one-", b"two"]))
+        assert response.status == 200 and response.reason == "OK"
+        assert bytes(response.body) == b"one-two"
+        assert response.headers.get_all("x-dup") == ["a", "b"]
+        assert response.http_version == "1.1"
+        head = srv.requests[0][0].lower()
+        assert b"transfer-encoding: chunked" in head and b"x-test: yes" in head
+        assert head.startswith(b"post /raw?x=1 http/1.1")
+    finally:
+        client.close()
+
+
+def test_foreign_errors_never_escape_the_edge(transport: str) -> None:
+    """Any foreign exception becomes ours; ours and BaseExceptions pass as they are."""
+    request = Request(
+        endpoint=Endpoint.parse("http://127.0.0.1:1"),
+        method="POST",
+        target="/",
+        headers=[],
+        body=b"",
+        name="a.b",
+    )
+    ex = Exchange(Timeout().start())
+    for foreign in [RuntimeError("x"), KeyError("k"), OSError(5, "io")]:
+        assert isinstance(map_foreign_error(foreign, ex, request), E.ConnectError)
+    ex.phase = "read"
+    for foreign in [RuntimeError("x"), KeyError("k")]:
+        assert type(map_foreign_error(foreign, ex, request)) is E.ProtocolError
+    assert type(map_foreign_error(OSError(5, "io"), ex, request)) is E.ConnectionLost
+    ours = E.ReadTimeout("mine")
+    assert map_foreign_error(ours, ex, request) is ours
+    kill = gevent.GreenletExit()
+    assert map_foreign_error(kill, ex, request) is kill
+
+
+def test_a_failed_first_write_means_not_sent() -> None:
+    """A stale keep-alive connection whose first write fails: the request never left."""
+    request = Request(
+        endpoint=Endpoint.parse("http://127.0.0.1:1"),
+        method="POST",
+        target="/",
+        headers=[],
+        body=b"",
+        name="a.b",
+    )
+    closed = http.client.RemoteDisconnected("Remote end closed connection without response")
+    ex = Exchange(Timeout(connect=None, read=None, pool=None, total=None).start())
+    ex.before_write()
+    ex.after_write(False)  # urllib3 swallows the BrokenPipeError and reads the answer
+    err = map_foreign_error(closed, ex, request)
+    assert type(err) is E.ConnectionLost and err.may_have_reached_server is False
+    ex = Exchange(Timeout(connect=None, read=None, pool=None, total=None).start())
+    ex.before_write()
+    ex.after_write(True)
+    ex.after_write(False)
+    err = map_foreign_error(closed, ex, request)
+    assert type(err) is E.ConnectionLost and err.may_have_reached_server is True
+
+
+def test_endpoint_slots_bound_the_wait() -> None:
+    slots = EndpointSlots(1)
+    key = ("http", "h", 1)
+    assert slots.acquire(key, 0)
+    assert not slots.acquire(key, 0)
+    assert not slots.acquire(key, 0.01)
+    assert slots.stats() == {"http://h:1": {"size": 1, "in_use": 1}}
+    slots.release(key)
+    assert slots.in_use(key) == 0
+
+
+# -- TLS ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_server(raw_server: Any, ca: trustme.CA) -> Iterator[RawServer]:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    yield raw_server(keepalive_answering(echo), ssl_context=ctx)
+
+
+def test_tls_custom_ca_and_verification(
+    tls_server: RawServer, ca: trustme.CA, tmp_path: Any, transport: str
+) -> None:
+    ca_file = str(tmp_path / "ca.pem")
+    ca.cert_pem.write_to_path(ca_file)
+    with Client(tls_server.url, transport=transport, ca_certs=ca_file) as client:
+        for i in range(3):
+            assert client.call("a.b", [i, "tls"]) == [i, "tls"]
+    assert tls_server.connections == 1
+    with Client(tls_server.url, transport=transport) as client:
+        with pytest.raises(E.ConnectError) as info:
+            client.call("a.b", 1)
+        assert info.value.may_have_reached_server is False
+    assert len(tls_server.requests) == 3
+
+
+# -- without monkey-patching -----------------------------------------------------------
+
+UNPATCHED = textwrap.dedent(
+    """
+    import sys
+    import gevent.monkey
+    from rpcclient import Client, Timeout, ReadTimeout
+
+    assert not gevent.monkey.is_module_patched("socket")
+    echo_url, silent_url, transport = sys.argv[1:4]
+    with Client(echo_url, transport=transport) as client:
+        assert client.call("a.b", [1, "x"]) == [1, "x"]
+    with Client(silent_url, transport=transport, timeout=Timeout(read=0.3, total=5)) as client:
+        try:
+            client.call("a.b", 1)
+        except ReadTimeout:
+            print("read timeout")
+    print("ok")
+    """
+)
+
+
+def test_unpatched_process_keeps_socket_level_bounds(raw_server: Any, transport: str) -> None:
+    echo_srv: RawServer = raw_server(keepalive_answering(echo))
+    silent_srv: RawServer = raw_server(_silent)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    # subprocess is cooperative here (the test process is patched): the servers keep serving
+    result = subprocess.run(
+        [sys.executable, "-c", UNPATCHED, echo_srv.url, silent_srv.url, transport],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["read", "timeout", "ok"]
+
+
+# -- fork --------------------------------------------------------------------------------
+
+
+def _idle_ports(client: Client) -> set[int]:
+    pools = client.transport._pools._pools  # type: ignore[attr-defined]
+    return {
+        conn.sock.getsockname()[1]
+        for pool in pools
+        if pool.pool is not None
+        for conn in list(pool.pool.queue)
+        if conn is not None and conn.sock is not None
+    }
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_with_a_warm_pool_never_shares_a_socket(raw_server: Any, transport: str) -> None:
+    srv: RawServer = raw_server(keepalive_answering(echo))
+    client = Client(srv.url, transport=transport)
+    assert client.call("a.b", "parent") == "parent"
+    (parent_port,) = _idle_ports(client)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no inherited connection, its call opens its own
+        code = 1
+        try:
+            inherited = _idle_ports(client)
+            ok = client.call("a.b", "child") == "child"
+            mine = _idle_ports(client)
+            code = 0 if (ok and not inherited and mine and parent_port not in mine) else 2
+        finally:
+            os.write(write_fd, bytes([code]))
+            os._exit(code)
+    os.close(write_fd)
+    with gevent.Timeout(10):
+        got = gevent.os.tp_read(read_fd, 1)
+    os.close(read_fd)
+    os.waitpid(pid, 0)
+    assert got == b"\x00", f"child failed with code {got!r}"
+    # the parent's pooled connection survived the child and is reused as it is
+    assert client.call("a.b", "parent again") == "parent again"
+    assert _idle_ports(client) == {parent_port}
+    client.close()
