@@ -136,3 +136,19 @@ def test_fork_with_a_warm_pool_never_shares_a_socket(raw_server: Any) -> None:
     assert client.call("echo.echo", "parent again") == "parent again"
     assert _idle_ports(client) == {parent_port}
     client.close()
+
+
+# verify=False on urllib3/requests warns once per request, as it does without rpcclient
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+@pytest.mark.parametrize("transport", ["gevent", "requests", "urllib3"])
+def test_tls_on_every_transport(tls_server: RawServer, ca_file: str, transport: str) -> None:
+    """Verification on by default, a custom CA works, and the errors agree."""
+    with Client(tls_server.url, transport=transport, ca_certs=ca_file) as client:
+        assert client.call("echo.echo", [1, "tls"]) == [1, "tls"]
+    with Client(tls_server.url, transport=transport) as client:
+        with pytest.raises(rpcclient.ConnectError) as info:
+            client.call("echo.echo", 1)
+        assert info.value.may_have_reached_server is False
+    with Client(tls_server.url, transport=transport, verify=False) as client:
+        assert client.call("echo.echo", "unverified") == "unverified"
+    assert [msgpack.unpackb(b) for _, b in tls_server.requests] == [[1, "tls"], "unverified"]
