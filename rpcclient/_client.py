@@ -16,7 +16,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import Any
 
 import gevent
@@ -147,6 +147,7 @@ class Client:
         self._stats = Stats(enabled=stats)
         self._hook_list = list(hooks)
         self._hooks = HookSet(self._hook_list)
+        self._has_hooks = bool(self._hooks)  # HookSet.__bool__ is a Python call
         self.max_request_size = max_request_size
         fixed = [("User-Agent", f"rpcclient/{__version__}"), ("Content-Type", codec.content_type)]
         fixed += list((headers or {}).items())
@@ -231,7 +232,9 @@ class Client:
         :class:`InvalidRequest` before any I/O for bad input; every error
         carries ``attempts`` and ``request_id``.
         """
-        deadline = (self._timeout if timeout is None else Timeout.coerce(timeout)).start()
+        bounds = self._timeout if timeout is None else Timeout.coerce(timeout)
+        total = bounds.total  # Timeout.start() inlined: one Python frame less per call
+        deadline = Deadline(bounds, None if total is None else monotonic() + total)
         return self._call(name, args, deadline, headers, idempotent, retry, request_id)
 
     def _call(  # noqa: PLR0917 - internal, positional for speed
@@ -250,7 +253,9 @@ class Client:
         if route is None:
             route = self._route(name)
         group, path = route
-        body = self._encode(name, args)
+        body = self._codec.pack(args, name=name)
+        if len(body) > self.max_request_size:
+            self._encode(name, args)  # raises RequestTooLarge
         extra = self._check_headers(name, headers) if headers else []
         if request_id is None:
             request_id = REQUEST_IDS.next()
@@ -262,18 +267,22 @@ class Client:
             idempotent = name in self._idempotent
         hooks = self._hooks
         event = None
-        if hooks:
+        if self._has_hooks:
             event = CallEvent(name, request_id, idempotent, self._transport.name)
             run_hooks(hooks.before_call, event)
         group.budget.deposit()
         transport = self._transport
         stats = self._stats if self._stats.enabled else None
         fixed = self._fixed_headers
-        deadline_header = self._deadline_header and deadline.expires is not None
-        started = perf_counter()
+        expires = deadline.expires if self._deadline_header else None
+        # the first attempt is timed from the call's start: one clock read less,
+        # and the call and its host share one histogram bucket (Stats.record)
+        started = attempt_started = perf_counter()
         received = 0
         attempt = 0
         ok = False
+        host: Host | None = None
+        counted = False  # whether the last attempt is already in its host's figures
         try:
             tried: list[Host] = []
             while True:
@@ -281,8 +290,9 @@ class Client:
                 host = group.pick(tried)
                 endpoint = host.endpoint
                 request_headers = extra
-                if deadline_header:
-                    ms = int((deadline.remaining() or 0.0) * 1000)
+                if expires is not None:
+                    left = expires - monotonic()
+                    ms = int(left * 1000) if left > 0 else 0
                     request_headers = [*extra, (b"X-Rpc-Timeout-Ms", b"%d" % ms)]
                 if event is not None:
                     request_headers = self._before_attempt(
@@ -301,13 +311,14 @@ class Client:
                 )
                 host.outstanding += 1
                 host.calls += 1
-                attempt_started = perf_counter()
+                if attempt > 1:
+                    attempt_started = perf_counter()
                 response = None
                 attempt_error: BaseException | None = None
+                counted = False
                 try:
                     response = transport.send(request, deadline)
-                    status = response.status
-                    if 200 <= status < 300:
+                    if 200 <= response.status < 300:
                         result = self._codec.unpack(response.body, name=name)
                     else:
                         decode_response(response, self._codec, name, self._error_decoder)
@@ -323,6 +334,13 @@ class Client:
                     exc.with_context(name=name, endpoint=endpoint.url)
                     exc.attempts = attempt
                     exc.request_id = request_id
+                    if stats is not None:
+                        # counted on its host now, before any backoff (the
+                        # call's own figures come in the finally below)
+                        stats.host(endpoint.url).add(
+                            perf_counter() - attempt_started, type(exc).__name__, len(body), 0
+                        )
+                        counted = True
                     if not self._should_retry(
                         exc, policy, attempt, idempotent, group, host, deadline
                     ):
@@ -330,21 +348,26 @@ class Client:
                     tried.append(host)
                 finally:
                     host.outstanding -= 1
-                    if stats is not None or event is not None:
+                    if event is not None:
                         if attempt_error is None and not ok:
                             attempt_error = sys.exc_info()[1]  # the caller's Timeout, a kill
-                        self._after_attempt(
-                            stats, event, endpoint, attempt_started, body, response, attempt_error
-                        )
+                        self._after_attempt(event, attempt_started, response, attempt_error)
         finally:
             # while an exception propagates, sys.exc_info() is that exception
             failure = None if ok else sys.exc_info()[1]
-            elapsed = perf_counter() - started
+            ended = perf_counter()
+            elapsed = ended - started
             if stats is not None:
-                counter = stats.method(name)
-                counter.retries += attempt - 1
-                error_name = None if failure is None else type(failure).__name__
-                counter.add(elapsed, error_name, len(body), received)
+                stats.record(
+                    name,
+                    None if host is None or counted else host.endpoint.url,
+                    elapsed,
+                    elapsed if attempt == 1 else ended - attempt_started,
+                    None if failure is None else type(failure).__name__,
+                    len(body),
+                    received,
+                    attempt - 1,
+                )
             if event is not None:
                 event.elapsed = elapsed
                 event.error = failure
@@ -365,29 +388,17 @@ class Client:
         run_hooks(self._hooks.before_attempt, event)
         return [*request_headers, *event.headers] if event.headers else request_headers
 
-    def _after_attempt(  # noqa: PLR0917 - internal
+    def _after_attempt(
         self,
-        stats: Stats | None,
-        event: CallEvent | None,
-        endpoint: Endpoint,
+        event: CallEvent,
         started: float,
-        body: bytes,
         response: Response | None,
         failure: BaseException | None,
     ) -> None:
-        elapsed = perf_counter() - started
-        if stats is not None:
-            stats.host(endpoint.url).add(
-                elapsed,
-                None if failure is None else type(failure).__name__,
-                len(body),
-                0 if response is None else len(response.body),
-            )
-        if event is not None:
-            event.elapsed = elapsed
-            event.error = failure
-            event.status = None if response is None else response.status
-            run_hooks(self._hooks.after_attempt, event)
+        event.elapsed = perf_counter() - started
+        event.error = failure
+        event.status = None if response is None else response.status
+        run_hooks(self._hooks.after_attempt, event)
 
     def _should_retry(  # noqa: PLR0917
         self,
@@ -554,6 +565,7 @@ class Client:
         """Add a hook (see rpcclient._observe.Hook) after the existing ones."""
         self._hook_list.append(hook)
         self._hooks = HookSet(self._hook_list)
+        self._has_hooks = bool(self._hooks)
 
     def stats(self) -> dict[str, Any]:
         """Call figures, pool and host state as plain data (see ``rpcclient.report``)."""

@@ -5,14 +5,15 @@ parsed by geventhttpclient's C parser, requests are written by
 :mod:`rpcclient._http11`. Pools are per ``(scheme, host, port)`` and made on
 first use.
 
-Deadlines: the pool wait is bounded by the semaphore's own timeout, a connect
-by the socket's connect timeout, and the write plus the whole answer by the
-transport's :class:`Watchdog` (``deadline_mode="watchdog"``, the default): one
-greenlet per transport, ticking every 10 ms while calls are in flight, closes
-the socket of an overdue exchange. ``deadline_mode="timer"`` arms one
-``gevent.Timeout`` per call instead (exact to the millisecond, about 1.4 us
-more CPU per call). Never a timer per ``recv``: sockets carry no timeout of
-their own once connected.
+Deadlines: the write plus the whole answer, and the wait for a pool slot, are
+bounded by the transport's :class:`Watchdog` (``deadline_mode="watchdog"``, the
+default): one greenlet per transport that sleeps until the earliest expiry it
+knows and then closes the socket of an overdue exchange or wakes an overdue
+pool waiter; a connect is bounded by the socket's connect timeout.
+``deadline_mode="timer"`` arms one ``gevent.Timeout`` per call and per pool
+wait instead (exact to the millisecond, more CPU per call: bench/bench_standing.py
+measures it). Never a timer per ``recv``: sockets carry no timeout of their
+own once connected.
 
 This module is the one edge where foreign exceptions (``OSError``, ssl,
 geventhttpclient's ``HTTPParseError``) become rpcclient errors. The caller's
@@ -23,6 +24,7 @@ case the socket of an unfinished exchange is closed and the slot given back.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import socket as _stdsocket
 import ssl
@@ -32,6 +34,7 @@ from time import monotonic
 from typing import Any
 
 import gevent
+import gevent.event
 import gevent.socket
 import gevent.ssl
 
@@ -41,8 +44,6 @@ from ._http11 import (
     MessageTooLarge,
     NothingWritten,
     ResponseReader,
-    body_length,
-    build_head,
     read_response,
     write_request,
 )
@@ -80,54 +81,98 @@ if hasattr(os, "register_at_fork"):
 
 
 class Watchdog:
-    """One greenlet per transport that closes the sockets of overdue exchanges.
+    """One greenlet per transport that ends overdue exchanges and pool waits.
 
-    The alternative to a ``gevent.Timeout`` per call: an exchange registers
-    ``[expires, connection, fired]`` (a dict insert), and every ``tick``
-    seconds, while any exchange is in flight, the watchdog closes the socket
-    of each one past its deadline. gevent then wakes the greenlet blocked on
-    it with EBADF, and the transport, seeing ``fired``, raises ReadTimeout.
-    Deadlines are met within one tick; with nothing in flight the greenlet
-    ends, so an idle client costs nothing.
+    The alternative to a ``gevent.Timeout`` per call: an exchange marks its
+    connection with its expiry and puts it in the in-flight set (two
+    attribute stores and a set insert, no allocation); a swept pool wait
+    (``Pool.acquire(swept=True)``) registers its pool. The greenlet sleeps
+    until the earliest expiry it knows, then closes the socket of each
+    overdue exchange (setting its ``fired`` flag: gevent wakes the greenlet
+    blocked on it with EBADF, and the transport, seeing ``fired``, raises
+    ReadTimeout) and times out overdue pool waiters.
+
+    It sleeps until that expiry, not on a short fixed tick, because an event
+    loop with a near timer pending makes every idle wait of the process arm
+    a kernel timer: about 2-3 us of CPU per sequential call on a VM. With the
+    same bounds for every call, a new expiry is never the earliest, so
+    ``watch`` is bookkeeping only; an earlier one wakes the greenlet to
+    recompute. Deadlines are met within ``tick`` (the shortest sleep); with
+    nothing in flight the greenlet ends at its next wakeup.
     """
 
-    __slots__ = ("_active", "_greenlet", "tick")
+    __slots__ = ("_active", "_greenlet", "_poke", "_pools", "_wake_at", "tick")
+    _active: set[Connection]  # exchanges in flight
+    _pools: set[Pool]  # pools with swept waiters
+    _greenlet: gevent.Greenlet | None
+    _wake_at: float  # when the greenlet wakes next (inf: not running)
 
     def __init__(self, tick: float = 0.01) -> None:
         self.tick = tick
-        self._active: dict[int, list[Any]] = {}
-        self._greenlet: gevent.Greenlet | None = None
+        self.reset()
 
-    def watch(self, conn: Connection, expires: float) -> list[Any]:
-        entry = [expires, conn, False]
-        self._active[id(entry)] = entry
+    def watch(self, conn: Connection, read_for: float) -> None:
+        conn.expires = expires = monotonic() + read_for
+        conn.fired = False
+        self._active.add(conn)
+        if expires < self._wake_at:
+            self._wake(expires)
+
+    def watch_pool(self, pool: Pool, wait: float) -> None:
+        """Time out the swept waiters of ``pool``, the next one ``wait`` s from now."""
+        self._pools.add(pool)
+        expires = monotonic() + wait
+        if expires < self._wake_at:
+            self._wake(expires)
+
+    def unwatch(self, conn: Connection) -> bool:
+        """Stop watching ``conn``; True when the watchdog closed it meanwhile."""
+        self._active.discard(conn)
+        return conn.fired
+
+    def _wake(self, at: float) -> None:
+        self._wake_at = at
         if self._greenlet is None:
             self._greenlet = gevent.spawn(self._run)
-        return entry
-
-    def unwatch(self, entry: list[Any]) -> None:
-        self._active.pop(id(entry), None)
+        else:
+            self._poke.set()  # sleeping until later: recompute
 
     def _run(self) -> None:
-        active = self._active
+        active, pools, poke = self._active, self._pools, self._poke
         try:
-            # no switch between this test and the finally below, so a
+            # no switch between the loop test and the finally below, so a
             # watch() can never find a greenlet that is about to end
-            while active:
-                gevent.sleep(self.tick)
+            while active or pools:
+                delay = self._wake_at - monotonic()
+                poke.clear()
+                poke.wait(delay if delay > self.tick else self.tick)
                 now = monotonic()
-                for key, entry in list(active.items()):
-                    if entry[0] <= now:
-                        del active[key]
-                        entry[2] = True
-                        entry[1].close()
+                wake_at = math.inf
+                for conn in list(active):
+                    if conn.expires <= now:
+                        active.discard(conn)
+                        conn.fired = True
+                        conn.close()
+                    elif conn.expires < wake_at:
+                        wake_at = conn.expires
+                for pool in list(pools):
+                    left = pool.expire_waiters(now)  # the next waiter's expiry, or inf
+                    if left == math.inf:
+                        pools.discard(pool)
+                    elif left < wake_at:
+                        wake_at = left
+                self._wake_at = wake_at
         finally:
             self._greenlet = None
+            self._wake_at = math.inf
 
     def reset(self) -> None:
-        """In a forked child: forget the parent's exchanges and greenlet."""
-        self._active = {}
+        """Start empty (in a forked child: forget the parent's exchanges and greenlet)."""
+        self._active = set()
+        self._pools = set()
         self._greenlet = None
+        self._poke = gevent.event.Event()
+        self._wake_at = math.inf
 
 
 class TLSConfig:
@@ -198,6 +243,9 @@ class GeventTransport(Transport):
         self.max_head_size = max_head_size
         self.tls = tls or TLSConfig()
         self._socket_factory = socket_factory or gevent.socket.socket
+        # write on the OS-level socket first (write_request), unless a custom
+        # socket class wants to see every write
+        self._raw = socket_factory is None
         self._pools: dict[tuple[str, str, int], Pool] = {}
         self._heads = HeadCache()
         self._closed = False
@@ -214,16 +262,22 @@ class GeventTransport(Transport):
         pool = self._pools.get(endpoint.key)
         if pool is None:
             pool = self._new_pool(endpoint, request.name)
-        wait = deadline.pool_for()
-        if not pool.acquire(wait):
-            raise PoolTimeout(
-                f"no free connection within {wait:.3g} s (pool of {pool.size}, all in use)",
-                name=request.name,
-                endpoint=endpoint.url,
-            )
+        if not pool.try_acquire():  # no clock read when a slot is free
+            wait = deadline.pool_for()
+            swept = False
+            if self._watchdog is not None and wait is not None and wait > 0:
+                # bounded by the watchdog, not by a timer per wait
+                self._watchdog.watch_pool(pool, wait)
+                swept = True
+            if not pool.acquire(wait, swept=swept):
+                raise PoolTimeout(
+                    f"no free connection within {wait:.3g} s (pool of {pool.size}, all in use)",
+                    name=request.name,
+                    endpoint=endpoint.url,
+                )
         conn: Connection | None = None
         timer = None
-        watched: list[Any] | None = None
+        watchdog = None
         read_for = None
         try:
             if self._closed:
@@ -232,28 +286,32 @@ class GeventTransport(Transport):
             if conn is None:
                 conn = self._connect(endpoint, deadline, request.name)
                 pool.created += 1
-            head = build_head(
-                self._heads.prefix(request), request.headers, body_length(request.body)
-            )
-            reader = ResponseReader(
-                request.method == "HEAD", self.max_head_size, self.max_response_size
-            )
+            head = self._heads.head(request)
+            reader: ResponseReader | None = conn.reader
+            if reader is None:
+                reader = conn.reader = ResponseReader(
+                    request.method == "HEAD", self.max_head_size, self.max_response_size
+                )
+            else:
+                reader.reset(request.method == "HEAD")
             read_for = deadline.read_for()
             if read_for is not None:
-                if self._watchdog is not None:
-                    watched = self._watchdog.watch(conn, monotonic() + read_for)
+                watchdog = self._watchdog
+                if watchdog is not None:
+                    watchdog.watch(conn, read_for)
                 else:
                     timer = gevent.Timeout.start_new(read_for)
-            write_request(conn.sock, head, request.body, tls=conn.tls)
-            read_response(conn.sock, reader)
+            write_request(
+                conn.sock, head, request.body, tls=conn.tls, raw=conn.raw if self._raw else None
+            )
+            read_response(conn.sock, reader, wait_first=self._raw and not conn.tls)
             conn.requests += 1
-            if reader.reusable():
-                if watched is not None:
+            if reader.final and not reader.extra and reader.should_keep_alive():  # reusable()
+                if watchdog is not None:
                     # unwatch before the connection becomes shared again
-                    self._watchdog.unwatch(watched)  # type: ignore[union-attr]
-                    if watched[2]:
+                    watchdog = None
+                    if self._watchdog.unwatch(conn):  # type: ignore[union-attr]
                         raise OSError("closed by the deadline watchdog")
-                    watched = None
                 pool.checkin(conn)
                 conn = None
             return reader.response()
@@ -264,14 +322,14 @@ class GeventTransport(Transport):
         except RPCError:
             raise
         except Exception as exc:
-            if watched is not None and watched[2]:
+            if conn is not None and conn.fired:
                 raise self._read_timeout(read_for, request) from None
             raise _map_exchange_error(exc, request) from exc
         finally:
             if timer is not None:
                 timer.close()
-            if watched is not None:
-                self._watchdog.unwatch(watched)  # type: ignore[union-attr]
+            if watchdog is not None:
+                watchdog.unwatch(conn)  # type: ignore[arg-type]
             if conn is not None:
                 conn.close()
             pool.release()

@@ -85,17 +85,26 @@ class HeadCache:
         self._heads: dict[Any, bytes] = {}
         self.maxsize = maxsize
 
-    def prefix(self, request: Request) -> bytes:
+    def head(self, request: Request) -> bytes:
+        """The whole head of ``request``: the cached prefix, then the per-call part."""
         key = request.cache_key
         if key is None:
-            return _prefix(request)
-        full_key = (key, request.endpoint.key, request.method, request.target)
-        head = self._heads.get(full_key)
-        if head is None:
-            if len(self._heads) >= self.maxsize:
-                self._heads.clear()
-            head = self._heads[full_key] = _prefix(request)
-        return head
+            prefix = _prefix(request)
+        else:
+            full_key = (key, request.endpoint.key, request.method, request.target)
+            prefix = self._heads.get(full_key)  # type: ignore[assignment]
+            if prefix is None:
+                if len(self._heads) >= self.maxsize:
+                    self._heads.clear()
+                prefix = self._heads[full_key] = _prefix(request)
+        body = request.body
+        if type(body) is bytes:  # build_head() and body_length() inlined for the common case
+            parts = [prefix]
+            for pair in request.headers:
+                parts.append(b"%s: %s\r\n" % pair)
+            parts.append(b"Content-Length: %d\r\n\r\n" % len(body))
+            return b"".join(parts)
+        return build_head(prefix, request.headers, body_length(body))
 
 
 def _prefix(request: Request) -> bytes:
@@ -108,13 +117,17 @@ def _prefix(request: Request) -> bytes:
 
 def build_head(prefix: bytes, headers: list[tuple[bytes, bytes]], length: int | None) -> bytes:
     """Finish a head: per-call headers, then Content-Length (or chunked)."""
+    tail = (
+        b"Transfer-Encoding: chunked\r\n\r\n"
+        if length is None
+        else b"Content-Length: %d\r\n\r\n" % length
+    )
+    if not headers:
+        return prefix + tail
     parts = [prefix]
-    for name, value in headers:
-        parts.append(name + b": " + value + b"\r\n")
-    if length is None:
-        parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
-    else:
-        parts.append(b"Content-Length: %d\r\n\r\n" % length)
+    for pair in headers:
+        parts.append(b"%s: %s\r\n" % pair)
+    parts.append(tail)
     return b"".join(parts)
 
 
@@ -158,12 +171,33 @@ def _sendmsg_all(sock: Any, buffers: list[Any], first: bool = False) -> None:
             views[0] = views[0][sent:]
 
 
-def write_request(sock: Any, head: bytes, body: Body | None, *, tls: bool = False) -> None:
+def write_request(
+    sock: Any, head: bytes, body: Body | None, *, tls: bool = False, raw: Any = None
+) -> None:
     """Write head and body; see the module docstring for the write rules.
 
-    Raises :class:`NothingWritten` when the very first write failed (the
-    server cannot have seen any of the request), ``OSError`` after that.
+    ``raw`` is the OS-level non-blocking socket under a plain (not TLS)
+    gevent socket: a small request is tried on it first, without gevent's
+    Python ``send`` around it; gevent's takes over only if the kernel could
+    not take it all (it then waits for room). Raises :class:`NothingWritten`
+    when the very first write failed (the server cannot have seen any of the
+    request), ``OSError`` after that.
     """
+    if type(body) is bytes and len(body) <= COALESCE_LIMIT:
+        data = head + body  # the common case, without _send_all()'s frames
+        try:
+            if raw is None or tls:
+                sent = sock.send(data)
+            else:
+                try:
+                    sent = raw.send(data)
+                except BlockingIOError:
+                    sent = sock.send(data)  # waits for room in the socket buffer
+        except OSError as exc:
+            raise NothingWritten(exc) from exc
+        if sent < len(data):
+            _send_all(sock, memoryview(data)[sent:])
+        return
     if body is None or isinstance(body, bytes | bytearray | memoryview):
         if not body:
             _send_all(sock, head, True)
@@ -219,63 +253,116 @@ class ResponseReader(HTTPResponseParser):
     says whether the connection may carry another request (keep-alive, and
     nothing after the answer). ``feed`` raises :class:`MessageTooLarge` when a
     limit is crossed and ``HTTPParseError`` for malformed HTTP.
+
+    The parser calls back into Python for every token, so the common case
+    calls C instead. While a head arrives in one read, llhttp hands over each
+    token whole, strictly name, value, name, value (an empty value too; it
+    refuses obs-fold), so the status and header callbacks are plain
+    ``list.append`` (no Python frame) and the pairs are zipped once the head
+    is complete. When a head spans reads, a token may be cut at the
+    boundary: the reader then switches to the joining methods below
+    (:meth:`_join_tokens`) for the rest of it. Trailers, if any, land in the
+    same lists after the head's tokens; they are never headers, only
+    measured against the head limit after each read. With a Content-Length
+    within the limit, the body goes to ``bytearray.extend`` (llhttp never
+    hands over more than announced).
     """
+
+    # the joining methods' state, set only once they take over (no cost per answer)
+    _pairs: list[tuple[str, str]]
+    _field: str
+    _value: str | None
+    _head_size: int
 
     def __init__(self, head_request: bool, max_head: int, max_body: int) -> None:
         super().__init__()
         self.final = False
         self.extra = False
         self.status = 0
-        self.reason = ""
         self.fields: list[tuple[str, str]] = []
         self.body = bytearray()
         self._head_request = head_request
         self._max_head = max_head
         self._max_body = max_body
-        self._head_size = 0
-        self._field = ""
-        self._value: str | None = None
+        self._fast = True  # appends, not the joining methods
+        self._fed = 0  # bytes fed while fast
+        self._tokens = -1  # header names of the head once it is complete
+        self._names: list[str] = []
+        self._values: list[str] = []
+        self._reason: list[str] = []
+        self._on_header_field = self._names.append  # type: ignore[method-assign,assignment]
+        self._on_header_value = self._values.append  # type: ignore[method-assign,assignment]
+        self._on_status = self._reason.append
 
-    # llhttp callbacks; tokens may arrive in pieces, so join them
+    def reset(self, head_request: bool) -> None:
+        """Make ready for the next answer on the same connection.
+
+        Cheaper than a new reader (no parser allocation), and llhttp itself
+        is at the start of a message after a reusable answer: a connection
+        that ended any other way is closed, its reader with it.
+        """
+        self.final = False
+        self.extra = False
+        self.status = 0
+        self.body = bytearray()
+        self._head_request = head_request
+        self._fed = 0
+        self._tokens = -1
+        self._names.clear()
+        self._values.clear()
+        self._reason.clear()
+        if not self._fast:
+            self._fast = True
+            self._on_header_field = self._names.append  # type: ignore[method-assign,assignment]
+            self._on_header_value = self._values.append  # type: ignore[method-assign,assignment]
+
+    @property
+    def reason(self) -> str:
+        return "".join(self._reason)
+
+    # llhttp callbacks (the ones that stay Python)
     def _on_message_begin(self) -> None:
         if self.final:
             raise _ExtraData()
-        # first message, or the final answer after a 1xx interim one
-        self.reason = ""
-        self.fields = []
-
-    def _on_status(self, reason: str) -> None:
-        self.reason += reason
-
-    def _on_header_field(self, text: str) -> None:
-        self._head_size += len(text) + 4  # inline: this runs for every header
-        if self._head_size > self._max_head:
-            raise MessageTooLarge("response head", self._max_head)
-        if self._value is not None:
-            self.fields.append((self._field, self._value))
-            self._field, self._value = text, None
-        else:
-            self._field += text
-
-    def _on_header_value(self, text: str) -> None:
-        self._head_size += len(text)
-        if self._head_size > self._max_head:
-            raise MessageTooLarge("response head", self._max_head)
-        self._value = text if self._value is None else self._value + text
+        if self.status:  # the final answer after a 1xx interim one: start afresh
+            self._reason.clear()
+            self._names.clear()
+            self._values.clear()
+            self.fields = []
+            self._tokens = -1
+            self._pairs = []
+            self._field, self._value, self._head_size = "", None, 0
 
     def _on_headers_complete(self) -> bool:
-        if self._value is not None or self._field:
-            self.fields.append((self._field, self._value or ""))
-        self._field, self._value = "", None
-        self.status = self.get_code()
-        if self.status >= 200:
+        if self._fast:
+            names = self._names
+            self._tokens = len(names)
+            self.fields = list(zip(names, self._values, strict=False))
+            if self._fed > self._max_head:  # a read that large: measure the head
+                self._check_tokens(0, "response head")
+        else:
+            if self._value is not None or self._field:
+                self._pairs.append((self._field, self._value or ""))
+            self.fields, self._tokens = self._pairs, 0
+            # trailers, if any, are joined (and bounded) apart from the head
+            self._pairs = []
+            self._field, self._value, self._head_size = "", None, 0
+        self.status = status = self.get_code()
+        if status >= 200:
             remaining = self.get_remaining_content_length()
             # llhttp reports 0 or 2**64-1 when there is no Content-Length
-            if 0 < remaining < 2**63 and remaining > self._max_body:
-                raise MessageTooLarge("response body", self._max_body, remaining)
+            if 0 < remaining < 2**63:
+                if remaining > self._max_body:
+                    raise MessageTooLarge("response body", self._max_body, remaining)
+                self._on_body = self.body.extend  # type: ignore[method-assign,assignment]
+            else:
+                self._on_body = self._checked_body  # type: ignore[method-assign]
         return self._head_request
 
     def _on_body(self, data: bytearray) -> None:
+        self._checked_body(data)  # never called: _on_headers_complete sets _on_body
+
+    def _checked_body(self, data: bytearray) -> None:
         if len(self.body) + len(data) > self._max_body:
             raise MessageTooLarge("response body", self._max_body, len(self.body) + len(data))
         self.body += data
@@ -285,20 +372,81 @@ class ResponseReader(HTTPResponseParser):
             self.final = True
 
     def feed_data(self, data: bytes) -> None:
+        if not self._fast:
+            try:
+                self.feed(data)
+            except _ExtraData:
+                self.extra = True
+            return
+        self._fed += len(data)
         try:
             self.feed(data)
         except _ExtraData:
             self.extra = True
+        tokens = self._tokens
+        if tokens < 0:
+            self._join_tokens()  # the head goes on in the next read
+        elif len(self._names) > tokens:
+            self._check_tokens(tokens, "response trailers")
+
+    # the slow path: a head cut across reads
+    def _check_tokens(self, start: int, what: str) -> None:
+        names, values = self._names, self._values
+        size = sum(map(len, names[start:])) + sum(map(len, values[start:]))
+        if size + 4 * (len(names) - start) > self._max_head:
+            raise MessageTooLarge(what, self._max_head)
+
+    def _join_tokens(self) -> None:
+        """Switch to the joining methods, keeping the tokens that came whole."""
+        names, values = self._names, self._values
+        pairs = list(zip(names, values, strict=False))
+        if len(names) > len(values):  # the last name may go on; no value yet
+            self._field, self._value = names[-1], None
+        elif names:  # the last value may go on
+            pairs.pop()
+            self._field, self._value = names[-1], values[-1]
+        else:
+            self._field, self._value = "", None
+        self._pairs = pairs
+        self._head_size = sum(map(len, names)) + sum(map(len, values)) + 4 * len(names)
+        if self._head_size > self._max_head:
+            raise MessageTooLarge("response head", self._max_head)
+        self._fast = False
+        del self._on_header_field, self._on_header_value  # the methods below take over
+
+    def _on_header_field(self, text: str) -> None:  # type: ignore[no-redef]
+        self._head_size += len(text) + 4  # inline: this runs for every header
+        if self._head_size > self._max_head:
+            raise MessageTooLarge("response head", self._max_head)
+        if self._value is not None:
+            self._pairs.append((self._field, self._value))
+            self._field, self._value = text, None
+        else:
+            self._field += text
+
+    def _on_header_value(self, text: str) -> None:  # type: ignore[no-redef]
+        self._head_size += len(text)
+        if self._head_size > self._max_head:
+            raise MessageTooLarge("response head", self._max_head)
+        self._value = text if self._value is None else self._value + text
 
     def reusable(self) -> bool:
         return self.final and not self.extra and self.should_keep_alive()
 
     def response(self) -> Response:
-        return Response(self.status, self.reason, Headers(self.fields), self.body)
+        return Response(self.status, "".join(self._reason), Headers(self.fields), self.body)
 
 
-def read_response(sock: Any, reader: ResponseReader, bufsize: int = 65536) -> None:
+def read_response(
+    sock: Any, reader: ResponseReader, bufsize: int = 65536, *, wait_first: bool = False
+) -> None:
     """Read until ``reader`` has a final answer.
+
+    ``wait_first`` (plain gevent sockets only: a TLS socket may hold
+    decrypted bytes that the file descriptor does not show): wait until the
+    socket is readable before the first ``recv``. Right after a request the
+    answer is almost never there yet, and gevent's ``recv`` would first fail
+    with EAGAIN (a wasted syscall and exception) and then wait the same way.
 
     Raises ``EOFError("closed")`` when the peer closed before any byte of the
     answer, ``EOFError("truncated")`` when it closed in the middle.
@@ -306,6 +454,8 @@ def read_response(sock: Any, reader: ResponseReader, bufsize: int = 65536) -> No
     recv = sock.recv
     got_any = False
     quickack = _TCP_QUICKACK
+    if wait_first:
+        sock._wait(sock._read_event)  # gevent's own wait, as in its recv()
     while True:
         data = recv(bufsize)
         if not data:
@@ -315,8 +465,21 @@ def read_response(sock: Any, reader: ResponseReader, bufsize: int = 65536) -> No
                 if reader.final:
                     return
             raise EOFError("truncated" if got_any else "closed")
-        got_any = True
-        reader.feed_data(data)
+        if not got_any and reader._fast:
+            # feed_data() inlined for the first read, the only one of most answers
+            got_any = True
+            reader._fed = len(data)
+            try:
+                reader.feed(data)
+            except _ExtraData:
+                reader.extra = True
+            if reader._tokens < 0:
+                reader._join_tokens()  # the head goes on in the next read
+            elif len(reader._names) > reader._tokens:
+                reader._check_tokens(reader._tokens, "response trailers")
+        else:
+            got_any = True
+            reader.feed_data(data)
         if reader.final:
             return
         if quickack is not None:

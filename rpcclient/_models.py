@@ -41,10 +41,11 @@ class Endpoint:
     port: int
     base_path: str
     host_header: str
+    #: built once: it is looked up on every call
+    key: tuple[str, str, int] = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> tuple[str, str, int]:
-        return (self.scheme, self.host, self.port)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.scheme, self.host, self.port))
 
     @classmethod
     def parse(cls, url: str) -> Endpoint:

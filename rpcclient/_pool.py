@@ -24,13 +24,15 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import math
 import socket as _stdsocket
 import ssl
 from collections import deque
 from time import monotonic
 from typing import Any
 
-from gevent.event import Event
+from gevent import Timeout
+from gevent.hub import Waiter
 
 __all__ = ["Connection", "Pool"]
 
@@ -40,10 +42,25 @@ _IPPROTO_TCP = _stdsocket.IPPROTO_TCP
 _ESTABLISHED = 1  # linux/tcp_states.h
 
 
+def _wake(waiter: Any) -> None:
+    # Waiter.switch must run in the hub: the next turn of its loop
+    waiter.hub.loop.run_callback(waiter.switch, None)
+
+
 class Connection:
     """One socket and its times. ``raw`` is the OS-level socket (no hub)."""
 
-    __slots__ = ("created", "last_used", "raw", "requests", "sock", "tls")
+    __slots__ = (
+        "created",
+        "expires",
+        "fired",
+        "last_used",
+        "raw",
+        "reader",
+        "requests",
+        "sock",
+        "tls",
+    )
 
     def __init__(self, sock: Any, *, tls: bool) -> None:
         self.sock = sock
@@ -53,6 +70,11 @@ class Connection:
         self.tls = tls
         self.created = self.last_used = monotonic()
         self.requests = 0
+        # the deadline watchdog's marks: when the exchange in flight is
+        # overdue, and whether the watchdog closed the socket for it
+        self.expires = 0.0
+        self.fired = False
+        self.reader: Any = None  # the transport's response reader, reused per answer
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -112,6 +134,10 @@ class Connection:
         return True  # EOF (close_notify) or stray application data
 
 
+# the state of a queued slot request: [Waiter, expires, state]
+_QUEUED, _HANDED, _EXPIRED = 0, 1, 2
+
+
 class Pool:
     """Slots and idle connections of one endpoint (see the module docstring)."""
 
@@ -122,46 +148,94 @@ class Pool:
         self.idle_timeout = idle_timeout
         self.max_age = max_age
         self._free = size
-        self._waiters: deque[Event] = deque()
+        self._waiters: deque[list[Any]] = deque()
         self._idle: list[Connection] = []
         self.closed = False
         self.created = 0
 
     # -- slots --------------------------------------------------------------
-    def acquire(self, timeout: float | None) -> bool:
+    def acquire(self, timeout: float | None, *, swept: bool = False) -> bool:
         """Take a slot, waiting at most ``timeout`` seconds (None: forever).
 
         First come, first served: a released slot is handed to the oldest
         waiter, never taken back by the greenlet that released it (with a
         plain semaphore a busy greenlet re-acquires at once and starves the
         waiters past their pool timeout).
+
+        ``swept=True``: no timer is armed for the wait; the caller promises
+        that :meth:`expire_waiters` runs at least every few milliseconds (the
+        transport's deadline watchdog does), and the wait ends within one such
+        sweep after ``timeout``. A timer per wait costs about a sixth of a
+        concurrent call's CPU.
+
+        A waiter is a gevent ``Waiter`` (the leanest primitive: one switch
+        each way), queued as ``[waiter, expires, state]``; the state is set
+        by whoever ends the wait, synchronously, so a kill or timeout that
+        comes after a hand-over still knows it holds a slot.
         """
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
+        if self.try_acquire():
             return True
         if timeout is not None and timeout <= 0:
             return False
-        waiter = Event()
-        self._waiters.append(waiter)
-        try:
-            if waiter.wait(timeout):
-                return True
-        except BaseException:
-            # killed or timed out by the caller while waiting: give back a
-            # slot that was handed over meanwhile, or leave the queue
-            if waiter.is_set():
-                self.release()
+        timer = None
+        entry: list[Any] = [Waiter(), math.inf, _QUEUED]
+        if timeout is not None:
+            if swept:
+                entry[1] = monotonic() + timeout
             else:
-                self._waiters.remove(waiter)
+                timer = Timeout.start_new(timeout)
+        self._waiters.append(entry)
+        try:
+            entry[0].get()
+        except BaseException as exc:
+            # killed, or timed out (ours or the caller's) while waiting: give
+            # back a slot that was handed over meanwhile, or leave the queue
+            state = entry[2]
+            if exc is timer and timer is not None:
+                if state == _HANDED:
+                    return True  # handed over just as the wait timed out
+                if state == _QUEUED:
+                    self._waiters.remove(entry)
+                return False
+            if state == _HANDED:
+                self.release()
+            elif state == _QUEUED:
+                self._waiters.remove(entry)
             raise
-        if waiter.is_set():  # handed over just as the wait timed out
+        finally:
+            if timer is not None:
+                timer.close()
+        return bool(entry[2] == _HANDED)
+
+    def expire_waiters(self, now: float) -> float:
+        """Wake (with no slot) the swept waiters past their expiry.
+
+        Returns the expiry of the next swept waiter still queued (inf: none).
+        """
+        waiters = self._waiters
+        if any(entry[1] <= now for entry in waiters):
+            keep: deque[list[Any]] = deque()
+            for entry in waiters:
+                if entry[1] <= now:
+                    entry[2] = _EXPIRED
+                    _wake(entry[0])
+                else:
+                    keep.append(entry)
+            self._waiters = waiters = keep
+        return min((entry[1] for entry in waiters), default=math.inf)
+
+    def try_acquire(self) -> bool:
+        """Take a free slot if one is free and nobody waits; never blocks."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
             return True
-        self._waiters.remove(waiter)
         return False
 
     def release(self) -> None:
         if self._waiters:
-            self._waiters.popleft().set()  # the slot passes on, still taken
+            entry = self._waiters.popleft()  # the slot passes on, still taken
+            entry[2] = _HANDED
+            _wake(entry[0])
         else:
             self._free += 1
 
@@ -176,12 +250,25 @@ class Pool:
         if not idle:
             return None
         now = monotonic()
+        idle_timeout, max_age = self.idle_timeout, self.max_age
         while idle:
             conn = idle.pop()
-            if self._expired(conn, now) or conn.is_stale():
+            # _expired() inlined: this runs on every call
+            if (idle_timeout is not None and now - conn.last_used >= idle_timeout) or (
+                max_age is not None and now - conn.created >= max_age
+            ):
                 conn.close()
                 continue
-            return conn
+            if _TCP_INFO is not None:  # is_stale() inlined for Linux
+                try:
+                    live = conn.raw.getsockopt(_IPPROTO_TCP, _TCP_INFO, 1)[0] == _ESTABLISHED
+                except OSError:
+                    live = False
+            else:
+                live = not conn.is_stale()
+            if live:
+                return conn
+            conn.close()
         return None
 
     def checkin(self, conn: Connection) -> None:

@@ -114,7 +114,14 @@ class Deadline:
         return self._cut(self.timeout.connect)
 
     def read_for(self) -> float | None:
-        return self._cut(self.timeout.read)
+        # _cut() inlined: this runs on every call
+        bound = self.timeout.read
+        if self.expires is None:
+            return bound
+        left = self.expires - monotonic()
+        if left <= 0.0:
+            return 0.0
+        return left if bound is None or left < bound else bound
 
     def __repr__(self) -> str:
         return f"Deadline(remaining={self.remaining()!r}, timeout={self.timeout!r})"
