@@ -11,7 +11,6 @@ the name, each header, the arguments' encodability, the request size.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import sys
@@ -72,10 +71,17 @@ def _build_transport(transport: str | Transport | None, options: dict[str, Any])
     if isinstance(transport, Transport):
         return transport
     name = transport or os.environ.get(ENV_TRANSPORT) or "gevent"
-    if name not in _TRANSPORTS:
+    if name not in _TRANSPORTS and name.isidentifier():
         # the optional transports register themselves on import
-        with contextlib.suppress(ImportError):
+        try:
             __import__(f"rpcclient._{name}_transport")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"rpcclient._{name}_transport":
+                # the transport exists but its library does not: say which
+                raise ValueError(
+                    f"transport {name!r} needs {exc.name!r}, which is not installed "
+                    f"(pip install 'rpcclient[{name}]')"
+                ) from None
     try:
         factory = _TRANSPORTS[name]
     except KeyError:
@@ -371,6 +377,7 @@ class Client:
             if event is not None:
                 event.elapsed = elapsed
                 event.error = failure
+                event.received = received
                 run_hooks(hooks.after_call, event)
 
     def _before_attempt(

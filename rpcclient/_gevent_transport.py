@@ -166,6 +166,12 @@ class Watchdog:
             self._greenlet = None
             self._wake_at = math.inf
 
+    def stop_if_idle(self) -> None:
+        """End the greenlet now when nothing is watched (a closed transport)."""
+        greenlet = self._greenlet
+        if greenlet is not None and not self._active and not self._pools:
+            greenlet.kill(block=False)
+
     def reset(self) -> None:
         """Start empty (in a forked child: forget the parent's exchanges and greenlet)."""
         self._active = set()
@@ -348,6 +354,8 @@ class GeventTransport(Transport):
         pools, self._pools = self._pools, {}
         for pool in pools.values():
             pool.close()
+        if self._watchdog is not None:
+            self._watchdog.stop_if_idle()
 
     # -- helpers ------------------------------------------------------------
     def _new_pool(self, endpoint: Endpoint, name: str) -> Pool:

@@ -222,7 +222,8 @@ class CallEvent:
     ``transport``. Per attempt: ``attempt``, ``endpoint`` (URL), ``headers``
     (extra request headers a ``before_attempt`` hook may append byte pairs
     to). After an attempt/the call: ``elapsed`` (s), ``error`` (the
-    RPCError or None), ``status`` (HTTP status or None), ``result``.
+    RPCError or None), ``status`` (HTTP status or None), ``result``,
+    ``received`` (response body bytes of the call).
     ``scratch`` is a dict where hooks keep their own state (spans, timers).
     """
 
@@ -234,6 +235,7 @@ class CallEvent:
         "headers",
         "idempotent",
         "name",
+        "received",
         "request_id",
         "result",
         "scratch",
@@ -253,6 +255,7 @@ class CallEvent:
         self.error: BaseException | None = None
         self.status: int | None = None
         self.result: Any = None
+        self.received = 0
         self.scratch: dict[str, Any] = {}
 
     @property

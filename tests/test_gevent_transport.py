@@ -410,3 +410,15 @@ def test_no_pool_timeouts_under_sustained_contention(raw_server: Any) -> None:
     gevent.joinall(jobs, timeout=30)
     assert all(j.successful() for j in jobs), [j.exception for j in jobs if j.exception][:1]
     client.close()
+
+
+def test_close_ends_the_idle_watchdog(raw_server: Any) -> None:
+    srv: RawServer = raw_server(keepalive_answering(echo_answer))
+    client = Client(srv.url, timeout=Timeout(read=30, total=30))
+    client.call("echo.echo", 1)
+    watchdog = client.transport._watchdog  # type: ignore[attr-defined]
+    greenlet = watchdog._greenlet
+    assert greenlet is not None  # sleeping until the 30 s expiry it knows
+    client.close()
+    gevent.sleep(0)
+    assert greenlet.dead

@@ -156,7 +156,7 @@ def test_reporter_and_user_contract() -> None:
             ("mock", "debug.fail", False),
         ], names
         ok, failed = fired[0], fired[1]
-        assert ok["response"] == 7 and ok["response_length"] == 0
+        assert ok["response"] == 7 and ok["response_length"] == 1  # msgpack of 7
         assert 0 <= ok["response_time"] < 1000 and ok["url"] == "http://svc.invalid"
         assert ok["context"]["who"] == "user-1" and ok["context"]["transport"] == "mock"
         assert ok["context"]["attempts"] == 1 and ok["context"]["request_id"]

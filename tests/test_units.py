@@ -321,3 +321,15 @@ def test_codec_packer_recovers_after_a_failed_pack() -> None:
     with pytest.raises(InvalidRequest):
         c.pack([1, 2, object()])
     assert c.pack([7]) == msgpack.packb([7])  # nothing left over from the failed call
+
+
+def test_missing_transport_library_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "requests", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "rpcclient._requests_transport", raising=False)
+    from rpcclient import _client
+
+    monkeypatch.delitem(_client._TRANSPORTS, "requests", raising=False)
+    with pytest.raises(ValueError, match="needs 'requests', which is not installed"):
+        Client("http://h", transport="requests")

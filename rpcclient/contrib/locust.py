@@ -18,9 +18,8 @@ What a Locust row says (Locust keys rows by type and name):
 - **Failures** show the rpcclient error by class and message
   (``RemoteError('remote ValueError (HTTP 500): ...')``, ``ReadTimeout(...)``);
   the request id stays out of the text so equal failures share one row.
-- **Size** is 0: hooks see the decoded result, not the body, and re-encoding
-  every result to measure it would spend the load generator's CPU. Body bytes
-  per method are in ``user.client.stats()``.
+- **Size** is the response body's bytes (``CallEvent.received``; 0 when no
+  answer came).
 - A call cut short by the user being stopped (``GreenletExit``) is not
   reported: it neither succeeded nor failed. Calls refused before anything
   was prepared (``InvalidRequest`` for a bad name or argument,
@@ -61,7 +60,7 @@ class LocustReporter(Hook):
     Each finished call fires ``request`` with ``request_type`` (the given one,
     else the transport's name), ``name`` (``service.method``),
     ``response_time`` (ms, the whole call with its retries and backoffs),
-    ``response_length`` (always 0, see the module docstring), ``response``
+    ``response_length`` (response body bytes), ``response``
     (the decoded result, None on failure), ``exception`` (the error, None on
     success), ``start_time`` (epoch seconds), ``url`` (the endpoint of the
     last attempt) and ``context``: ``context()``'s dict plus ``transport``,
@@ -92,7 +91,7 @@ class LocustReporter(Hook):
             request_type=self._request_type or event.transport,
             name=event.name,
             response_time=event.elapsed * 1000.0,
-            response_length=0,
+            response_length=event.received,
             response=event.result if error is None else None,
             exception=error,
             start_time=time.time() - event.elapsed,
