@@ -14,15 +14,17 @@ available.
 
 from __future__ import annotations
 
+import ipaddress
 import random
-from collections.abc import Sequence
+import socket as _socket
+from collections.abc import Callable, Sequence
 from time import monotonic
 from typing import Any
 
 from ._models import Endpoint
 from ._retry import RetryBudget
 
-__all__ = ["EndpointGroup", "Host"]
+__all__ = ["EndpointGroup", "Host", "ResolvingGroup", "resolve_addresses"]
 
 
 class Host:
@@ -138,3 +140,78 @@ class EndpointGroup:
             for h in self.hosts
         )
         return f"<EndpointGroup [{inner}]>"
+
+
+def resolve_addresses(host: str, port: int) -> list[str]:
+    """The IP addresses of ``host`` (gevent's resolver), in resolver order, once each."""
+    import gevent.socket
+
+    infos = gevent.socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM, _socket.IPPROTO_TCP)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class ResolvingGroup(EndpointGroup):
+    """An endpoint group that spreads each DNS name over all its addresses.
+
+    Every ``refresh`` seconds (at the first pick after that) each named
+    endpoint is resolved and becomes one host per address (connecting to the
+    address, still sending the name in ``Host:`` and for TLS), so balancing,
+    ejection and retries work across the addresses. Hosts whose address
+    stays keep their state. A failed or empty resolution keeps the previous
+    hosts of that name (or the name itself, resolved at connect time).
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        budget: RetryBudget,
+        *,
+        refresh: float = 30.0,
+        resolver: Callable[[str, int], Sequence[str]] = resolve_addresses,
+        **kw: Any,
+    ) -> None:
+        super().__init__(endpoints, budget, **kw)
+        self._named = list(endpoints)
+        self._refresh = refresh
+        self._resolver = resolver
+        self._next_refresh = 0.0
+
+    def pick(self, tried: Sequence[Host] = ()) -> Host:
+        if monotonic() >= self._next_refresh:
+            self.resolve()
+        return super().pick(tried)
+
+    def resolve(self) -> None:
+        """Re-resolve every named endpoint now (see the class docstring)."""
+        self._next_refresh = monotonic() + self._refresh
+        known = {h.endpoint.key: h for h in self.hosts}
+        hosts: list[Host] = []
+        for endpoint in self._named:
+            if _is_ip(endpoint.host):
+                hosts.append(known.get(endpoint.key) or Host(endpoint))
+                continue
+            try:
+                addresses = list(self._resolver(endpoint.host, endpoint.port))
+            except Exception:  # noqa: BLE001 - any resolver failure: keep what we had
+                addresses = []
+            if not addresses:
+                name = (endpoint.host, endpoint.port, endpoint.base_path)
+                previous = [
+                    h
+                    for h in self.hosts
+                    if (h.endpoint.host, h.endpoint.port, h.endpoint.base_path) == name
+                ]
+                hosts.extend(previous or [known.get(endpoint.key) or Host(endpoint)])
+                continue
+            for address in addresses:
+                spread = endpoint.with_address(address)
+                hosts.append(known.get(spread.key) or Host(spread))
+        self.hosts = hosts

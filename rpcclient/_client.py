@@ -20,7 +20,7 @@ from typing import Any
 
 import gevent
 
-from ._balance import EndpointGroup, Host
+from ._balance import EndpointGroup, Host, ResolvingGroup, resolve_addresses
 from ._codec import DEFAULT_CODEC, Codec
 from ._models import Endpoint, Request, Response, check_header
 from ._observe import REQUEST_IDS, CallEvent, HookSet, Stats, run_hooks
@@ -104,7 +104,10 @@ class Client:
     ``retry`` is the :class:`Retry` policy; ``idempotent`` names the methods
     (``"service.method"``) that may be re-sent after they may have run.
     Hosts of a group that fail to connect ``eject_after`` times in a row
-    rest for ``cooldown`` seconds.
+    rest for ``cooldown`` seconds. ``spread_dns=30.0`` turns each DNS name
+    into one host per address it resolves to (re-resolved every 30 s;
+    ``resolver(host, port) -> [ip, ...]`` replaces gevent's; gevent
+    transport only).
 
     ``call`` raises only :mod:`rpcclient.exceptions` errors (and the caller's
     own ``gevent.Timeout``/``GreenletExit``), and never re-sends a call that
@@ -131,6 +134,8 @@ class Client:
         max_connection_age: float | None = 300.0,
         eject_after: int = 5,
         cooldown: float = 10.0,
+        spread_dns: float | None = None,
+        resolver: Callable[[str, int], Sequence[str]] | None = None,
         deadline_header: bool = True,
         stats: bool = True,
         hooks: Sequence[Any] = (),
@@ -145,7 +150,9 @@ class Client:
         self._idempotent = frozenset(idempotent)
         for name in self._idempotent:
             split_name(name)
-        self._groups = self._parse_endpoints(endpoints, retry, eject_after, cooldown)
+        self._groups = self._parse_endpoints(
+            endpoints, retry, eject_after, cooldown, spread_dns=spread_dns, resolver=resolver
+        )
         self._codec = codec
         self._error_decoder = error_decoder
         self._path_template = check_path_template(path_template)
@@ -173,6 +180,10 @@ class Client:
                 "tls": TLSConfig(verify=verify, ca_certs=ca_certs, cert=cert),
             },
         )
+        if spread_dns is not None and self._transport.name in ("requests", "urllib3"):
+            # they connect to the URL's host themselves: spreading would be a pretence
+            self._transport.close()
+            raise ValueError(f"spread_dns needs the gevent transport, not {self._transport.name!r}")
 
     @staticmethod
     def _parse_endpoints(
@@ -180,6 +191,9 @@ class Client:
         retry: Retry,
         eject_after: int,
         cooldown: float,
+        *,
+        spread_dns: float | None = None,
+        resolver: Callable[[str, int], Sequence[str]] | None = None,
     ) -> dict[str, EndpointGroup]:
         if isinstance(endpoints, str) or (
             isinstance(endpoints, Sequence) and not isinstance(endpoints, Mapping)
@@ -187,7 +201,7 @@ class Client:
             endpoints = {"*": endpoints}  # type: ignore[dict-item]
         if not isinstance(endpoints, Mapping) or not endpoints:
             raise InvalidRequest("endpoints must be a base URL, a list of them, or a mapping")
-        groups = {}
+        groups: dict[str, EndpointGroup] = {}
         for service, urls in endpoints.items():
             if service != "*":
                 split_name(f"{service}.m")  # the same rule as in names
@@ -195,12 +209,20 @@ class Client:
             if not url_list:
                 raise InvalidRequest(f"no endpoint URL for service {service!r}")
             budget = RetryBudget(retry.budget_ratio, retry.budget_min_per_second)
-            groups[service] = EndpointGroup(
-                [Endpoint.parse(u) for u in url_list],
-                budget,
-                eject_after=eject_after,
-                cooldown=cooldown,
-            )
+            parsed = [Endpoint.parse(u) for u in url_list]
+            if spread_dns is not None:
+                groups[service] = ResolvingGroup(
+                    parsed,
+                    budget,
+                    refresh=spread_dns,
+                    resolver=resolver or resolve_addresses,
+                    eject_after=eject_after,
+                    cooldown=cooldown,
+                )
+            else:
+                groups[service] = EndpointGroup(
+                    parsed, budget, eject_after=eject_after, cooldown=cooldown
+                )
         return groups
 
     # -- calls --------------------------------------------------------------

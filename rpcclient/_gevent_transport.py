@@ -424,7 +424,7 @@ class GeventTransport(Transport):
     def _resolve(
         self, endpoint: Endpoint, limit: float | None
     ) -> list[tuple[int, tuple[Any, ...]]]:
-        host = endpoint.host
+        host = endpoint.address or endpoint.host
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Union
 from urllib.parse import urlsplit
 
@@ -33,6 +33,9 @@ class Endpoint:
 
     ``key`` identifies a connection pool (scheme, host, port); ``host_header``
     is what goes in ``Host:``; ``base_path`` has no trailing slash.
+    ``address``, when set, is the IP address to connect to instead of
+    resolving ``host`` (one address of a name spread over by an endpoint
+    group); ``host`` still names the server in ``Host:`` and for TLS.
     """
 
     url: str
@@ -41,11 +44,19 @@ class Endpoint:
     port: int
     base_path: str
     host_header: str
+    address: str | None = None
     #: built once: it is looked up on every call
     key: tuple[str, str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key", (self.scheme, self.host, self.port))
+        where = self.host if self.address is None else f"{self.host}@{self.address}"
+        object.__setattr__(self, "key", (self.scheme, where, self.port))
+
+    def with_address(self, address: str) -> Endpoint:
+        """This endpoint, connecting to ``address`` (an IP) instead of resolving its host."""
+        shown = f"[{address}]" if ":" in address else address
+        url = f"{self.scheme}://{shown}:{self.port}{self.base_path}"
+        return replace(self, url=url, address=address)
 
     @classmethod
     def parse(cls, url: str) -> Endpoint:
