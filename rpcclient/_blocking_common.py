@@ -57,6 +57,7 @@ the slot is given back.
 
 from __future__ import annotations
 
+import abc
 import http.client
 import os
 import socket
@@ -91,6 +92,7 @@ from ._gevent_transport import TLSConfig
 from ._models import Body, Headers, Request, Response
 from ._pool import Pool
 from ._timeouts import Deadline
+from ._transport import Transport
 from .exceptions import (
     ClientClosed,
     ConnectError,
@@ -104,6 +106,7 @@ from .exceptions import (
 )
 
 __all__ = [
+    "BlockingTransport",
     "EndpointSlots",
     "Exchange",
     "check_options",
@@ -581,33 +584,24 @@ class PoolFamily:
         self._pools: weakref.WeakSet[HTTPConnectionPool] = weakref.WeakSet()
         family = self
 
-        class _Pool(HTTPConnectionPool):
+        class _Family:
+            # our hooks into urllib3's pool: bounded wait, idle/age expiry, tracking
+            def __init__(self, *args: Any, **kw: Any) -> None:
+                super().__init__(*args, **kw)
+                family._pools.add(self)  # type: ignore[arg-type]
+
+            def _get_conn(self, timeout: float | None = None) -> Any:
+                return family._fresh(super()._get_conn(family._pool_wait(timeout)))  # type: ignore[misc]
+
+            def _put_conn(self, conn: Any) -> None:
+                family._stamp(conn)
+                super()._put_conn(conn)  # type: ignore[misc]
+
+        class _Pool(_Family, HTTPConnectionPool):
             ConnectionCls = _Connection
 
-            def __init__(self, *args: Any, **kw: Any) -> None:
-                super().__init__(*args, **kw)
-                family._pools.add(self)
-
-            def _get_conn(self, timeout: float | None = None) -> Any:
-                return family._fresh(super()._get_conn(family._pool_wait(timeout)))
-
-            def _put_conn(self, conn: Any) -> None:
-                family._stamp(conn)
-                super()._put_conn(conn)
-
-        class _TLSPool(HTTPSConnectionPool):
+        class _TLSPool(_Family, HTTPSConnectionPool):
             ConnectionCls = _TLSConnection
-
-            def __init__(self, *args: Any, **kw: Any) -> None:
-                super().__init__(*args, **kw)
-                family._pools.add(self)
-
-            def _get_conn(self, timeout: float | None = None) -> Any:
-                return family._fresh(super()._get_conn(family._pool_wait(timeout)))
-
-            def _put_conn(self, conn: Any) -> None:
-                family._stamp(conn)
-                super()._put_conn(conn)
 
         self.classes: dict[str, type[HTTPConnectionPool]] = {"http": _Pool, "https": _TLSPool}
 
@@ -709,3 +703,96 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 __all__ += ["MalformedHead", "track_for_fork"]
+
+
+# -- the shared transport ---------------------------------------------------------------
+
+
+class BlockingTransport(Transport):
+    """What the requests and urllib3 transports share (see the module docstring).
+
+    Options mean what they mean for the gevent transport; ``pool_size``
+    bounds connections (and concurrent calls) per endpoint, and
+    ``pool_connections`` is how many endpoints' pools the library keeps. A
+    subclass builds its library's engine (``_new_engine``), closes one
+    (``_close_engine``) and starts one exchange (``_open``, returning
+    urllib3's raw response, body not read); everything else is here: our own
+    bounds, the one error-mapping edge, reading the answer, fork reset.
+    """
+
+    def __init__(
+        self,
+        *,
+        pool_size: int = 10,
+        idle_timeout: float | None = 1.5,
+        max_connection_age: float | None = 300.0,
+        max_response_size: int = 64 * MIB,
+        max_head_size: int = 64 * 1024,
+        tls: TLSConfig | None = None,
+        pool_connections: int = 10,
+    ) -> None:
+        self.tls = check_options(pool_size, tls, idle_timeout, max_connection_age)
+        self.pool_size = pool_size
+        self.pool_connections = pool_connections
+        self.idle_timeout = idle_timeout
+        self.max_connection_age = max_connection_age
+        self.max_response_size = max_response_size
+        self.max_head_size = max_head_size
+        self.closed = False
+        self._slots = EndpointSlots(pool_size)
+        self._pools = PoolFamily(idle_timeout, max_connection_age)
+        self._engine = self._new_engine()
+        track_for_fork(self)
+
+    @abc.abstractmethod
+    def _new_engine(self) -> Any:
+        """A new Session / PoolManager using ``self._pools.classes``."""
+
+    @abc.abstractmethod
+    def _close_engine(self, engine: Any) -> None:
+        """Close what ``_new_engine`` made."""
+
+    @abc.abstractmethod
+    def _open(
+        self,
+        request: Request,
+        deadline: Deadline,
+        body: bytes | Iterable[bytes] | None,
+        chunked: bool,
+        headers: dict[str, str],
+    ) -> BaseHTTPResponse:
+        """Send ``request`` through the engine; the answer's head read, not its body."""
+
+    def send(self, request: Request, deadline: Deadline) -> Response:
+        """Send one request; see :class:`~rpcclient._transport.Transport`."""
+        body, chunked = request_body(request.body)
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in (*request.fixed_headers, *request.headers)
+        }
+        with exchange(request, deadline, self._slots, self) as ex:
+            raw = ex.raw = self._open(request, deadline, body, chunked, headers)
+            return read_answer(raw, ex, request, self.max_response_size, self.max_head_size)
+
+    def close(self) -> None:
+        """Close idle connections now, busy ones when their call ends."""
+        if not self.closed:
+            self.closed = True
+            self._close_engine(self._engine)
+            self._pools.close()  # urllib3 2.x leaves cleared pools to the GC
+
+    def _reset_after_fork(self) -> None:
+        # In a forked child: drop the parent's pools and slots and start anew.
+        old_pools, self._pools = self._pools, PoolFamily(self.idle_timeout, self.max_connection_age)
+        old, self._engine = self._engine, self._new_engine()
+        self._slots.reset()
+        self._close_engine(old)
+        old_pools.close()
+
+    def stats(self) -> dict[str, Any]:
+        return {"transport": self.name, "pools": self._slots.stats()}
+
+    def __repr__(self) -> str:
+        pools = ", ".join(f"{k}={v}" for k, v in self._slots.stats().items())
+        closed = " closed" if self.closed else ""
+        return f"<{type(self).__name__}{closed} pools=[{pools}]>"

@@ -33,30 +33,20 @@ transport: see :mod:`rpcclient._blocking_common`.
 from __future__ import annotations
 
 import http.cookiejar
+from collections.abc import Iterable
 from typing import Any
 
 import requests
 import requests.adapters
+from urllib3.response import BaseHTTPResponse
 
-from ._blocking_common import (
-    EndpointSlots,
-    PoolFamily,
-    check_options,
-    exchange,
-    read_answer,
-    request_body,
-    socket_timeout,
-    track_for_fork,
-)
+from ._blocking_common import BlockingTransport, socket_timeout
 from ._client import register_transport
-from ._gevent_transport import TLSConfig
-from ._models import Request, Response
+from ._models import Request
 from ._timeouts import Deadline
 from ._transport import Transport
 
 __all__ = ["RequestsTransport"]
-
-MIB = 1024 * 1024
 
 
 class _Adapter(requests.adapters.HTTPAdapter):
@@ -73,41 +63,12 @@ class _Adapter(requests.adapters.HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = self._pool_classes
 
 
-class RequestsTransport(Transport):
-    """A ``requests.Session`` behind the transport seam (see the module docstring).
-
-    ``pool_size`` bounds connections (and concurrent calls) per endpoint;
-    ``pool_connections`` is how many endpoints' pools the adapter keeps.
-    The other options mean what they mean for the gevent transport.
-    """
+class RequestsTransport(BlockingTransport):
+    """A ``requests.Session`` behind the transport seam (see the module docstring)."""
 
     name = "requests"
 
-    def __init__(
-        self,
-        *,
-        pool_size: int = 10,
-        idle_timeout: float | None = 1.5,
-        max_connection_age: float | None = 300.0,
-        max_response_size: int = 64 * MIB,
-        max_head_size: int = 64 * 1024,
-        tls: TLSConfig | None = None,
-        pool_connections: int = 10,
-    ) -> None:
-        self.tls = check_options(pool_size, tls, idle_timeout, max_connection_age)
-        self.pool_size = pool_size
-        self.pool_connections = pool_connections
-        self.idle_timeout = idle_timeout
-        self.max_connection_age = max_connection_age
-        self.max_response_size = max_response_size
-        self.max_head_size = max_head_size
-        self.closed = False
-        self._slots = EndpointSlots(pool_size)
-        self._pools = PoolFamily(idle_timeout, max_connection_age)
-        self._session = self._new_session()
-        track_for_fork(self)
-
-    def _new_session(self) -> requests.Session:
+    def _new_engine(self) -> requests.Session:
         session = requests.Session()
         session.trust_env = False
         session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
@@ -125,49 +86,30 @@ class RequestsTransport(Transport):
         session.cert = tls.cert
         return session
 
-    # -- the seam -----------------------------------------------------------
-    def send(self, request: Request, deadline: Deadline) -> Response:
-        """Send one request; see :class:`~rpcclient._transport.Transport`."""
-        body, _chunked = request_body(request.body)  # requests chunks iterables itself
-        headers = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in (*request.fixed_headers, *request.headers)
-        }
-        with exchange(request, deadline, self._slots, self) as ex:
-            timeouts = (socket_timeout(deadline.connect_for()), socket_timeout(deadline.read_for()))
-            answer = self._session.request(
-                request.method,
-                request.url,
-                data=body,
-                headers=headers,
-                timeout=timeouts,
-                stream=True,
-                allow_redirects=False,
-            )
-            ex.raw = answer.raw
-            return read_answer(answer.raw, ex, request, self.max_response_size, self.max_head_size)
+    def _close_engine(self, engine: requests.Session) -> None:
+        engine.close()
 
-    def close(self) -> None:
-        """Close idle connections now, busy ones when their call ends."""
-        if not self.closed:
-            self.closed = True
-            self._session.close()
-            self._pools.close()  # urllib3 2.x leaves cleared pools to the GC
-
-    def _reset_after_fork(self) -> None:
-        # In a forked child: drop the parent's pools and slots and start anew.
-        old_pools, self._pools = self._pools, PoolFamily(self.idle_timeout, self.max_connection_age)
-        old, self._session = self._session, self._new_session()
-        self._slots.reset()
-        old.close()
-        old_pools.close()
-
-    def stats(self) -> dict[str, Any]:
-        return {"transport": self.name, "pools": self._slots.stats()}
-
-    def __repr__(self) -> str:
-        pools = ", ".join(f"{k}={v}" for k, v in self._slots.stats().items())
-        return f"<RequestsTransport{' closed' if self.closed else ''} pools=[{pools}]>"
+    def _open(
+        self,
+        request: Request,
+        deadline: Deadline,
+        body: bytes | Iterable[bytes] | None,
+        chunked: bool,
+        headers: dict[str, str],
+    ) -> BaseHTTPResponse:
+        del chunked  # requests chunks iterables itself
+        timeouts = (socket_timeout(deadline.connect_for()), socket_timeout(deadline.read_for()))
+        answer = self._engine.request(
+            request.method,
+            request.url,
+            data=body,
+            headers=headers,
+            timeout=timeouts,
+            stream=True,
+            allow_redirects=False,
+        )
+        raw: BaseHTTPResponse = answer.raw
+        return raw
 
 
 def _factory(**options: Any) -> Transport:

@@ -25,66 +25,27 @@ requests transport: see :mod:`rpcclient._blocking_common`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import urllib3
+from urllib3.response import BaseHTTPResponse
 
-from ._blocking_common import (
-    EndpointSlots,
-    PoolFamily,
-    check_options,
-    exchange,
-    read_answer,
-    request_body,
-    socket_timeout,
-    track_for_fork,
-)
+from ._blocking_common import BlockingTransport, socket_timeout
 from ._client import register_transport
-from ._gevent_transport import TLSConfig
-from ._models import Request, Response
+from ._models import Request
 from ._timeouts import Deadline
 from ._transport import Transport
 
 __all__ = ["Urllib3Transport"]
 
-MIB = 1024 * 1024
 
-
-class Urllib3Transport(Transport):
-    """A ``urllib3.PoolManager`` behind the transport seam (see the module docstring).
-
-    ``pool_size`` bounds connections (and concurrent calls) per endpoint;
-    ``pool_connections`` is how many endpoints' pools the manager keeps.
-    The other options mean what they mean for the gevent transport.
-    """
+class Urllib3Transport(BlockingTransport):
+    """A ``urllib3.PoolManager`` behind the transport seam (see the module docstring)."""
 
     name = "urllib3"
 
-    def __init__(
-        self,
-        *,
-        pool_size: int = 10,
-        idle_timeout: float | None = 1.5,
-        max_connection_age: float | None = 300.0,
-        max_response_size: int = 64 * MIB,
-        max_head_size: int = 64 * 1024,
-        tls: TLSConfig | None = None,
-        pool_connections: int = 10,
-    ) -> None:
-        self.tls = check_options(pool_size, tls, idle_timeout, max_connection_age)
-        self.pool_size = pool_size
-        self.pool_connections = pool_connections
-        self.idle_timeout = idle_timeout
-        self.max_connection_age = max_connection_age
-        self.max_response_size = max_response_size
-        self.max_head_size = max_head_size
-        self.closed = False
-        self._slots = EndpointSlots(pool_size)
-        self._pools = PoolFamily(idle_timeout, max_connection_age)
-        self._manager = self._new_manager()
-        track_for_fork(self)
-
-    def _new_manager(self) -> urllib3.PoolManager:
+    def _new_engine(self) -> urllib3.PoolManager:
         tls = self.tls
         cert_file, key_file = tls.cert if isinstance(tls.cert, tuple) else (tls.cert, None)
         manager = urllib3.PoolManager(
@@ -100,58 +61,37 @@ class Urllib3Transport(Transport):
         manager.pool_classes_by_scheme = self._pools.classes
         return manager
 
-    # -- the seam -----------------------------------------------------------
-    def send(self, request: Request, deadline: Deadline) -> Response:
-        """Send one request; see :class:`~rpcclient._transport.Transport`."""
+    def _close_engine(self, engine: urllib3.PoolManager) -> None:
+        engine.clear()
+
+    def _open(
+        self,
+        request: Request,
+        deadline: Deadline,
+        body: bytes | Iterable[bytes] | None,
+        chunked: bool,
+        headers: dict[str, str],
+    ) -> BaseHTTPResponse:
         endpoint = request.endpoint
-        body, chunked = request_body(request.body)
-        headers = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in (*request.fixed_headers, *request.headers)
-        }
-        with exchange(request, deadline, self._slots, self) as ex:
-            pool = self._manager.connection_from_host(endpoint.host, endpoint.port, endpoint.scheme)
-            raw = pool.urlopen(
-                request.method,
-                request.target,
-                body=body,
-                headers=headers,
-                retries=False,
-                redirect=False,
-                assert_same_host=False,
-                timeout=urllib3.Timeout(
-                    connect=socket_timeout(deadline.connect_for()),
-                    read=socket_timeout(deadline.read_for()),
-                ),
-                release_conn=False,
-                chunked=chunked,
-                preload_content=False,
-                decode_content=True,
-            )
-            ex.raw = raw
-            return read_answer(raw, ex, request, self.max_response_size, self.max_head_size)
-
-    def close(self) -> None:
-        """Close idle connections now, busy ones when their call ends."""
-        if not self.closed:
-            self.closed = True
-            self._manager.clear()
-            self._pools.close()  # urllib3 2.x leaves cleared pools to the GC
-
-    def _reset_after_fork(self) -> None:
-        # In a forked child: drop the parent's pools and slots and start anew.
-        old_pools, self._pools = self._pools, PoolFamily(self.idle_timeout, self.max_connection_age)
-        old, self._manager = self._manager, self._new_manager()
-        self._slots.reset()
-        old.clear()
-        old_pools.close()
-
-    def stats(self) -> dict[str, Any]:
-        return {"transport": self.name, "pools": self._slots.stats()}
-
-    def __repr__(self) -> str:
-        pools = ", ".join(f"{k}={v}" for k, v in self._slots.stats().items())
-        return f"<Urllib3Transport{' closed' if self.closed else ''} pools=[{pools}]>"
+        pool = self._engine.connection_from_host(endpoint.host, endpoint.port, endpoint.scheme)
+        raw: BaseHTTPResponse = pool.urlopen(
+            request.method,
+            request.target,
+            body=body,
+            headers=headers,
+            retries=False,
+            redirect=False,
+            assert_same_host=False,
+            timeout=urllib3.Timeout(
+                connect=socket_timeout(deadline.connect_for()),
+                read=socket_timeout(deadline.read_for()),
+            ),
+            release_conn=False,
+            chunked=chunked,
+            preload_content=False,
+            decode_content=True,
+        )
+        return raw
 
 
 def _factory(**options: Any) -> Transport:
