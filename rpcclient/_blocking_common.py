@@ -532,40 +532,30 @@ def _hooked_send(conn: HTTPConnection, send: Callable[[Any], None], data: Any) -
     ex.after_write(True)
 
 
-class _Connection(HTTPConnection):
+class _Hooked:
+    """What both connection classes add to urllib3's: our socket, write reports, times."""
+
+    response_class: Any = _CheckedResponse
+    created = 0.0
+    last_used = 0.0
+
+    def _new_conn(self) -> socket.socket:
+        return open_socket(self)  # type: ignore[arg-type]
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self.created = monotonic()
+
+    def send(self, data: Any) -> None:
+        _hooked_send(self, super().send, data)  # type: ignore[misc,arg-type]
+
+
+class _Connection(_Hooked, HTTPConnection):
     """urllib3's connection, reporting writes to the current exchange."""
 
-    response_class = _CheckedResponse
-    created = 0.0
-    last_used = 0.0
 
-    def _new_conn(self) -> socket.socket:
-        return open_socket(self)
-
-    def connect(self) -> None:
-        super().connect()
-        self.created = monotonic()
-
-    def send(self, data: Any) -> None:
-        _hooked_send(self, super().send, data)
-
-
-class _TLSConnection(HTTPSConnection):
+class _TLSConnection(_Hooked, HTTPSConnection):
     """urllib3's TLS connection, reporting writes to the current exchange."""
-
-    response_class = _CheckedResponse
-    created = 0.0
-    last_used = 0.0
-
-    def _new_conn(self) -> socket.socket:
-        return open_socket(self)
-
-    def connect(self) -> None:
-        super().connect()
-        self.created = monotonic()
-
-    def send(self, data: Any) -> None:
-        _hooked_send(self, super().send, data)
 
 
 class PoolFamily:

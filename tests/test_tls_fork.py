@@ -104,14 +104,24 @@ def test_client_certificate(raw_server: Any, ca: trustme.CA, ca_file: str, tmp_p
 
 
 def _idle_ports(client: Client) -> set[int]:
-    pools = client.transport._pools.values()  # type: ignore[attr-defined]
-    return {conn.sock.getsockname()[1] for pool in pools for conn in pool._idle}
+    """Local ports of the client's idle pooled connections, on any transport."""
+    pools = client.transport._pools  # type: ignore[attr-defined]
+    if client.transport.name == "gevent":
+        return {conn.sock.getsockname()[1] for pool in pools.values() for conn in pool._idle}
+    return {  # urllib3 pools behind the requests and urllib3 transports
+        conn.sock.getsockname()[1]
+        for pool in pools._pools
+        if pool.pool is not None
+        for conn in list(pool.pool.queue)
+        if conn is not None and conn.sock is not None
+    }
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_fork_with_a_warm_pool_never_shares_a_socket(raw_server: Any) -> None:
+@pytest.mark.parametrize("transport", ["gevent", "requests", "urllib3"])
+def test_fork_with_a_warm_pool_never_shares_a_socket(raw_server: Any, transport: str) -> None:
     srv: RawServer = raw_server(keepalive_answering(echo))
-    client = Client(srv.url)
+    client = Client(srv.url, transport=transport)
     assert client.call("echo.echo", "parent") == "parent"
     (parent_port,) = _idle_ports(client)
     read_fd, write_fd = os.pipe()
