@@ -29,7 +29,6 @@ JSON with every run goes to ``bench/results/core-<time>.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -254,10 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             report += [*lines, ""]
             print("\n".join(lines) + "\n", flush=True)
     document["wall_s"] = round(time.monotonic() - started, 1)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, time.strftime("core-%Y%m%d-%H%M%S.json"))
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(document, fh, indent=1)
+    path = harness.save_json(document, args.out, "core")
     print(f"bench_core: {document['wall_s']} s; JSON in {path}")
     return 0
 

@@ -50,7 +50,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from contextlib import ExitStack
@@ -341,18 +340,9 @@ def arm_main(config: dict[str, Any]) -> int:
 
 def run_arm(config: dict[str, Any], timeout: float = 180.0) -> dict[str, Any]:
     """harness.run_arm through :data:`BOOT`."""
-    done = subprocess.run(
-        [sys.executable, "-c", BOOT, json.dumps(config)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=child_env(),
+    return harness.run_arm_command(
+        [sys.executable, "-c", BOOT, json.dumps(config)], config, timeout, child_env()
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"arm {config['kind']} failed:\n{done.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
 
 
 def arm(kind: str, urls: list[str], **kw: Any) -> dict[str, Any]:
@@ -590,10 +580,7 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"{'PASS' if t['pass'] else 'FAIL'}  {t['target']:40} {t['shown']}")
         print("\n".join(lines) + "\n", flush=True)
     doc["wall_s"] = round(time.monotonic() - started, 1)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, time.strftime("standing-%Y%m%d-%H%M%S.json"))
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, indent=1)
+    path = harness.save_json(doc, args.out, "standing")
     print(f"bench_standing: {doc['wall_s']} s; JSON in {path}")
     return 0
 

@@ -86,20 +86,36 @@ def _command(config: dict[str, Any]) -> list[str]:
     return [sys.executable, "-c", floor_client.ARM_BOOT, json.dumps(config)]
 
 
-def run_arm(config: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
-    """One arm process; its figures. RuntimeError with its stderr if it fails."""
+def save_json(document: dict[str, Any], out_dir: str, prefix: str) -> str:
+    """Write one run's figures to ``out_dir/PREFIX-YYYYmmdd-HHMMSS.json``; returns the path."""
+    import time
+
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, time.strftime(f"{prefix}-%Y%m%d-%H%M%S.json"))
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(document, fh, indent=1)
+    return path
+
+
+def run_arm_command(
+    command: list[str], config: dict[str, Any], timeout: float, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run one arm process (``command`` ends with its JSON config); its figures.
+
+    RuntimeError with the arm's stderr if it fails.
+    """
     done = subprocess.run(
-        _command(config),
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=child_env(),
+        command, check=False, capture_output=True, text=True, timeout=timeout, env=env
     )
     if done.returncode != 0:
         raise RuntimeError(f"arm {config['kind']} failed:\n{done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def run_arm(config: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
+    """One arm process; its figures. RuntimeError with its stderr if it fails."""
+    return run_arm_command(_command(config), config, timeout, child_env())
 
 
 def have_strace() -> bool:
