@@ -223,3 +223,27 @@ def no_fd_leak() -> Iterator[FdWatch]:
     watch = FdWatch()
     yield watch
     watch.check()
+
+
+def run_in_fork(check: Callable[[], bool]) -> None:
+    """Run ``check`` in a forked child; fail here unless it returned True there.
+
+    The child reports one byte through a pipe (read by gevent's threadpool,
+    so the parent's hub keeps serving loopback servers meanwhile) and exits
+    without running the parent's cleanup.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            code = 0 if check() else 2
+        finally:
+            os.write(write_fd, bytes([code]))
+            os._exit(code)
+    os.close(write_fd)
+    with gevent.Timeout(10):
+        got = gevent.os.tp_read(read_fd, 1)
+    os.close(read_fd)
+    os.waitpid(pid, 0)
+    assert got == b"\x00", f"the check failed in the child (code {got!r})"

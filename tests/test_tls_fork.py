@@ -11,7 +11,6 @@ import ssl
 from collections.abc import Iterator
 from typing import Any
 
-import gevent
 import msgpack
 import pytest
 import trustme
@@ -19,7 +18,7 @@ import trustme
 import rpcclient
 from rpcclient import Client
 
-from .conftest import RawServer, http_response, keepalive_answering
+from .conftest import RawServer, http_response, keepalive_answering, run_in_fork
 
 
 def echo(head: bytes, body: bytes) -> bytes:
@@ -124,24 +123,14 @@ def test_fork_with_a_warm_pool_never_shares_a_socket(raw_server: Any, transport:
     client = Client(srv.url, transport=transport)
     assert client.call("echo.echo", "parent") == "parent"
     (parent_port,) = _idle_ports(client)
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: no inherited connection, its call opens its own
-        code = 1
-        try:
-            inherited = _idle_ports(client)
-            ok = client.call("echo.echo", "child") == "child"
-            mine = _idle_ports(client)
-            code = 0 if (ok and not inherited and mine and parent_port not in mine) else 2
-        finally:
-            os.write(write_fd, bytes([code]))
-            os._exit(code)
-    os.close(write_fd)
-    with gevent.Timeout(10):
-        got = gevent.os.tp_read(read_fd, 1)
-    os.close(read_fd)
-    os.waitpid(pid, 0)
-    assert got == b"\x00", f"child failed with code {got!r}"
+
+    def child() -> bool:  # no inherited connection: its call opens its own
+        inherited = _idle_ports(client)
+        ok = client.call("echo.echo", "child") == "child"
+        mine = _idle_ports(client)
+        return ok and not inherited and bool(mine) and parent_port not in mine
+
+    run_in_fork(child)
     # the parent's pooled connection survived the child and is reused as it is
     assert client.call("echo.echo", "parent again") == "parent again"
     assert _idle_ports(client) == {parent_port}
