@@ -22,6 +22,7 @@ import gevent
 
 from ._balance import EndpointGroup, Host, ResolvingGroup, resolve_addresses
 from ._codec import DEFAULT_CODEC, Codec
+from ._gevent_transport import TLSConfig
 from ._models import Endpoint, Request, Response, check_header
 from ._observe import REQUEST_IDS, CallEvent, HookSet, Stats, run_hooks
 from ._protocol import (
@@ -109,6 +110,10 @@ class Client:
     ``resolver(host, port) -> [ip, ...]`` replaces gevent's; gevent
     transport only).
 
+    TLS (``https://`` endpoints): ``verify``, ``ca_certs`` and ``cert``, or
+    ``tls=TLSConfig(...)`` instead of them (for example a ready
+    ``ssl.SSLContext``: ``TLSConfig(context=ctx)``), on every transport.
+
     ``call`` raises only :mod:`rpcclient.exceptions` errors (and the caller's
     own ``gevent.Timeout``/``GreenletExit``), and never re-sends a call that
     may have run unless it is idempotent.
@@ -142,7 +147,14 @@ class Client:
         verify: bool = True,
         ca_certs: str | None = None,
         cert: str | tuple[str, str] | None = None,
+        tls: TLSConfig | None = None,
     ) -> None:
+        if tls is None:
+            tls = TLSConfig(verify=verify, ca_certs=ca_certs, cert=cert)
+        elif not isinstance(tls, TLSConfig):
+            raise TypeError(f"tls must be a rpcclient.TLSConfig, not {tls!r}")
+        elif verify is not True or ca_certs is not None or cert is not None:
+            raise ValueError("give either tls= or verify/ca_certs/cert, not both")
         if not isinstance(retry, Retry):
             raise TypeError(f"retry must be a rpcclient.Retry, not {retry!r}")
         self._timeout = Timeout.coerce(timeout)
@@ -167,8 +179,6 @@ class Client:
         self._fixed_headers = tuple(check_header(k, v) for k, v in _dedupe(fixed))
         self._routes: dict[str, tuple[EndpointGroup, str]] = {}
         self._closed = False
-        from ._gevent_transport import TLSConfig
-
         self._transport = _build_transport(
             transport,
             {
@@ -177,7 +187,7 @@ class Client:
                 "max_connection_age": max_connection_age,
                 "max_response_size": max_response_size,
                 "max_head_size": max_head_size,
-                "tls": TLSConfig(verify=verify, ca_certs=ca_certs, cert=cert),
+                "tls": tls,
             },
         )
         if spread_dns is not None and self._transport.name in ("requests", "urllib3"):

@@ -186,7 +186,11 @@ class TLSConfig:
 
     ``verify=True`` checks the certificate chain and host name against the
     system store or ``ca_certs``; ``cert`` is a client certificate
-    (``"cert.pem"`` or ``("cert.pem", "key.pem")``); ``context`` overrides all.
+    (``"cert.pem"`` or ``("cert.pem", "key.pem")``); ``context`` overrides all,
+    on every transport (kept as :attr:`custom_context`). A plain
+    ``ssl.SSLContext`` is fine in a process that is not monkey-patched: the
+    gevent transport still wraps its sockets in gevent's cooperative
+    ``SSLSocket``.
     """
 
     def __init__(
@@ -200,6 +204,7 @@ class TLSConfig:
         self.verify = verify
         self.ca_certs = ca_certs
         self.cert = cert
+        self.custom_context = context
         self._context = context
 
     def context(self) -> ssl.SSLContext:
@@ -388,7 +393,7 @@ class GeventTransport(Transport):
                     sock.connect(address)
                     sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
                     if tls:
-                        sock = self.tls.context().wrap_socket(sock, server_hostname=endpoint.host)
+                        sock = _wrap_tls(self.tls.context(), sock, endpoint.host)
                     sock.settimeout(None)
                     return Connection(sock, tls=tls)
                 except (TimeoutError, ssl.SSLError, ssl.CertificateError):
@@ -448,6 +453,18 @@ class GeventTransport(Transport):
     def __repr__(self) -> str:
         pools = ", ".join(f"{h}:{p}={pool!r}" for (_, h, p), pool in self._pools.items())
         return f"<GeventTransport{' closed' if self._closed else ''} pools=[{pools}]>"
+
+
+def _wrap_tls(context: ssl.SSLContext, sock: Any, host: str) -> Any:
+    """Wrap ``sock`` in gevent's cooperative ``SSLSocket`` whatever the context's class.
+
+    A stdlib ``ssl.SSLContext`` (a user's, in a process that is not
+    monkey-patched) would return the stdlib's blocking ``SSLSocket``: every
+    read would then block the hub, and with it the deadline watchdog.
+    """
+    if isinstance(context, gevent.ssl.SSLContext):
+        return context.wrap_socket(sock, server_hostname=host)
+    return gevent.ssl.SSLSocket(sock=sock, server_hostname=host, _context=context)
 
 
 def _map_exchange_error(exc: Exception, request: Request) -> TransportError:

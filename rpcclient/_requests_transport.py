@@ -22,9 +22,11 @@ proxies from ``HTTP(S)_PROXY``, no ``.netrc`` credentials, no
 only. It keeps no cookies either (a policy refusing all), so no call carries
 state from an earlier one. TLS: ``TLSConfig.verify``/``ca_certs`` become
 requests' ``verify`` (certifi's bundle when no ``ca_certs``, as requests
-does) and ``cert`` its ``cert``; a ``TLSConfig(context=...)`` is not used
-here. With ``verify=False`` urllib3 warns on every request, as it always
-did.
+does) and ``cert`` its ``cert``; a ``TLSConfig(context=...)`` becomes
+the ``ssl_context`` of the adapter's pools and overrides the rest: the
+adapter then takes the verify mode from the context and loads no CA bundle
+into it (requests would add certifi's). With ``verify=False`` urllib3 warns
+on every request, as it always did.
 
 Bounds, hooks and the mapping of foreign errors are shared with the urllib3
 transport: see :mod:`rpcclient._blocking_common`.
@@ -33,6 +35,7 @@ transport: see :mod:`rpcclient._blocking_common`.
 from __future__ import annotations
 
 import http.cookiejar
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -50,10 +53,13 @@ __all__ = ["RequestsTransport"]
 
 
 class _Adapter(requests.adapters.HTTPAdapter):
-    """requests' adapter, with urllib3 pools that carry our hooks."""
+    """requests' adapter, with urllib3 pools that carry our hooks (and a user's SSLContext)."""
 
-    def __init__(self, classes: dict[str, Any], **kw: Any) -> None:
+    def __init__(
+        self, classes: dict[str, Any], ssl_context: ssl.SSLContext | None = None, **kw: Any
+    ) -> None:
         self._pool_classes = classes
+        self._ssl_context = ssl_context
         super().__init__(**kw)
 
     def init_poolmanager(
@@ -61,6 +67,25 @@ class _Adapter(requests.adapters.HTTPAdapter):
     ) -> None:
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
         self.poolmanager.pool_classes_by_scheme = self._pool_classes
+
+    # With a user's SSLContext, the context decides: requests would otherwise
+    # set the verify mode from ``verify`` and load certifi's bundle into it.
+    def build_connection_pool_key_attributes(
+        self, request: Any, verify: Any, cert: Any = None
+    ) -> Any:
+        host, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        context = self._ssl_context
+        if context is None:
+            return host, pool_kwargs
+        return host, {"ssl_context": context, "cert_reqs": context.verify_mode}
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        context = self._ssl_context
+        if context is None:
+            super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
+            return
+        conn.cert_reqs = context.verify_mode
+        conn.ca_certs = conn.ca_cert_dir = conn.cert_file = conn.key_file = None
 
 
 class RequestsTransport(BlockingTransport):
@@ -74,6 +99,7 @@ class RequestsTransport(BlockingTransport):
         session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         adapter = _Adapter(
             self._pools.classes,
+            self.tls.custom_context,
             pool_connections=self.pool_connections,
             pool_maxsize=self.pool_size,
             max_retries=0,

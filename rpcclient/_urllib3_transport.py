@@ -17,7 +17,8 @@ thread only: the pool bound is a gevent semaphore.
 TLS: ``TLSConfig.verify`` becomes ``cert_reqs`` (``CERT_REQUIRED`` or
 ``CERT_NONE``), ``ca_certs`` urllib3's ``ca_certs`` (else the system
 store), ``cert`` its ``cert_file``/``key_file``; a ``TLSConfig(context=...)``
-is not used here.
+becomes urllib3's ``ssl_context``, with ``cert_reqs`` taken from the
+context itself (urllib3 writes ``cert_reqs`` into the context it is given).
 
 Bounds, hooks and the mapping of foreign errors are shared with the
 requests transport: see :mod:`rpcclient._blocking_common`.
@@ -47,16 +48,24 @@ class Urllib3Transport(BlockingTransport):
 
     def _new_engine(self) -> urllib3.PoolManager:
         tls = self.tls
-        cert_file, key_file = tls.cert if isinstance(tls.cert, tuple) else (tls.cert, None)
+        context = tls.custom_context
+        options: dict[str, Any]
+        if context is not None:  # it overrides every other TLS option
+            options = {"ssl_context": context, "cert_reqs": context.verify_mode}
+        else:
+            cert_file, key_file = tls.cert if isinstance(tls.cert, tuple) else (tls.cert, None)
+            options = {
+                "cert_reqs": "CERT_REQUIRED" if tls.verify else "CERT_NONE",
+                "ca_certs": tls.ca_certs,
+                "cert_file": cert_file,
+                "key_file": key_file,
+            }
         manager = urllib3.PoolManager(
             num_pools=self.pool_connections,
             maxsize=self.pool_size,
             block=True,
             retries=False,
-            cert_reqs="CERT_REQUIRED" if tls.verify else "CERT_NONE",
-            ca_certs=tls.ca_certs,
-            cert_file=cert_file,
-            key_file=key_file,
+            **options,
         )
         manager.pool_classes_by_scheme = self._pools.classes
         return manager

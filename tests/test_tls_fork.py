@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import ssl
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,9 +19,9 @@ import pytest
 import trustme
 
 import rpcclient
-from rpcclient import Client
+from rpcclient import Client, TLSConfig
 
-from .conftest import RawServer, http_response, keepalive_answering, run_in_fork
+from .conftest import RawServer, http_response, keepalive_answering, read_request, run_in_fork
 
 
 def echo(head: bytes, body: bytes) -> bytes:
@@ -151,3 +154,92 @@ def test_tls_on_every_transport(tls_server: RawServer, ca_file: str, transport: 
     with Client(tls_server.url, transport=transport, verify=False) as client:
         assert client.call("echo.echo", "unverified") == "unverified"
     assert [msgpack.unpackb(b) for _, b in tls_server.requests] == [[1, "tls"], "unverified"]
+
+
+@pytest.mark.parametrize("transport", ["gevent", "requests", "urllib3"])
+def test_a_tls_context_decides_on_every_transport(
+    raw_server: Any, ca: trustme.CA, transport: str
+) -> None:
+    """TLSConfig(context=...) is used as it is: its trust, its client certificate."""
+    srv: RawServer = raw_server(
+        keepalive_answering(echo), ssl_context=server_context(ca, require_client_cert=True)
+    )
+    ctx = ssl.create_default_context()  # the system store does not know the local CA
+    ca.configure_trust(ctx)
+    ca.issue_cert("client@example.test").configure_cert(ctx)
+    trusted = len(ctx.get_ca_certs())
+    with Client(srv.url, transport=transport, tls=TLSConfig(context=ctx)) as client:
+        assert client.call("echo.echo", "ctx") == "ctx"
+    # nothing was loaded into or changed in the caller's context (requests adds certifi's)
+    assert len(ctx.get_ca_certs()) == trusted
+    assert ctx.verify_mode == ssl.CERT_REQUIRED
+    assert ctx.check_hostname is True
+    # and a context that does not trust the CA fails the same way everywhere
+    stranger = ssl.create_default_context()
+    with Client(srv.url, transport=transport, tls=TLSConfig(context=stranger)) as client:
+        with pytest.raises(rpcclient.ConnectError) as info:
+            client.call("echo.echo", "no")
+    assert info.value.may_have_reached_server is False
+    assert [msgpack.unpackb(b) for _, b in srv.requests] == ["ctx"]
+
+
+def test_tls_is_either_tls_or_its_parts() -> None:
+    with pytest.raises(ValueError, match="either tls= or verify/ca_certs/cert"):
+        Client("https://127.0.0.1:1", tls=TLSConfig(), verify=False)
+    with pytest.raises(TypeError, match=r"tls must be a rpcclient\.TLSConfig"):
+        Client("https://127.0.0.1:1", tls=ssl.create_default_context())  # type: ignore[arg-type]
+
+
+def _silent(sock: Any, server: RawServer) -> None:
+    req = read_request(sock)
+    if req is not None:
+        server.requests.append(req)
+        sock.recv(1)  # never answers; returns when the client goes
+
+
+STDLIB_CONTEXT = textwrap.dedent(
+    """
+    import ssl, sys, time
+    import gevent.monkey
+    from rpcclient import Client, ReadTimeout, Timeout, TLSConfig
+
+    assert not gevent.monkey.is_module_patched("ssl")
+    echo_url, silent_url, ca_file = sys.argv[1:4]
+    ctx = ssl.create_default_context(cafile=ca_file)  # the stdlib's class, not gevent's
+    tls = TLSConfig(context=ctx)
+    with Client(echo_url, tls=tls) as client:
+        assert client.call("echo.echo", "plain ssl") == "plain ssl"
+    with Client(silent_url, tls=tls, timeout=Timeout(read=0.3, total=5)) as client:
+        started = time.monotonic()
+        try:
+            client.call("echo.echo", 1)
+        except ReadTimeout:
+            print("read timeout after %.1f s" % (time.monotonic() - started))
+    """
+)
+
+
+def test_a_stdlib_context_stays_cooperative_unpatched(
+    raw_server: Any, ca: trustme.CA, ca_file: str
+) -> None:
+    """A stdlib SSLContext must not give the gevent transport blocking sockets.
+
+    Unpatched, the stdlib's SSLSocket would block the hub on the silent
+    server's read, and with it the watchdog that ends the call at 0.3 s.
+    """
+    echo_srv: RawServer = raw_server(keepalive_answering(echo), ssl_context=server_context(ca))
+    silent_srv: RawServer = raw_server(_silent, ssl_context=server_context(ca))
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    # subprocess is cooperative here (the test process is patched): the servers keep serving
+    result = subprocess.run(
+        [sys.executable, "-c", STDLIB_CONTEXT, echo_srv.url, silent_srv.url, ca_file],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    words = result.stdout.split()
+    assert words[:3] == ["read", "timeout", "after"], result.stdout
+    assert float(words[3]) < 2.0
