@@ -24,6 +24,12 @@ Kinds (:data:`KINDS`):
 ``floor-nagle``, ``floor-split``, ``floor-split-nagle``
     The floor with Nagle left on, with head and body in two sends, or both
     (``bench_split.py``).
+``floor-fifo``
+    The floor with first-come-first-served slots (:class:`FifoSlots`) in
+    place of gevent's ``Semaphore``, which lets a greenlet that just released
+    a slot take it straight back while others wait (``bench_standing.py``:
+    how much of the concurrent gap to the floor is fairness, which
+    rpcclient's pool keeps on purpose).
 
 Run as a process by the bench scripts (``ARM_BOOT``): the config is a JSON
 argument, the figures of :func:`rpcclient._ab.measure` come back as one JSON
@@ -50,6 +56,7 @@ KINDS = (
     "floor-nagle",
     "floor-split",
     "floor-split-nagle",
+    "floor-fifo",
 )
 PATCHED_KINDS = frozenset({"requests", "urllib3"})
 PATH = "/echo/echo"
@@ -149,11 +156,49 @@ class GeventHTTPClientArm:
         self.client.close()
 
 
+class FifoSlots:
+    """``pool_size`` slots handed out first come, first served (no barging).
+
+    The least a fair slot queue costs: a waiter is resumed by a hub callback
+    when a slot is handed to it. Bench-only: no timeout, no kill handling.
+    """
+
+    def __init__(self, size: int) -> None:
+        from collections import deque
+
+        self.free = size
+        self.waiters: Any = deque()
+
+    def acquire(self) -> None:
+        if self.free and not self.waiters:
+            self.free -= 1
+            return
+        from gevent.hub import Waiter
+
+        waiter = Waiter()
+        self.waiters.append(waiter)
+        waiter.get()  # returns holding the slot its releaser handed over
+
+    def release(self) -> None:
+        if self.waiters:
+            waiter = self.waiters.popleft()
+            waiter.hub.loop.run_callback(waiter.switch, None)
+        else:
+            self.free += 1
+
+
 class FloorArm:
-    """The floor (see the module docstring); ``split``/``nagle`` make the variants."""
+    """The floor (see the module docstring); ``split``/``nagle``/``fifo`` make the variants."""
 
     def __init__(
-        self, url: str, pool_size: int, payload: bytes, *, split: bool = False, nagle: bool = False
+        self,
+        url: str,
+        pool_size: int,
+        payload: bytes,
+        *,
+        split: bool = False,
+        nagle: bool = False,
+        fifo: bool = False,
     ) -> None:
         import gevent.lock
         import gevent.socket
@@ -171,7 +216,7 @@ class FloorArm:
         self.split = split
         self.nagle = nagle
         self.idle: list[Any] = []
-        self.slots = gevent.lock.Semaphore(pool_size)
+        self.slots: Any = FifoSlots(pool_size) if fifo else gevent.lock.Semaphore(pool_size)
 
     def _connect(self) -> Any:
         sock = self._socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -244,9 +289,16 @@ def make_client(kind: str, url: str, pool_size: int, payload: bytes) -> Any:
         return GeventHTTPClientArm(url, pool_size, payload)
     if kind.startswith("floor"):
         flags = set(kind.split("-")[1:])
-        if not flags <= {"split", "nagle"}:
+        if not flags <= {"split", "nagle", "fifo"}:
             raise ValueError(f"unknown client kind {kind!r}")
-        return FloorArm(url, pool_size, payload, split="split" in flags, nagle="nagle" in flags)
+        return FloorArm(
+            url,
+            pool_size,
+            payload,
+            split="split" in flags,
+            nagle="nagle" in flags,
+            fifo="fifo" in flags,
+        )
     raise ValueError(f"unknown client kind {kind!r} (known: {', '.join(KINDS)})")
 
 
