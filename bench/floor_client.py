@@ -3,7 +3,9 @@
 Every client has ``call() -> result``: one ``echo.echo`` call
 (``POST /echo/echo``, msgpack body ``[payload]``) on pooled keep-alive
 connections, the result decoded from msgpack. ``pool_size`` bounds the
-connections; greenlets beyond it wait for one.
+connections; greenlets beyond it wait for one. The peers encode the
+arguments on every call, as the code that uses them does (``requests.post(url,
+data=msgpack.packb(args))``); only the floor sends one pre-built request.
 
 Kinds (:data:`KINDS`):
 
@@ -104,11 +106,12 @@ class RequestsArm:
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, pool_block=True)
         self.session.mount("http://", adapter)
         self.url = url.rstrip("/") + PATH
-        self.body = msgpack.packb([payload])
+        self.args = [payload]
         self.headers = {"Content-Type": CONTENT_TYPE}
 
     def call(self) -> Any:
-        response = self.session.post(self.url, data=self.body, headers=self.headers)
+        body = msgpack.packb(self.args)
+        response = self.session.post(self.url, data=body, headers=self.headers)
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}")
         return msgpack.unpackb(response.content)
@@ -123,11 +126,12 @@ class Urllib3Arm:
 
         self.manager = urllib3.PoolManager(maxsize=pool_size, block=True, retries=False)
         self.url = url.rstrip("/") + PATH
-        self.body = msgpack.packb([payload])
+        self.args = [payload]
         self.headers = {"Content-Type": CONTENT_TYPE}
 
     def call(self) -> Any:
-        response = self.manager.request("POST", self.url, body=self.body, headers=self.headers)
+        body = msgpack.packb(self.args)
+        response = self.manager.request("POST", self.url, body=body, headers=self.headers)
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}")
         return msgpack.unpackb(response.data)
@@ -142,11 +146,12 @@ class GeventHTTPClientArm:
 
         host, port = _host_port(url)
         self.client = HTTPClient(host, port, concurrency=pool_size)
-        self.body = msgpack.packb([payload])  # bytes: its one-send path
+        self.args = [payload]
         self.headers = {"Content-Type": CONTENT_TYPE}
 
     def call(self) -> Any:
-        response = self.client.post(PATH, body=self.body, headers=self.headers)
+        body = msgpack.packb(self.args)  # bytes: its one-send path
+        response = self.client.post(PATH, body=body, headers=self.headers)
         data = response.read()  # releases the connection when the body is complete
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}")
