@@ -299,7 +299,7 @@ class GeventTransport(Transport):
                 pool.created += 1
             head = self._heads.head(request)
             reader: ResponseReader | None = conn.reader
-            if reader is None:
+            if reader is None or reader.bypassed:
                 reader = conn.reader = ResponseReader(
                     request.method == "HEAD", self.max_head_size, self.max_response_size
                 )
@@ -315,7 +315,7 @@ class GeventTransport(Transport):
             write_request(
                 conn.sock, head, request.body, tls=conn.tls, raw=conn.raw if self._raw else None
             )
-            read_response(conn.sock, reader, wait_first=self._raw and not conn.tls)
+            read_response(conn.sock, reader, wait_first=self._raw and not conn.tls, tls=conn.tls)
             conn.requests += 1
             if reader.final and not reader.extra and reader.should_keep_alive():  # reusable()
                 if watchdog is not None:

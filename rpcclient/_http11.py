@@ -16,7 +16,10 @@ A write is continued only when the kernel took part of it (a full socket
 buffer); that is the only case where a request leaves in more than one call.
 
 The reader feeds geventhttpclient's C parser (``HTTPResponseParser``, llhttp)
-and collects the answer; it parses nothing itself. Limits (head size, body
+and collects the answer; it parses nothing itself. A body announced larger
+than ``PREALLOCATE_ABOVE`` gets its buffer at its final size, and once llhttp
+has framed the answer the rest of it is read straight into that buffer
+(``recv_into``), past the parser. Limits (head size, body
 size) are enforced inside the parser callbacks, so memory stays bounded by
 them. TCP_QUICKACK is set only when a ``recv`` returned an incomplete answer:
 an ACK is then pending, and delaying it would stall a server that writes its
@@ -44,10 +47,13 @@ __all__ = [
 
 #: bodies up to this size are copied next to the head; larger ones use sendmsg
 COALESCE_LIMIT = 16 * 1024
+#: answers with a Content-Length above this get their whole body buffer at once
+PREALLOCATE_ABOVE = 64 * 1024
 _CHUNK_TERMINATOR = b"0\r\n\r\n"
 _HAS_SENDMSG = hasattr(_stdsocket.socket, "sendmsg")
 _TCP_QUICKACK: int | None = getattr(_stdsocket, "TCP_QUICKACK", None)
 _IPPROTO_TCP = _stdsocket.IPPROTO_TCP
+_PEEK_FLAGS = _stdsocket.MSG_PEEK | getattr(_stdsocket, "MSG_DONTWAIT", 0)
 
 
 class NothingWritten(Exception):
@@ -270,6 +276,7 @@ class ResponseReader(HTTPResponseParser):
 
     # the joining methods' state, set only once they take over (no cost per answer)
     _pairs: list[tuple[str, str]]
+    _filled: int  # bytes in a preallocated body so far (_fill)
     _field: str
     _value: str | None
     _head_size: int
@@ -286,6 +293,8 @@ class ResponseReader(HTTPResponseParser):
         self._max_body = max_body
         self._fast = True  # appends, not the joining methods
         self._fed = 0  # bytes fed while fast
+        self.preallocated = False  # the body buffer has its final size (_fill)
+        self.bypassed = False  # the body was read past llhttp: never feed this parser again
         self._tokens = -1  # header names of the head once it is complete
         self._names: list[str] = []
         self._values: list[str] = []
@@ -307,6 +316,7 @@ class ResponseReader(HTTPResponseParser):
         self.body = bytearray()
         self._head_request = head_request
         self._fed = 0
+        self.preallocated = False
         self._tokens = -1
         self._names.clear()
         self._values.clear()
@@ -354,13 +364,28 @@ class ResponseReader(HTTPResponseParser):
             if 0 < remaining < 2**63:
                 if remaining > self._max_body:
                     raise MessageTooLarge("response body", self._max_body, remaining)
-                self._on_body = self.body.extend  # type: ignore[method-assign,assignment]
+                if remaining > PREALLOCATE_ABOVE and not self._head_request:
+                    # one allocation of the final size: a large buffer grown
+                    # read by read makes glibc take fresh pages from the kernel
+                    # on every answer (bench/README.rst: page faults at 1 MiB)
+                    self.body = bytearray(remaining)
+                    self._filled = 0
+                    self.preallocated = True
+                    self._on_body = self._fill  # type: ignore[method-assign]
+                else:
+                    self._on_body = self.body.extend  # type: ignore[method-assign,assignment]
             else:
                 self._on_body = self._checked_body  # type: ignore[method-assign]
         return self._head_request
 
     def _on_body(self, data: bytearray) -> None:
         self._checked_body(data)  # never called: _on_headers_complete sets _on_body
+
+    def _fill(self, data: bytearray) -> None:
+        # llhttp never hands over more than the Content-Length announced
+        start = self._filled
+        end = self._filled = start + len(data)
+        self.body[start:end] = data
 
     def _checked_body(self, data: bytearray) -> None:
         if len(self.body) + len(data) > self._max_body:
@@ -438,10 +463,16 @@ class ResponseReader(HTTPResponseParser):
 
 
 def read_response(
-    sock: Any, reader: ResponseReader, bufsize: int = 65536, *, wait_first: bool = False
+    sock: Any,
+    reader: ResponseReader,
+    bufsize: int = 65536,
+    *,
+    wait_first: bool = False,
+    tls: bool = False,
 ) -> None:
     """Read until ``reader`` has a final answer.
 
+    ``tls``: the socket is a TLS one (no raw peeking past a large body).
     ``wait_first`` (plain gevent sockets only: a TLS socket may hold
     decrypted bytes that the file descriptor does not show): wait until the
     socket is readable before the first ``recv``. Right after a request the
@@ -487,6 +518,46 @@ def read_response(
                 sock.setsockopt(_IPPROTO_TCP, quickack, 1)
             except OSError:
                 quickack = None
+        if reader.preallocated:
+            _read_rest_of_body(sock, reader, peek=not tls)
+            return
+
+
+def _read_rest_of_body(sock: Any, reader: ResponseReader, *, peek: bool) -> None:
+    """Read the rest of a large Content-Length body straight into its buffer.
+
+    llhttp framed the answer (status, head, length) and took the first part
+    of the body; the rest needs no parsing, only counting. ``recv_into`` the
+    final buffer skips two copies and a callback per read, and the temporary
+    objects whose churn made glibc fault fresh pages in on every answer. The
+    parser is left inside the body, so the reader is marked ``bypassed``: the
+    transport gives the connection a new one for its next answer.
+
+    Nothing past the body is read; with ``peek`` (not TLS, whose sockets may
+    hold records that are no data), one non-blocking ``MSG_PEEK`` on the OS
+    socket then tells whether the server sent more than it announced
+    (``extra``: the connection is not reused), as the parser would have for
+    bytes that came in the same read.
+    """
+    body = reader.body
+    filled, total = reader._filled, len(body)
+    recv_into = sock.recv_into
+    with memoryview(body) as view:
+        while filled < total:
+            got = recv_into(view[filled:], total - filled)
+            if not got:
+                raise EOFError("truncated")
+            filled += got
+    reader._filled = filled
+    reader.bypassed = True
+    reader.final = True
+    if peek:
+        try:
+            reader.extra = bool(getattr(sock, "_sock", sock).recv(1, _PEEK_FLAGS))
+        except BlockingIOError:
+            pass  # nothing more: the common case
+        except OSError:
+            reader.extra = True
 
 
 __all__ += ["HTTPParseError", "NothingWritten", "body_length", "read_response"]

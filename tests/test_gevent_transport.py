@@ -17,7 +17,7 @@ import pytest
 
 import rpcclient
 from rpcclient import Client, GeventTransport, Timeout
-from rpcclient._http11 import COALESCE_LIMIT
+from rpcclient._http11 import COALESCE_LIMIT, PREALLOCATE_ABOVE
 
 from .conftest import FdWatch, RawServer, http_response, keepalive_answering, read_request
 
@@ -422,3 +422,77 @@ def test_close_ends_the_idle_watchdog(raw_server: Any) -> None:
     client.close()
     gevent.sleep(0)
     assert greenlet.dead
+
+
+# -- large answers: read past the parser, straight into their buffer -----------------------
+
+
+@pytest.mark.parametrize("size", [PREALLOCATE_ABOVE + 1, 1 << 20])
+def test_large_answers_arrive_whole_and_keep_the_connection(raw_server: Any, size: int) -> None:
+    """Large and small answers alternate on one connection, each intact."""
+    srv: RawServer = raw_server(keepalive_answering(echo_answer))
+    blob = bytes(range(256)) * (size // 256)
+    with Client(srv.url) as client:
+        for i in range(3):
+            assert client.call("echo.echo", blob) == blob
+            assert client.call("echo.echo", i) == i  # on the same connection, a new reader
+    assert srv.connections == 1
+    assert len(srv.requests) == 6
+
+
+def test_a_large_answer_in_pieces_is_read_whole(raw_server: Any) -> None:
+    """Head alone, then the body in uneven pieces with pauses (each read is partial)."""
+
+    def pieces(sock: Any, server: RawServer) -> None:
+        buf = bytearray()
+        while (req := read_request(sock, buf)) is not None:
+            answer = echo_answer(*req)
+            head_end = answer.index(b"\r\n\r\n") + 4
+            sock.sendall(answer[:head_end])
+            for start in range(head_end, len(answer), 70_001):
+                gevent.sleep(0.002)
+                sock.sendall(answer[start : start + 70_001])
+
+    srv: RawServer = raw_server(pieces)
+    blob = bytes(range(256)) * 2000  # 512,000 bytes
+    with Client(srv.url) as client:
+        assert client.call("echo.echo", blob) == blob
+        assert client.call("echo.echo", "after") == "after"
+    assert srv.connections == 1
+
+
+@pytest.mark.parametrize("size", [100, PREALLOCATE_ABOVE * 2])
+def test_bytes_past_the_answer_end_the_connection(raw_server: Any, size: int) -> None:
+    """More than the Content-Length announced: the answer counts, the connection goes."""
+
+    def overlong(sock: Any, server: RawServer) -> None:
+        buf = bytearray()
+        while (req := read_request(sock, buf)) is not None:
+            server.requests.append(req)
+            answer = echo_answer(*req)
+            sock.sendall(answer[:-10])
+            gevent.sleep(0.01)  # the tail and the stray bytes arrive together
+            sock.sendall(answer[-10:] + b"HTTP/1.1 200 OK\r\n")
+
+    srv: RawServer = raw_server(overlong)
+    blob = b"b" * size
+    with Client(srv.url) as client:
+        for _ in range(3):
+            assert client.call("echo.echo", blob) == blob
+    assert srv.connections == 3  # none reused after the stray bytes
+
+
+def test_a_large_answer_cut_short_is_a_protocol_error(raw_server: Any) -> None:
+    def cut(sock: Any, server: RawServer) -> None:
+        req = read_request(sock)
+        if req is not None:
+            server.requests.append(req)
+            answer = echo_answer(*req)
+            sock.sendall(answer[: len(answer) // 2])
+
+    srv: RawServer = raw_server(cut)
+    blob = b"c" * (PREALLOCATE_ABOVE * 4)
+    with Client(srv.url, retry=rpcclient.NO_RETRY) as client:
+        with pytest.raises(rpcclient.ProtocolError, match="in the middle of the answer"):
+            client.call("echo.echo", blob)
+    assert len(srv.requests) == 1
