@@ -273,3 +273,28 @@ def test_unpatched_process_keeps_socket_level_bounds(raw_server: Any, transport:
 
 
 # -- fork --------------------------------------------------------------------------------
+
+
+def test_a_pool_pushed_out_by_other_endpoints_closes_its_sockets(
+    raw_server: Any, transport: str
+) -> None:
+    """pool_connections=1: the second endpoint's pool pushes the first one out.
+
+    urllib3 forgets such a pool and its finalizer closes the pool's sockets
+    when the pool object goes; our own pool tracking must not keep it alive
+    (this fails if PoolFamily holds its pools strongly).
+    """
+    from rpcclient._requests_transport import RequestsTransport
+    from rpcclient._urllib3_transport import Urllib3Transport
+
+    first: RawServer = raw_server(keepalive_answering(echo))
+    second: RawServer = raw_server(keepalive_answering(echo))
+    kind = {"requests": RequestsTransport, "urllib3": Urllib3Transport}[transport]
+    with Client({"a": first.url, "b": second.url}, transport=kind(pool_connections=1)) as client:
+        assert client.call("a.echo", 1) == 1
+        assert client.call("b.echo", 2) == 2  # the pool of "a" is pushed out here
+        with gevent.Timeout(5):
+            while first._socks:  # its handler ends when the client's socket closes
+                gevent.sleep(0.01)
+        assert client.call("a.echo", 3) == 3  # and comes back on a new connection
+    assert first.connections == 2
