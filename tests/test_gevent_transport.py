@@ -496,3 +496,25 @@ def test_a_large_answer_cut_short_is_a_protocol_error(raw_server: Any) -> None:
         with pytest.raises(rpcclient.ProtocolError, match="in the middle of the answer"):
             client.call("echo.echo", blob)
     assert len(srv.requests) == 1
+
+
+@pytest.mark.parametrize("status", ["204 No Content", "304 Not Modified"])
+def test_a_bodiless_answer_announcing_a_large_length_has_no_body(
+    raw_server: Any, status: str
+) -> None:
+    """204/304 carry no body whatever their Content-Length; the connection stays."""
+    head = f"HTTP/1.1 {status}\r\nContent-Length: {PREALLOCATE_ABOVE * 2}\r\n\r\n".encode()
+    srv: RawServer = raw_server(keepalive_answering(lambda h, b: head))
+    transport = GeventTransport()
+    endpoint = rpcclient.Endpoint.parse(srv.url)
+    request = rpcclient.Request(
+        endpoint=endpoint, method="POST", target="/x", headers=[], body=b"", name="raw"
+    )
+    try:
+        for _ in range(2):
+            response = transport.send(request, Timeout().start())
+            assert response.status == int(status[:3])
+            assert bytes(response.body) == b""
+    finally:
+        transport.close()
+    assert srv.connections == 1
