@@ -17,8 +17,10 @@ buffer); that is the only case where a request leaves in more than one call.
 
 The reader feeds geventhttpclient's C parser (``HTTPResponseParser``, llhttp)
 and collects the answer; it parses nothing itself. A body announced larger
-than ``PREALLOCATE_ABOVE`` gets its buffer at its final size, and once llhttp
-has framed the answer the rest of it is read straight into that buffer
+than ``PREALLOCATE_ABOVE`` gets its buffer at its final size (up to
+``PREALLOCATE_MAX`` at first: a length the server does not keep costs no
+more; beyond it the buffer doubles as the bytes come), and once llhttp has
+framed the answer the rest of it is read straight into that buffer
 (``recv_into``), past the parser. Limits (head size, body
 size) are enforced inside the parser callbacks, so memory stays bounded by
 them. TCP_QUICKACK is set only when a ``recv`` returned an incomplete answer:
@@ -49,6 +51,8 @@ __all__ = [
 COALESCE_LIMIT = 16 * 1024
 #: answers with a Content-Length above this get their whole body buffer at once
 PREALLOCATE_ABOVE = 64 * 1024
+#: the most allocated for such a body before its bytes arrive
+PREALLOCATE_MAX = 1024 * 1024
 _CHUNK_TERMINATOR = b"0\r\n\r\n"
 _HAS_SENDMSG = hasattr(_stdsocket.socket, "sendmsg")
 _TCP_QUICKACK: int | None = getattr(_stdsocket, "TCP_QUICKACK", None)
@@ -277,6 +281,7 @@ class ResponseReader(HTTPResponseParser):
     # the joining methods' state, set only once they take over (no cost per answer)
     _pairs: list[tuple[str, str]]
     _filled: int  # bytes in a preallocated body so far (_fill)
+    _expected: int  # its Content-Length
     _field: str
     _value: str | None
     _head_size: int
@@ -293,7 +298,7 @@ class ResponseReader(HTTPResponseParser):
         self._max_body = max_body
         self._fast = True  # appends, not the joining methods
         self._fed = 0  # bytes fed while fast
-        self.preallocated = False  # the body buffer has its final size (_fill)
+        self.preallocated = False  # the body buffer was sized from Content-Length (_fill)
         self.bypassed = False  # the body was read past llhttp: never feed this parser again
         self._tokens = -1  # header names of the head once it is complete
         self._names: list[str] = []
@@ -368,8 +373,8 @@ class ResponseReader(HTTPResponseParser):
                     # one allocation of the final size: a large buffer grown
                     # read by read makes glibc take fresh pages from the kernel
                     # on every answer (bench/README.rst: page faults at 1 MiB)
-                    self.body = bytearray(remaining)
-                    self._filled = 0
+                    self.body = bytearray(min(remaining, PREALLOCATE_MAX))
+                    self._filled, self._expected = 0, remaining
                     self.preallocated = True
                     self._on_body = self._fill  # type: ignore[method-assign]
                 else:
@@ -382,7 +387,9 @@ class ResponseReader(HTTPResponseParser):
         self._checked_body(data)  # never called: _on_headers_complete sets _on_body
 
     def _fill(self, data: bytearray) -> None:
-        # llhttp never hands over more than the Content-Length announced
+        # llhttp never hands over more than the Content-Length announced, and
+        # only the read that ends the head reaches here (read_response then
+        # reads the rest itself): at most one read, within PREALLOCATE_MAX
         start = self._filled
         end = self._filled = start + len(data)
         self.body[start:end] = data
@@ -543,14 +550,20 @@ def _read_rest_of_body(sock: Any, reader: ResponseReader, *, peek: bool) -> None
     bytes that came in the same read.
     """
     body = reader.body
-    filled, total = reader._filled, len(body)
+    filled, total = reader._filled, reader._expected
     recv_into = sock.recv_into
-    with memoryview(body) as view:
-        while filled < total:
-            got = recv_into(view[filled:], total - filled)
-            if not got:
-                raise EOFError("truncated")
-            filled += got
+    while True:
+        size = len(body)
+        with memoryview(body) as view:
+            while filled < size:
+                got = recv_into(view[filled:])
+                if not got:
+                    reader._filled = filled
+                    raise EOFError("truncated")
+                filled += got
+        if filled >= total:
+            break
+        body.extend(bytes(min(size, total - size)))  # doubles, up to the length
     reader._filled = filled
     reader.bypassed = True
     reader.final = True

@@ -8,6 +8,7 @@ greenlet.kill(). Cross-transport behaviour is in test_conformance.py.
 from __future__ import annotations
 
 import socket
+import tracemalloc
 from typing import Any, ClassVar
 
 import gevent
@@ -17,7 +18,7 @@ import pytest
 
 import rpcclient
 from rpcclient import Client, GeventTransport, Timeout
-from rpcclient._http11 import COALESCE_LIMIT, PREALLOCATE_ABOVE
+from rpcclient._http11 import COALESCE_LIMIT, PREALLOCATE_ABOVE, PREALLOCATE_MAX
 
 from .conftest import FdWatch, RawServer, http_response, keepalive_answering, read_request
 
@@ -427,7 +428,7 @@ def test_close_ends_the_idle_watchdog(raw_server: Any) -> None:
 # -- large answers: read past the parser, straight into their buffer -----------------------
 
 
-@pytest.mark.parametrize("size", [PREALLOCATE_ABOVE + 1, 1 << 20])
+@pytest.mark.parametrize("size", [PREALLOCATE_ABOVE + 1, 1 << 20, 3 * PREALLOCATE_MAX + 7])
 def test_large_answers_arrive_whole_and_keep_the_connection(raw_server: Any, size: int) -> None:
     """Large and small answers alternate on one connection, each intact."""
     srv: RawServer = raw_server(keepalive_answering(echo_answer))
@@ -518,3 +519,23 @@ def test_a_bodiless_answer_announcing_a_large_length_has_no_body(
     finally:
         transport.close()
     assert srv.connections == 1
+
+
+def test_a_length_the_server_does_not_keep_costs_little_memory(raw_server: Any) -> None:
+    """32 MiB announced, 10 bytes sent: the buffer grows with the bytes, not the claim."""
+
+    def liar(sock: Any, server: RawServer) -> None:
+        if read_request(sock) is not None:
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (32 << 20) + b"x" * 10)
+            sock.recv(1)  # then nothing, until the client goes
+
+    srv: RawServer = raw_server(liar)
+    tracemalloc.start()
+    try:
+        with Client(srv.url, timeout=Timeout(read=0.2), retry=rpcclient.NO_RETRY) as client:
+            with pytest.raises(rpcclient.ReadTimeout):
+                client.call("echo.echo", 1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < PREALLOCATE_MAX * 4
