@@ -482,7 +482,8 @@ def read_response(
 ) -> None:
     """Read until ``reader`` has a final answer.
 
-    ``tls``: the socket is a TLS one (no raw peeking past a large body).
+    ``tls``: the socket is a TLS one (what is past a large body is asked of
+    the TLS layer, not peeked at on the OS socket).
     ``wait_first`` (plain gevent sockets only: a TLS socket may hold
     decrypted bytes that the file descriptor does not show): wait until the
     socket is readable before the first ``recv``. Right after a request the
@@ -529,11 +530,11 @@ def read_response(
             except OSError:
                 quickack = None
         if reader.preallocated:
-            _read_rest_of_body(sock, reader, peek=not tls)
+            _read_rest_of_body(sock, reader, tls=tls)
             return
 
 
-def _read_rest_of_body(sock: Any, reader: ResponseReader, *, peek: bool) -> None:
+def _read_rest_of_body(sock: Any, reader: ResponseReader, *, tls: bool) -> None:
     """Read the rest of a large Content-Length body straight into its buffer.
 
     llhttp framed the answer (status, head, length) and took the first part
@@ -543,11 +544,11 @@ def _read_rest_of_body(sock: Any, reader: ResponseReader, *, peek: bool) -> None
     parser is left inside the body, so the reader is marked ``bypassed``: the
     transport gives the connection a new one for its next answer.
 
-    Nothing past the body is read; with ``peek`` (not TLS, whose sockets may
-    hold records that are no data), one non-blocking ``MSG_PEEK`` on the OS
-    socket then tells whether the server sent more than it announced
-    (``extra``: the connection is not reused), as the parser would have for
-    bytes that came in the same read.
+    Nothing past the body is read; then whatever the server sent beyond it
+    and is already here marks the answer ``extra`` (the connection is not
+    reused), as the parser would have for bytes in the same read: on a plain
+    socket one non-blocking ``MSG_PEEK``, on TLS the decrypted bytes the TLS
+    layer holds (``pending()``; raw bytes there may be records with no data).
     """
     body = reader.body
     filled, total = reader._filled, reader._expected
@@ -567,13 +568,15 @@ def _read_rest_of_body(sock: Any, reader: ResponseReader, *, peek: bool) -> None
     reader._filled = filled
     reader.bypassed = True
     reader.final = True
-    if peek:
-        try:
-            reader.extra = bool(getattr(sock, "_sock", sock).recv(1, _PEEK_FLAGS))
-        except BlockingIOError:
-            pass  # nothing more: the common case
-        except OSError:
-            reader.extra = True
+    if tls:
+        reader.extra = bool(sock.pending())
+        return
+    try:
+        reader.extra = bool(getattr(sock, "_sock", sock).recv(1, _PEEK_FLAGS))
+    except BlockingIOError:
+        pass  # nothing more: the common case
+    except OSError:
+        reader.extra = True
 
 
 __all__ += ["HTTPParseError", "NothingWritten", "body_length", "read_response"]

@@ -243,3 +243,33 @@ def test_a_stdlib_context_stays_cooperative_unpatched(
     words = result.stdout.split()
     assert words[:3] == ["read", "timeout", "after"], result.stdout
     assert float(words[3]) < 2.0
+
+
+@pytest.mark.parametrize("size", [100, 200_000])
+def test_a_stray_answer_after_a_tls_answer_is_never_taken_for_the_next(
+    raw_server: Any, ca: trustme.CA, ca_file: str, size: int
+) -> None:
+    """A whole extra answer behind the first (same write): the connection goes.
+
+    After a large answer the reader stops at the announced length, so what
+    follows is asked of the TLS layer; otherwise the next call would get the
+    stray answer as its own.
+    """
+
+    def stray_after_first(sock: Any, server: RawServer) -> None:
+        buf = bytearray()
+        first = True
+        while (req := read_request(sock, buf)) is not None:
+            server.requests.append(req)
+            answer = echo(*req)
+            if first:
+                answer += http_response(msgpack.packb("STRAY"))
+                first = False
+            sock.sendall(answer)
+
+    srv: RawServer = raw_server(stray_after_first, ssl_context=server_context(ca))
+    blob = b"t" * size
+    with Client(srv.url, ca_certs=ca_file) as client:
+        assert client.call("echo.echo", blob) == blob
+        assert client.call("echo.echo", "second") == "second"
+    assert srv.connections == 2
