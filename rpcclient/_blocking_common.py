@@ -61,6 +61,7 @@ import abc
 import http.client
 import os
 import socket
+import ssl
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -140,6 +141,20 @@ def check_options(
     """Validate the options both transports take (as the gevent transport does)."""
     Pool(pool_size, idle_timeout=idle_timeout, max_age=max_age)  # raises ValueError
     return tls or TLSConfig()
+
+
+def context_pool_options(context: ssl.SSLContext) -> dict[str, Any]:
+    """urllib3 pool options that leave a user's SSLContext in charge.
+
+    urllib3 writes ``cert_reqs`` into the context it is given, so it gets the
+    context's own verify mode; and it matches the host name itself whenever
+    the context does not, so that is switched off when the context has
+    ``check_hostname`` off on purpose.
+    """
+    options: dict[str, Any] = {"ssl_context": context, "cert_reqs": context.verify_mode}
+    if not context.check_hostname:
+        options["assert_hostname"] = False
+    return options
 
 
 def socket_timeout(seconds: float | None) -> float | None:

@@ -190,7 +190,7 @@ class TLSConfig:
     on every transport (kept as :attr:`custom_context`). A plain
     ``ssl.SSLContext`` is fine in a process that is not monkey-patched: the
     gevent transport still wraps its sockets in gevent's cooperative
-    ``SSLSocket``.
+    ``SSLSocket`` (a subclass's own ``wrap_socket`` is used as it is).
     """
 
     def __init__(
@@ -456,15 +456,18 @@ class GeventTransport(Transport):
 
 
 def _wrap_tls(context: ssl.SSLContext, sock: Any, host: str) -> Any:
-    """Wrap ``sock`` in gevent's cooperative ``SSLSocket`` whatever the context's class.
+    """Wrap ``sock`` for TLS so that it stays cooperative where it can.
 
-    A stdlib ``ssl.SSLContext`` (a user's, in a process that is not
+    A plain stdlib ``ssl.SSLContext`` (a user's, in a process that is not
     monkey-patched) would return the stdlib's blocking ``SSLSocket``: every
-    read would then block the hub, and with it the deadline watchdog.
+    read would block the hub, and with it the deadline watchdog; gevent's
+    ``SSLSocket`` is built on it instead. A subclass keeps its own
+    ``wrap_socket``, which may do its own checks (truststore verifies there):
+    cooperative only when gevent's or when the process is patched.
     """
-    if isinstance(context, gevent.ssl.SSLContext):
-        return context.wrap_socket(sock, server_hostname=host)
-    return gevent.ssl.SSLSocket(sock=sock, server_hostname=host, _context=context)
+    if type(context) is ssl.SSLContext:
+        return gevent.ssl.SSLSocket(sock=sock, server_hostname=host, _context=context)
+    return context.wrap_socket(sock, server_hostname=host)
 
 
 def _map_exchange_error(exc: Exception, request: Request) -> TransportError:

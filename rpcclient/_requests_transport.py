@@ -43,7 +43,7 @@ import requests
 import requests.adapters
 from urllib3.response import BaseHTTPResponse
 
-from ._blocking_common import BlockingTransport, socket_timeout
+from ._blocking_common import BlockingTransport, context_pool_options, socket_timeout
 from ._client import register_transport
 from ._models import Request
 from ._timeouts import Deadline
@@ -77,7 +77,7 @@ class _Adapter(requests.adapters.HTTPAdapter):
         context = self._ssl_context
         if context is None:
             return host, pool_kwargs
-        return host, {"ssl_context": context, "cert_reqs": context.verify_mode}
+        return host, context_pool_options(context)
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
         context = self._ssl_context

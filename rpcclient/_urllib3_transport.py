@@ -18,7 +18,8 @@ TLS: ``TLSConfig.verify`` becomes ``cert_reqs`` (``CERT_REQUIRED`` or
 ``CERT_NONE``), ``ca_certs`` urllib3's ``ca_certs`` (else the system
 store), ``cert`` its ``cert_file``/``key_file``; a ``TLSConfig(context=...)``
 becomes urllib3's ``ssl_context``, with ``cert_reqs`` taken from the
-context itself (urllib3 writes ``cert_reqs`` into the context it is given).
+context itself (urllib3 writes ``cert_reqs`` into the context it is given)
+and no host name check of urllib3's own when the context has it off.
 
 Bounds, hooks and the mapping of foreign errors are shared with the
 requests transport: see :mod:`rpcclient._blocking_common`.
@@ -32,7 +33,7 @@ from typing import Any
 import urllib3
 from urllib3.response import BaseHTTPResponse
 
-from ._blocking_common import BlockingTransport, socket_timeout
+from ._blocking_common import BlockingTransport, context_pool_options, socket_timeout
 from ._client import register_transport
 from ._models import Request
 from ._timeouts import Deadline
@@ -51,7 +52,7 @@ class Urllib3Transport(BlockingTransport):
         context = tls.custom_context
         options: dict[str, Any]
         if context is not None:  # it overrides every other TLS option
-            options = {"ssl_context": context, "cert_reqs": context.verify_mode}
+            options = context_pool_options(context)
         else:
             cert_file, key_file = tls.cert if isinstance(tls.cert, tuple) else (tls.cert, None)
             options = {

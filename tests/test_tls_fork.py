@@ -209,6 +209,19 @@ STDLIB_CONTEXT = textwrap.dedent(
     tls = TLSConfig(context=ctx)
     with Client(echo_url, tls=tls) as client:
         assert client.call("echo.echo", "plain ssl") == "plain ssl"
+
+    class Checking(ssl.SSLContext):  # like truststore: its checks live in wrap_socket
+        wrapped = 0
+
+        def wrap_socket(self, *args, **kw):
+            Checking.wrapped += 1
+            return super().wrap_socket(*args, **kw)
+
+    sub = Checking(ssl.PROTOCOL_TLS_CLIENT)
+    sub.load_verify_locations(ca_file)
+    with Client(echo_url, tls=TLSConfig(context=sub)) as client:
+        assert client.call("echo.echo", "subclass") == "subclass"
+    assert Checking.wrapped == 1, Checking.wrapped
     with Client(silent_url, tls=tls, timeout=Timeout(read=0.3, total=5)) as client:
         started = time.monotonic()
         try:
@@ -273,3 +286,24 @@ def test_a_stray_answer_after_a_tls_answer_is_never_taken_for_the_next(
         assert client.call("echo.echo", blob) == blob
         assert client.call("echo.echo", "second") == "second"
     assert srv.connections == 2
+
+
+@pytest.mark.parametrize("transport", ["gevent", "requests", "urllib3"])
+def test_a_context_without_host_name_check_is_obeyed_everywhere(
+    raw_server: Any, ca: trustme.CA, transport: str
+) -> None:
+    """check_hostname=False with the chain still verified: no transport adds its own check."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("other.example").configure_cert(ctx)  # not 127.0.0.1
+    srv: RawServer = raw_server(keepalive_answering(echo), ssl_context=ctx)
+    lenient = ssl.create_default_context()
+    ca.configure_trust(lenient)
+    lenient.check_hostname = False
+    with Client(srv.url, transport=transport, tls=TLSConfig(context=lenient)) as client:
+        assert client.call("echo.echo", "chain only") == "chain only"
+    strict = ssl.create_default_context()
+    ca.configure_trust(strict)
+    with Client(srv.url, transport=transport, tls=TLSConfig(context=strict)) as client:
+        with pytest.raises(rpcclient.ConnectError):
+            client.call("echo.echo", "name too")
+    assert [msgpack.unpackb(b) for _, b in srv.requests] == ["chain only"]
