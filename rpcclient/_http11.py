@@ -53,6 +53,7 @@ COALESCE_LIMIT = 16 * 1024
 PREALLOCATE_ABOVE = 64 * 1024
 #: the most allocated for such a body before its bytes arrive
 PREALLOCATE_MAX = 1024 * 1024
+_BODILESS = frozenset({204, 304})  # answers without a body (RFC 9110 6.4.1), like HEAD's
 _CHUNK_TERMINATOR = b"0\r\n\r\n"
 _HAS_SENDMSG = hasattr(_stdsocket.socket, "sendmsg")
 _TCP_QUICKACK: int | None = getattr(_stdsocket, "TCP_QUICKACK", None)
@@ -365,11 +366,13 @@ class ResponseReader(HTTPResponseParser):
         self.status = status = self.get_code()
         if status >= 200:
             remaining = self.get_remaining_content_length()
+            if self._head_request or status in _BODILESS:
+                pass  # no body follows, whatever the Content-Length says
             # llhttp reports 0 or 2**64-1 when there is no Content-Length
-            if 0 < remaining < 2**63:
+            elif 0 < remaining < 2**63:
                 if remaining > self._max_body:
                     raise MessageTooLarge("response body", self._max_body, remaining)
-                if remaining > PREALLOCATE_ABOVE and not self._head_request:
+                if remaining > PREALLOCATE_ABOVE:
                     # one allocation of the final size: a large buffer grown
                     # read by read makes glibc take fresh pages from the kernel
                     # on every answer (bench/README.rst: page faults at 1 MiB)

@@ -539,3 +539,26 @@ def test_a_length_the_server_does_not_keep_costs_little_memory(raw_server: Any) 
     finally:
         tracemalloc.stop()
     assert peak < PREALLOCATE_MAX * 4
+
+
+@pytest.mark.parametrize(("method", "status"), [("HEAD", "200 OK"), ("POST", "204 No Content")])
+def test_a_bodiless_answer_is_never_too_large(raw_server: Any, method: str, status: str) -> None:
+    """A Content-Length above max_response_size on an answer that has no body is fine."""
+    head = f"HTTP/1.1 {status}\r\nContent-Length: 2000000\r\n\r\n".encode()
+    srv: RawServer = raw_server(keepalive_answering(lambda h, b: head))
+    transport = GeventTransport(max_response_size=1_000_000)
+    request = rpcclient.Request(
+        endpoint=rpcclient.Endpoint.parse(srv.url),
+        method=method,
+        target="/x",
+        headers=[],
+        body=b"",
+        name="raw",
+    )
+    try:
+        for _ in range(2):
+            response = transport.send(request, Timeout().start())
+            assert (response.status, bytes(response.body)) == (int(status[:3]), b"")
+    finally:
+        transport.close()
+    assert srv.connections == 1
