@@ -16,6 +16,8 @@ import contextlib
 import gc
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -147,6 +149,32 @@ def keepalive_answering(answer: Callable[[bytes, bytes], bytes]) -> Handler:
             sock.sendall(answer(*req))
 
     return handler
+
+
+def silent(sock: Any, server: RawServer) -> None:
+    """A handler that records one request and never answers (returns when the client goes)."""
+    req = read_request(sock)
+    if req is not None:
+        server.requests.append(req)
+        sock.recv(1)
+
+
+def run_python(
+    script: str, *args: str, timeout: float = 60, flags: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter (not monkey-patched) that imports this tree.
+
+    subprocess is cooperative here when the test process is patched, so the
+    loopback servers of the test keep serving while it runs.
+    """
+    return subprocess.run(
+        [sys.executable, *flags, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        check=False,
+    )
 
 
 @pytest.fixture

@@ -9,10 +9,7 @@ the raw seam (chunked bodies, repeated headers); TLS options; fork.
 from __future__ import annotations
 
 import http.client
-import os
 import ssl
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +23,13 @@ from rpcclient import Client, Endpoint, Request, Timeout
 from rpcclient import exceptions as E
 from rpcclient._blocking_common import EndpointSlots, Exchange, map_foreign_error
 
-from .conftest import RawServer, http_response, keepalive_answering, read_request
+from .conftest import (
+    RawServer,
+    http_response,
+    keepalive_answering,
+    run_python,
+    silent,
+)
 
 TRANSPORTS = ["requests", "urllib3"]
 
@@ -38,13 +41,6 @@ def transport(request: pytest.FixtureRequest) -> str:
 
 def echo(head: bytes, body: bytes) -> bytes:
     return http_response(body)
-
-
-def _silent(sock: Any, server: RawServer) -> None:
-    req = read_request(sock)
-    if req is not None:
-        server.requests.append(req)
-        sock.recv(1)
 
 
 def test_round_trip_and_remote_error(bundled_server: str, transport: str) -> None:
@@ -72,7 +68,7 @@ def test_connections_are_reused_and_capacity_comes_back(raw_server: Any, transpo
 
 
 def test_pool_timeout_and_slot_given_back(raw_server: Any, transport: str) -> None:
-    srv: RawServer = raw_server(_silent)
+    srv: RawServer = raw_server(silent)
     timeout = Timeout(pool=0.1, read=0.5, total=5)
     with Client(srv.url, transport=transport, pool_size=1, timeout=timeout) as client:
         busy = gevent.spawn(client.call, "a.b", 1)
@@ -257,17 +253,8 @@ UNPATCHED = textwrap.dedent(
 
 def test_unpatched_process_keeps_socket_level_bounds(raw_server: Any, transport: str) -> None:
     echo_srv: RawServer = raw_server(keepalive_answering(echo))
-    silent_srv: RawServer = raw_server(_silent)
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    # subprocess is cooperative here (the test process is patched): the servers keep serving
-    result = subprocess.run(
-        [sys.executable, "-c", UNPATCHED, echo_srv.url, silent_srv.url, transport],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
+    silent_srv: RawServer = raw_server(silent)
+    result = run_python(UNPATCHED, echo_srv.url, silent_srv.url, transport)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["read", "timeout", "ok"]
 

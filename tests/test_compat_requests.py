@@ -14,11 +14,8 @@ import gzip
 import io
 import json
 import math
-import os
 import socket
 import ssl
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +28,14 @@ import trustme
 import rpcclient
 import rpcclient.compat.requests as shim
 
-from .conftest import RawServer, http_response, keepalive_answering, read_request
+from .conftest import (
+    RawServer,
+    http_response,
+    keepalive_answering,
+    read_request,
+    run_python,
+    silent,
+)
 
 MODULES = {"requests": real, "shim": shim}
 Scenario = Callable[[Any, str], Any]
@@ -318,13 +322,8 @@ def test_connection_refused() -> None:
     assert isinstance(err, shim.ConnectionError) and not isinstance(err, shim.Timeout)
 
 
-def _silent(sock: Any, server: RawServer) -> None:
-    if read_request(sock) is not None:
-        sock.recv(1)
-
-
 def test_read_timeout(raw_server: Any) -> None:
-    srv: RawServer = raw_server(_silent)
+    srv: RawServer = raw_server(silent)
     err = same_error(lambda rq: rq.post(srv.url + "/x", data=b"hi", timeout=(2, 0.2)))
     assert isinstance(err, shim.ReadTimeout)
 
@@ -468,7 +467,7 @@ def test_session_refuses_unsupported_attributes() -> None:
 
 
 def test_pool_timeout_is_a_connection_error(raw_server: Any) -> None:
-    srv: RawServer = raw_server(_silent)
+    srv: RawServer = raw_server(silent)
     with shim.Session(pool_size=1) as s:
         busy = gevent.spawn(s.get, srv.url, timeout=(5, 5))
         gevent.sleep(0.1)
@@ -500,7 +499,7 @@ def test_unknown_content_encoding(raw_server: Any) -> None:
 
 
 def test_caller_timeout_propagates_unchanged(raw_server: Any) -> None:
-    srv: RawServer = raw_server(_silent)
+    srv: RawServer = raw_server(silent)
     mine = gevent.Timeout(0.2)
     with pytest.raises(gevent.Timeout) as info:
         with mine:
@@ -599,14 +598,6 @@ STANDALONE = textwrap.dedent(
 
 
 def test_works_without_requests_installed() -> None:
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    result = subprocess.run(
-        [sys.executable, "-W", "error", "-c", STANDALONE],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
+    result = run_python(STANDALONE, flags=("-W", "error"))
     assert result.returncode == 0, result.stderr
     assert "standalone ok" in result.stdout

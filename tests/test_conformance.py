@@ -21,7 +21,7 @@ import rpcclient
 from rpcclient import Client, Timeout
 from rpcclient import exceptions as E
 
-from .conftest import RawServer, http_response, keepalive_answering, read_request
+from .conftest import RawServer, http_response, keepalive_answering, read_request, silent
 
 TRANSPORTS = ["gevent", "requests", "urllib3"]
 
@@ -181,15 +181,8 @@ def test_connect_timeout(full_listener: str, transport: str) -> None:
         assert err.may_have_reached_server is False
 
 
-def _silent(sock: Any, server: RawServer) -> None:
-    req = read_request(sock)
-    if req is not None:
-        server.requests.append(req)
-        sock.recv(1)  # no answer; wait for the client to give up
-
-
 def test_read_timeout(raw_server: Any, transport: str) -> None:
-    srv: RawServer = raw_server(_silent)
+    srv: RawServer = raw_server(silent)
     with make(srv.url, transport, timeout=Timeout(read=0.2, total=5)) as client:
         err = raises_ours(E.ReadTimeout, client.call, "a.b", 1)
         assert err.may_have_reached_server is True
@@ -272,7 +265,7 @@ def test_response_over_size_limit_without_length(raw_server: Any, transport: str
 
 
 def test_pool_timeout(raw_server: Any, transport: str) -> None:
-    srv: RawServer = raw_server(_silent)
+    srv: RawServer = raw_server(silent)
     client = make(srv.url, transport, pool_size=1, timeout=Timeout(pool=0.1, read=5, total=5))
     busy = gevent.spawn(client.call, "a.b", 1)
     gevent.sleep(0.1)
@@ -286,7 +279,7 @@ def test_pool_timeout(raw_server: Any, transport: str) -> None:
 
 
 def test_caller_timeout_propagates_unchanged(raw_server: Any, transport: str) -> None:
-    srv: RawServer = raw_server(_silent)
+    srv: RawServer = raw_server(silent)
     with make(srv.url, transport) as client:
         mine = gevent.Timeout(0.2)
         with pytest.raises(gevent.Timeout) as info:

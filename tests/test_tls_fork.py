@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import ssl
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +19,15 @@ import trustme
 import rpcclient
 from rpcclient import Client, TLSConfig
 
-from .conftest import RawServer, http_response, keepalive_answering, read_request, run_in_fork
+from .conftest import (
+    RawServer,
+    http_response,
+    keepalive_answering,
+    read_request,
+    run_in_fork,
+    run_python,
+    silent,
+)
 
 
 def echo(head: bytes, body: bytes) -> bytes:
@@ -190,13 +196,6 @@ def test_tls_is_either_tls_or_its_parts() -> None:
         Client("https://127.0.0.1:1", tls=ssl.create_default_context())  # type: ignore[arg-type]
 
 
-def _silent(sock: Any, server: RawServer) -> None:
-    req = read_request(sock)
-    if req is not None:
-        server.requests.append(req)
-        sock.recv(1)  # never answers; returns when the client goes
-
-
 STDLIB_CONTEXT = textwrap.dedent(
     """
     import ssl, sys, time
@@ -241,17 +240,8 @@ def test_a_stdlib_context_stays_cooperative_unpatched(
     server's read, and with it the watchdog that ends the call at 0.3 s.
     """
     echo_srv: RawServer = raw_server(keepalive_answering(echo), ssl_context=server_context(ca))
-    silent_srv: RawServer = raw_server(_silent, ssl_context=server_context(ca))
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    # subprocess is cooperative here (the test process is patched): the servers keep serving
-    result = subprocess.run(
-        [sys.executable, "-c", STDLIB_CONTEXT, echo_srv.url, silent_srv.url, ca_file],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-        check=False,
-    )
+    silent_srv: RawServer = raw_server(silent, ssl_context=server_context(ca))
+    result = run_python(STDLIB_CONTEXT, echo_srv.url, silent_srv.url, ca_file, timeout=30)
     assert result.returncode == 0, result.stderr
     words = result.stdout.split()
     assert words[:3] == ["read", "timeout", "after"], result.stdout
