@@ -67,7 +67,7 @@ from harness import fmt, median, progress, render
 from rpcclient._ab import child_env, fetch_tcp_totals, measure
 
 MODES = bench_core.MODES
-PEERS = ("floor", "floor-fifo", "geventhttpclient", "requests", "urllib3")
+PEERS = ("floor", "floor-fifo", "floor-fifo-send", "geventhttpclient", "requests", "urllib3")
 #: the feature switched off, as arm options (``{}``: all on)
 FEATURES: dict[str, dict[str, Any]] = {
     "all on": {},

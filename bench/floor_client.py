@@ -32,6 +32,12 @@ Kinds (:data:`KINDS`):
     a slot take it straight back while others wait (``bench_standing.py``:
     how much of the concurrent gap to the floor is fairness, which
     rpcclient's pool keeps on purpose).
+``floor-fifo-send``
+    First come, first served too, but the releaser sends the next waiter's
+    request on the connection and arms its read wait
+    (:class:`SendingFifoFloor`): the waiter is woken once, by its answer, not
+    first by a hub callback for the slot. A design study for rpcclient's
+    pool, not what it does today.
 
 Run as a process by the bench scripts (``ARM_BOOT``): the config is a JSON
 argument, the figures of :func:`rpcclient._ab.measure` come back as one JSON
@@ -59,6 +65,7 @@ KINDS = (
     "floor-split",
     "floor-split-nagle",
     "floor-fifo",
+    "floor-fifo-send",
 )
 PATCHED_KINDS = frozenset({"requests", "urllib3"})
 PATH = "/echo/echo"
@@ -254,6 +261,46 @@ class FloorArm:
             self.idle.pop().close()
 
 
+class SendingFifoFloor(FloorArm):
+    """The floor with FIFO slots where a released connection carries the next request.
+
+    A waiter queues its ``Waiter``; the greenlet that finishes with a
+    connection sends the oldest waiter's request on it and starts the
+    socket's read watcher with that waiter's ``switch``, so the waiter wakes
+    once, when its answer is readable. Bench-only: every request here is the
+    same pre-built one, and there is no timeout, kill or error handling.
+    """
+
+    def __init__(self, url: str, pool_size: int, payload: bytes) -> None:
+        from collections import deque
+
+        super().__init__(url, pool_size, payload)
+        self.free = pool_size
+        self.waiters: Any = deque()
+
+    def call(self) -> Any:
+        if self.free and not self.waiters:
+            self.free -= 1
+            sock = self.idle.pop() if self.idle else self._connect()
+            sock.sendall(self.request)
+        else:
+            from gevent.hub import Waiter
+
+            waiter = Waiter()
+            self.waiters.append(waiter)
+            sock = waiter.get()  # our request is on it, and its answer is readable
+            sock._read_event.stop()
+        body = _read_answer(sock)
+        if self.waiters:
+            waiter = self.waiters.popleft()
+            sock.sendall(self.request)  # the next waiter's request
+            sock._read_event.start(waiter.switch, sock)
+        else:
+            self.idle.append(sock)
+            self.free += 1
+        return msgpack.unpackb(body)
+
+
 def _read_answer(sock: Any) -> bytes:
     # Minimal: find the end of the head, take Content-Length, read the body.
     buf = sock.recv(65536)
@@ -292,6 +339,8 @@ def make_client(kind: str, url: str, pool_size: int, payload: bytes) -> Any:
         return Urllib3Arm(url, pool_size, payload)
     if kind == "geventhttpclient":
         return GeventHTTPClientArm(url, pool_size, payload)
+    if kind == "floor-fifo-send":
+        return SendingFifoFloor(url, pool_size, payload)
     if kind.startswith("floor"):
         flags = set(kind.split("-")[1:])
         if not flags <= {"split", "nagle", "fifo"}:
