@@ -48,7 +48,7 @@ from ._http11 import (
     write_request,
 )
 from ._models import Endpoint, Request, Response
-from ._pool import Connection, Pool
+from ._pool import Connection, Job, Pool
 from ._timeouts import Deadline
 from ._transport import Transport
 from .exceptions import (
@@ -67,6 +67,8 @@ from .exceptions import (
 __all__ = ["GeventTransport", "TLSConfig"]
 
 MIB = 1024 * 1024
+#: requests up to this size may be sent for a waiting call by the releaser
+HANDOVER_LIMIT = 4096
 _live_transports: weakref.WeakSet[GeventTransport] = weakref.WeakSet()
 
 
@@ -273,31 +275,52 @@ class GeventTransport(Transport):
         pool = self._pools.get(endpoint.key)
         if pool is None:
             pool = self._new_pool(endpoint, request.name)
+        handed: Connection | None = None  # a connection with this request already sent
         if not pool.try_acquire():  # no clock read when a slot is free
             wait = deadline.pool_for()
             swept = False
+            job = None
             if self._watchdog is not None and wait is not None and wait > 0:
                 # bounded by the watchdog, not by a timer per wait
                 self._watchdog.watch_pool(pool, wait)
                 swept = True
-            if not pool.acquire(wait, swept=swept):
+                job = self._job(request, deadline)
+            try:
+                got = pool.acquire(wait, swept=swept, job=job)
+            except OSError as exc:  # only from a handed exchange: acquire abandoned it
+                if job is not None and job.fired:
+                    raise self._read_timeout(deadline.timeout.read, request) from None
+                raise _map_exchange_error(exc, request) from exc
+            if not got:
                 raise PoolTimeout(
                     f"no free connection within {wait:.3g} s (pool of {pool.size}, all in use)",
                     name=request.name,
                     endpoint=endpoint.url,
                 )
-        conn: Connection | None = None
+            if got is not True:
+                handed = got  # type: ignore[assignment]
+        conn: Connection | None = handed
         timer = None
         watchdog = None
         read_for = None
+        slot_passed = False
         try:
-            if self._closed:
-                raise ClientClosed("transport is closed", name=request.name, endpoint=endpoint.url)
-            conn = pool.checkout()
-            if conn is None:
-                conn = self._connect(endpoint, deadline, request.name)
-                pool.created += 1
-            head = self._heads.head(request)
+            if handed is None:
+                if self._closed:
+                    raise ClientClosed(
+                        "transport is closed", name=request.name, endpoint=endpoint.url
+                    )
+                conn = pool.checkout()
+                if conn is None:
+                    conn = self._connect(endpoint, deadline, request.name)
+                    pool.created += 1
+            else:
+                # sent by the greenlet that gave the connection back (_give_back),
+                # watched by the watchdog since; the answer is readable
+                handed.sock._read_event.stop()
+                watchdog = self._watchdog
+                read_for = deadline.timeout.read
+            assert conn is not None
             reader: ResponseReader | None = conn.reader
             if reader is None or reader.bypassed:
                 reader = conn.reader = ResponseReader(
@@ -305,17 +328,28 @@ class GeventTransport(Transport):
                 )
             else:
                 reader.reset(request.method == "HEAD")
-            read_for = deadline.read_for()
-            if read_for is not None:
-                watchdog = self._watchdog
-                if watchdog is not None:
-                    watchdog.watch(conn, read_for)
-                else:
-                    timer = gevent.Timeout.start_new(read_for)
-            write_request(
-                conn.sock, head, request.body, tls=conn.tls, raw=conn.raw if self._raw else None
+            if handed is None:
+                head = self._heads.head(request)
+                read_for = deadline.read_for()
+                if read_for is not None:
+                    watchdog = self._watchdog
+                    if watchdog is not None:
+                        watchdog.watch(conn, read_for)
+                    else:
+                        timer = gevent.Timeout.start_new(read_for)
+                write_request(
+                    conn.sock,
+                    head,
+                    request.body,
+                    tls=conn.tls,
+                    raw=conn.raw if self._raw else None,
+                )
+            read_response(
+                conn.sock,
+                reader,
+                wait_first=handed is None and self._raw and not conn.tls,
+                tls=conn.tls,
             )
-            read_response(conn.sock, reader, wait_first=self._raw and not conn.tls, tls=conn.tls)
             conn.requests += 1
             if reader.final and not reader.extra and reader.should_keep_alive():  # reusable()
                 if watchdog is not None:
@@ -323,7 +357,7 @@ class GeventTransport(Transport):
                     watchdog = None
                     if self._watchdog.unwatch(conn):  # type: ignore[union-attr]
                         raise OSError("closed by the deadline watchdog")
-                pool.checkin(conn)
+                slot_passed = self._give_back(pool, conn)
                 conn = None
             return reader.response()
         except gevent.Timeout as exc:
@@ -343,7 +377,70 @@ class GeventTransport(Transport):
                 watchdog.unwatch(conn)  # type: ignore[arg-type]
             if conn is not None:
                 conn.close()
-            pool.release()
+            if not slot_passed:
+                pool.release()
+
+    # -- the handover: a released connection carries the next waiter's request --
+    def _job(self, request: Request, deadline: Deadline) -> Job | None:
+        """What a waiting call offers to have sent for it, or None.
+
+        Plain sockets and whole small requests only: they go out in one
+        non-blocking send that the kernel takes whole on a drained
+        connection. Anything else waits for its slot as before.
+        """
+        body = request.body
+        if not self._raw or type(body) is not bytes or request.endpoint.scheme != "http":
+            return None
+        head = self._heads.head(request)
+        if len(head) + len(body) > HANDOVER_LIMIT:
+            return None
+        return Job(head + body, deadline, self._abandon)
+
+    def _give_back(self, pool: Pool, conn: Connection) -> bool:
+        """Return ``conn`` to ``pool``; True when it went, slot and all, to a waiter.
+
+        When the oldest waiter offered a :class:`Job`, its request is sent on
+        ``conn`` here and the waiter is woken by its answer, once, instead of
+        first by a hub callback for the slot and then by the answer (a fair
+        pool then costs no more than an unfair one: bench ``floor-fifo-send``).
+        If the send does not go through whole, the connection is not used for
+        it: the waiter gets the slot as before and sends its request itself
+        (a request cut short is never run by a server).
+        """
+        job = pool.first_job()
+        if job is None or self._closed or pool.closed:
+            pool.checkin(conn)
+            return False
+        read_for = job.deadline.read_for()
+        if read_for is not None and read_for <= 0:
+            pool.checkin(conn)  # out of time already: let the waiter find that out
+            return False
+        data = job.data
+        try:
+            sent = conn.raw.send(data)
+        except BlockingIOError:
+            pool.checkin(conn)
+            return False
+        except OSError:
+            conn.close()
+            return False
+        if sent != len(data):
+            conn.close()
+            return False
+        if read_for is not None:
+            self._watchdog.watch(conn, read_for)  # type: ignore[union-attr]
+        conn.sock._read_event.start(pool.first_waiter().switch, conn)
+        pool.hand_sent(conn)
+        return True
+
+    def _abandon(self, conn: Connection) -> None:
+        """Undo a handover whose waiter ended before its answer (see Job)."""
+        event = getattr(conn.sock, "_read_event", None)
+        if event is not None:
+            event.stop()
+        if self._watchdog is not None:
+            self._watchdog.unwatch(conn)
+        conn.close()
 
     @staticmethod
     def _read_timeout(read_for: float | None, request: Request) -> ReadTimeout:

@@ -18,7 +18,10 @@ Rules:
   ``MSG_PEEK`` ``recv``): an idle keep-alive socket has nothing to read, so
   EOF, a reset or stray bytes mean it is dead, and it is dropped before
   anything was written on it;
-- LIFO reuse keeps the working set small, so surplus connections age out.
+- LIFO reuse keeps the working set small, so surplus connections age out;
+- a waiter may offer its request (a :class:`Job`): the greenlet that frees
+  a connection then sends it there and the waiter wakes once, by its answer
+  (:meth:`Pool.hand_sent`; the transport does the I/O).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any
 from gevent import Timeout
 from gevent.hub import Waiter
 
-__all__ = ["Connection", "Pool"]
+__all__ = ["Connection", "Job", "Pool"]
 
 _PEEK_FLAGS = _stdsocket.MSG_PEEK | getattr(_stdsocket, "MSG_DONTWAIT", 0)
 _TCP_INFO: int | None = getattr(_stdsocket, "TCP_INFO", None)
@@ -134,8 +137,27 @@ class Connection:
         return True  # EOF (close_notify) or stray application data
 
 
-# the state of a queued slot request: [Waiter, expires, state]
-_QUEUED, _HANDED, _EXPIRED = 0, 1, 2
+# the state of a queued slot request: [Waiter, expires, state, job, connection]
+_QUEUED, _HANDED, _EXPIRED, _SENT = 0, 1, 2, 3
+
+
+class Job:
+    """What a waiter offers to have sent for it (see :meth:`Pool.hand_sent`).
+
+    ``data`` is the whole request, ready to write; ``abandon(conn)`` undoes a
+    handover when the waiter ends before its answer (killed, timed out, its
+    connection closed by the deadline watchdog): it must stop waiting on the
+    connection and close it, since an answer may still come on it. The
+    transport fills in the rest.
+    """
+
+    __slots__ = ("abandon", "data", "deadline", "fired")
+
+    def __init__(self, data: bytes, deadline: Any, abandon: Any) -> None:
+        self.data = data
+        self.deadline = deadline
+        self.abandon = abandon
+        self.fired = False  # set by abandon: the watchdog had closed the connection
 
 
 class Pool:
@@ -152,9 +174,12 @@ class Pool:
         self._idle: list[Connection] = []
         self.closed = False
         self.created = 0
+        self.handovers = 0  # requests sent for a waiter by the releaser (hand_sent)
 
     # -- slots --------------------------------------------------------------
-    def acquire(self, timeout: float | None, *, swept: bool = False) -> bool:
+    def acquire(
+        self, timeout: float | None, *, swept: bool = False, job: Job | None = None
+    ) -> bool | Connection:
         """Take a slot, waiting at most ``timeout`` seconds (None: forever).
 
         First come, first served: a released slot is handed to the oldest
@@ -169,16 +194,20 @@ class Pool:
         concurrent call's CPU.
 
         A waiter is a gevent ``Waiter`` (the leanest primitive: one switch
-        each way), queued as ``[waiter, expires, state]``; the state is set
-        by whoever ends the wait, synchronously, so a kill or timeout that
-        comes after a hand-over still knows it holds a slot.
+        each way), queued as ``[waiter, expires, state, job, connection]``;
+        the state is set by whoever ends the wait, synchronously, so a kill or
+        timeout that comes after a hand-over still knows it holds a slot.
+
+        ``job``: a :class:`Job` the releaser may send on the connection it
+        gives back (:meth:`hand_sent`); the wait then ends when the answer is
+        readable, and the return value is that :class:`Connection`, not True.
         """
         if self.try_acquire():
             return True
         if timeout is not None and timeout <= 0:
             return False
         timer = None
-        entry: list[Any] = [Waiter(), math.inf, _QUEUED]
+        entry: list[Any] = [Waiter(), math.inf, _QUEUED, job, None]
         if timeout is not None:
             if swept:
                 entry[1] = monotonic() + timeout
@@ -191,6 +220,14 @@ class Pool:
             # killed, or timed out (ours or the caller's) while waiting: give
             # back a slot that was handed over meanwhile, or leave the queue
             state = entry[2]
+            if state == _SENT:
+                # our request is on the connection: the answer can never be read
+                # by anyone now (an OSError here: the watchdog closed it)
+                conn = entry[4]
+                job.fired = conn.fired  # type: ignore[union-attr]
+                job.abandon(conn)  # type: ignore[union-attr]
+                self.release()
+                raise
             if exc is timer and timer is not None:
                 if state == _HANDED:
                     return True  # handed over just as the wait timed out
@@ -205,6 +242,8 @@ class Pool:
         finally:
             if timer is not None:
                 timer.close()
+        if entry[2] == _SENT:
+            return entry[4]  # type: ignore[no-any-return]
         return bool(entry[2] == _HANDED)
 
     def expire_waiters(self, now: float) -> float:
@@ -230,6 +269,27 @@ class Pool:
             self._free -= 1
             return True
         return False
+
+    def first_job(self) -> Job | None:
+        """The job of the oldest waiter, if it offered one."""
+        waiters = self._waiters
+        return waiters[0][3] if waiters else None  # type: ignore[no-any-return]
+
+    def hand_sent(self, conn: Connection) -> None:
+        """Give the slot and ``conn`` to the oldest waiter, its job already sent on it.
+
+        The caller wrote the job's request on ``conn`` and arranged for the
+        waiter's ``switch`` (:meth:`first_waiter`) to run when the answer is
+        readable; the waiter is not woken here.
+        """
+        entry = self._waiters.popleft()
+        entry[2] = _SENT
+        entry[4] = conn
+        self.handovers += 1
+
+    def first_waiter(self) -> Any:
+        """The oldest waiter's gevent ``Waiter``."""
+        return self._waiters[0][0]
 
     def release(self) -> None:
         if self._waiters:
@@ -320,6 +380,7 @@ class Pool:
             "idle": self.idle,
             "waiting": self.waiting,
             "connections_created": self.created,
+            "handovers": self.handovers,
         }
 
     def __repr__(self) -> str:

@@ -562,3 +562,95 @@ def test_a_bodiless_answer_is_never_too_large(raw_server: Any, method: str, stat
     finally:
         transport.close()
     assert srv.connections == 1
+
+
+# -- handover: a released connection carries the next waiter's request ---------------------
+
+
+def test_contended_calls_go_out_on_released_connections(
+    raw_server: Any, no_fd_leak: FdWatch
+) -> None:
+    """Waiters' requests are sent by the greenlet that frees a connection: one segment each."""
+    srv: RawServer = raw_server(keepalive_answering(echo_answer))
+    no_fd_leak.mark()
+    client = Client(srv.url, pool_size=3, timeout=Timeout(pool=30, total=30))
+    assert client.call("echo.echo", "warm") == "warm"
+    before = srv.live_segments()
+    results: dict[int, Any] = {}
+
+    def work(i: int) -> None:
+        results[i] = client.call("echo.echo", [i, "x" * (i % 7)])
+
+    gevent.joinall([gevent.spawn(work, i) for i in range(200)], timeout=30, raise_error=True)
+    assert results == {i: [i, "x" * (i % 7)] for i in range(200)}
+    (pool,) = client.stats()["pools"].values()
+    assert pool["handovers"] > 100
+    assert pool["in_use"] == 0 and pool["waiting"] == 0
+    assert srv.connections <= 3
+    assert srv.live_segments() - before == 200
+    client.close()
+    gevent.sleep(0.05)
+
+
+@pytest.mark.parametrize("how", ["kill", "gevent.Timeout", "read timeout"])
+def test_a_call_ended_after_its_request_was_handed_over_leaves_the_pool_whole(
+    raw_server: Any, how: str, no_fd_leak: FdWatch
+) -> None:
+    """The waiter's request is on the wire, its answer never comes: it ends cleanly."""
+    first_in, let_first_go = gevent.event.Event(), gevent.event.Event()
+
+    def handler(sock: Any, server: RawServer) -> None:
+        buf = bytearray()
+        while (req := read_request(sock, buf)) is not None:
+            server.requests.append(req)
+            value = msgpack.unpackb(req[1])
+            if value == "first":
+                first_in.set()
+                let_first_go.wait(5)
+            elif value == "second":
+                sock.recv(1)  # never answers; returns when the client closes
+                return
+            sock.sendall(echo_answer(*req))
+
+    srv: RawServer = raw_server(handler)
+    no_fd_leak.mark()
+    read = 0.3 if how == "read timeout" else 5.0
+    client = Client(srv.url, pool_size=1, timeout=Timeout(read=read, pool=5, total=10))
+
+    def second() -> Any:
+        if how != "gevent.Timeout":
+            return client.call("echo.echo", "second")
+        mine = gevent.Timeout(0.3)
+        try:
+            with mine:
+                client.call("echo.echo", "second")
+        except gevent.Timeout as exc:
+            return exc is mine  # unchanged, never mapped
+        return None
+
+    first = gevent.spawn(client.call, "echo.echo", "first")
+    assert first_in.wait(5)
+    waiting = gevent.spawn(second)
+    gevent.sleep(0.05)  # queued, with its request offered
+    let_first_go.set()
+    assert first.get(timeout=5) == "first"
+    with gevent.Timeout(5):
+        while len(srv.requests) < 2:  # sent for it on the released connection
+            gevent.sleep(0.01)
+    (pool,) = client.stats()["pools"].values()
+    assert pool["handovers"] == 1
+    if how == "kill":
+        waiting.kill(block=True, timeout=2)
+        assert isinstance(waiting.value, gevent.GreenletExit)
+    elif how == "gevent.Timeout":
+        assert waiting.get(timeout=5) is True
+    else:
+        with pytest.raises(rpcclient.ReadTimeout) as info:
+            waiting.get(timeout=5)
+        assert info.value.may_have_reached_server is True
+    (pool,) = client.stats()["pools"].values()
+    assert pool["in_use"] == 0 and pool["idle"] == 0  # the connection owed an answer: gone
+    assert client.call("echo.echo", "third") == "third"  # its own answer, on a new connection
+    assert srv.connections == 2
+    client.close()
+    gevent.sleep(0.05)
