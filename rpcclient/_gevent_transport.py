@@ -280,11 +280,13 @@ class GeventTransport(Transport):
             wait = deadline.pool_for()
             swept = False
             job = None
-            if self._watchdog is not None and wait is not None and wait > 0:
-                # bounded by the watchdog, not by a timer per wait
-                self._watchdog.watch_pool(pool, wait)
-                swept = True
+            if self._watchdog is not None:
+                # the watchdog can watch an exchange started for us (_give_back)
                 job = self._job(request, deadline)
+                if wait is not None and wait > 0:
+                    # bounded by the watchdog, not by a timer per wait
+                    self._watchdog.watch_pool(pool, wait)
+                    swept = True
             try:
                 got = pool.acquire(wait, swept=swept, job=job)
             except OSError as exc:  # only from a handed exchange: acquire abandoned it

@@ -567,13 +567,14 @@ def test_a_bodiless_answer_is_never_too_large(raw_server: Any, method: str, stat
 # -- handover: a released connection carries the next waiter's request ---------------------
 
 
+@pytest.mark.parametrize("timeout", [Timeout(pool=30, total=30), None])
 def test_contended_calls_go_out_on_released_connections(
-    raw_server: Any, no_fd_leak: FdWatch
+    raw_server: Any, no_fd_leak: FdWatch, timeout: Timeout | None
 ) -> None:
     """Waiters' requests are sent by the greenlet that frees a connection: one segment each."""
     srv: RawServer = raw_server(keepalive_answering(echo_answer))
     no_fd_leak.mark()
-    client = Client(srv.url, pool_size=3, timeout=Timeout(pool=30, total=30))
+    client = Client(srv.url, pool_size=3, timeout=timeout)
     assert client.call("echo.echo", "warm") == "warm"
     before = srv.live_segments()
     results: dict[int, Any] = {}
