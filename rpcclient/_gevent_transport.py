@@ -39,6 +39,7 @@ import gevent.socket
 import gevent.ssl
 
 from ._http11 import (
+    COALESCE_LIMIT,
     HeadCache,
     HTTPParseError,
     MessageTooLarge,
@@ -67,8 +68,9 @@ from .exceptions import (
 __all__ = ["GeventTransport", "TLSConfig"]
 
 MIB = 1024 * 1024
-#: requests up to this size may be sent for a waiting call by the releaser
-HANDOVER_LIMIT = 4096
+#: requests up to this size may be sent for a waiting call by the releaser: the
+#: size joined to its head anyway, which a drained connection takes in one send
+HANDOVER_LIMIT = COALESCE_LIMIT
 _live_transports: weakref.WeakSet[GeventTransport] = weakref.WeakSet()
 
 

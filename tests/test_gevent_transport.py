@@ -567,9 +567,11 @@ def test_a_bodiless_answer_is_never_too_large(raw_server: Any, method: str, stat
 # -- handover: a released connection carries the next waiter's request ---------------------
 
 
-@pytest.mark.parametrize("timeout", [Timeout(pool=30, total=30), None])
+@pytest.mark.parametrize(
+    ("timeout", "pad"), [(Timeout(pool=30, total=30), 7), (None, 7), (Timeout(), 10_000)]
+)
 def test_contended_calls_go_out_on_released_connections(
-    raw_server: Any, no_fd_leak: FdWatch, timeout: Timeout | None
+    raw_server: Any, no_fd_leak: FdWatch, timeout: Timeout | None, pad: int
 ) -> None:
     """Waiters' requests are sent by the greenlet that frees a connection: one segment each."""
     srv: RawServer = raw_server(keepalive_answering(echo_answer))
@@ -580,10 +582,10 @@ def test_contended_calls_go_out_on_released_connections(
     results: dict[int, Any] = {}
 
     def work(i: int) -> None:
-        results[i] = client.call("echo.echo", [i, "x" * (i % 7)])
+        results[i] = client.call("echo.echo", [i, "x" * (pad - i % 7)])
 
     gevent.joinall([gevent.spawn(work, i) for i in range(200)], timeout=30, raise_error=True)
-    assert results == {i: [i, "x" * (i % 7)] for i in range(200)}
+    assert results == {i: [i, "x" * (pad - i % 7)] for i in range(200)}
     (pool,) = client.stats()["pools"].values()
     assert pool["handovers"] > 100
     assert pool["in_use"] == 0 and pool["waiting"] == 0
