@@ -278,10 +278,10 @@ class GeventTransport(Transport):
         if pool is None:
             pool = self._new_pool(endpoint, request.name)
         handed: Connection | None = None  # a connection with this request already sent
+        job = None
         if not pool.try_acquire():  # no clock read when a slot is free
             wait = deadline.pool_for()
             swept = False
-            job = None
             if self._watchdog is not None:
                 # the watchdog can watch an exchange started for us (_give_back)
                 job = self._job(request, deadline)
@@ -333,7 +333,8 @@ class GeventTransport(Transport):
             else:
                 reader.reset(request.method == "HEAD")
             if handed is None:
-                head = self._heads.head(request)
+                # the head of a job offered and not taken is not built twice
+                head = self._heads.head(request) if job is None else job.head
                 read_for = deadline.read_for()
                 if read_for is not None:
                     watchdog = self._watchdog
@@ -398,7 +399,7 @@ class GeventTransport(Transport):
         head = self._heads.head(request)
         if len(head) + len(body) > HANDOVER_LIMIT:
             return None
-        return Job(head + body, deadline, self._abandon)
+        return Job(head, body, deadline, self._abandon)
 
     def _give_back(self, pool: Pool, conn: Connection) -> bool:
         """Return ``conn`` to ``pool``; True when it went, slot and all, to a waiter.
@@ -419,7 +420,7 @@ class GeventTransport(Transport):
         if read_for is not None and read_for <= 0:
             pool.checkin(conn)  # out of time already: let the waiter find that out
             return False
-        data = job.data
+        data = job.head + job.body
         try:
             sent = conn.raw.send(data)
         except BlockingIOError:

@@ -144,17 +144,19 @@ _QUEUED, _HANDED, _EXPIRED, _SENT = 0, 1, 2, 3
 class Job:
     """What a waiter offers to have sent for it (see :meth:`Pool.hand_sent`).
 
-    ``data`` is the whole request, ready to write; ``abandon(conn)`` undoes a
-    handover when the waiter ends before its answer (killed, timed out, its
+    ``head`` and ``body`` are the request, ready to write (the waiter writes
+    the same head itself when it gets a slot alone); ``abandon(conn)`` undoes
+    a handover when the waiter ends before its answer (killed, timed out, its
     connection closed by the deadline watchdog): it must stop waiting on the
     connection and close it, since an answer may still come on it. The
     transport fills in the rest.
     """
 
-    __slots__ = ("abandon", "data", "deadline", "fired")
+    __slots__ = ("abandon", "body", "deadline", "fired", "head")
 
-    def __init__(self, data: bytes, deadline: Any, abandon: Any) -> None:
-        self.data = data
+    def __init__(self, head: bytes, body: bytes, deadline: Any, abandon: Any) -> None:
+        self.head = head
+        self.body = body
         self.deadline = deadline
         self.abandon = abandon
         self.fired = False  # set by abandon: the watchdog had closed the connection
