@@ -405,9 +405,6 @@ class ResponseReader(HTTPResponseParser):
     def _on_message_complete(self) -> None:
         if self.status >= 200:
             self.final = True
-            if self.preallocated and self._filled != len(self.body):
-                # an answer that has no body whatever its Content-Length (204, 304)
-                del self.body[self._filled :]
 
     def feed_data(self, data: bytes) -> None:
         if not self._fast:
