@@ -26,6 +26,7 @@ import gevent.server
 import gevent.socket
 import pytest
 
+from rpcclient import Endpoint, Request
 from rpcclient._tcpinfo import data_segs_in
 
 Handler = Callable[[Any, "RawServer"], None]
@@ -149,6 +150,35 @@ def keepalive_answering(answer: Callable[[bytes, bytes], bytes]) -> Handler:
             sock.sendall(answer(*req))
 
     return handler
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (bound once, then released)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+def raw_request(
+    url: str,
+    *,
+    method: str = "POST",
+    target: str = "/x",
+    body: Any = b"",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    name: str = "raw",
+) -> Request:
+    """A request for a transport's ``send``, past the Client."""
+    return Request(
+        endpoint=Endpoint.parse(url),
+        method=method,
+        target=target,
+        headers=headers or [],
+        body=body,
+        name=name,
+    )
 
 
 def silent(sock: Any, server: RawServer) -> None:

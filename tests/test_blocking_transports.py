@@ -19,7 +19,7 @@ import pytest
 import trustme
 
 import rpcclient
-from rpcclient import Client, Endpoint, Request, Timeout
+from rpcclient import Client, Timeout
 from rpcclient import exceptions as E
 from rpcclient._blocking_common import EndpointSlots, Exchange, map_foreign_error
 
@@ -27,6 +27,7 @@ from .conftest import (
     RawServer,
     http_response,
     keepalive_answering,
+    raw_request,
     run_python,
     silent,
 )
@@ -110,14 +111,7 @@ def test_closed_transport_refuses(raw_server: Any, transport: str) -> None:
 
 
 def _send(transport: rpcclient.Transport, url: str, body: Any) -> rpcclient.Response:
-    request = Request(
-        endpoint=Endpoint.parse(url),
-        method="POST",
-        target="/raw?x=1",
-        headers=[(b"X-Test", b"yes")],
-        body=body,
-        name="raw",
-    )
+    request = raw_request(url, target="/raw?x=1", body=body, headers=[(b"X-Test", b"yes")])
     return transport.send(request, Timeout().start())
 
 
@@ -142,14 +136,7 @@ def test_raw_seam_chunked_body_and_repeated_headers(raw_server: Any, transport: 
 
 def test_foreign_errors_never_escape_the_edge(transport: str) -> None:
     """Any foreign exception becomes ours; ours and BaseExceptions pass as they are."""
-    request = Request(
-        endpoint=Endpoint.parse("http://127.0.0.1:1"),
-        method="POST",
-        target="/",
-        headers=[],
-        body=b"",
-        name="a.b",
-    )
+    request = raw_request("http://127.0.0.1:1", target="/", name="a.b")
     ex = Exchange(Timeout().start())
     for foreign in [RuntimeError("x"), KeyError("k"), OSError(5, "io")]:
         assert isinstance(map_foreign_error(foreign, ex, request), E.ConnectError)
@@ -165,14 +152,7 @@ def test_foreign_errors_never_escape_the_edge(transport: str) -> None:
 
 def test_a_failed_first_write_means_not_sent() -> None:
     """A stale keep-alive connection whose first write fails: the request never left."""
-    request = Request(
-        endpoint=Endpoint.parse("http://127.0.0.1:1"),
-        method="POST",
-        target="/",
-        headers=[],
-        body=b"",
-        name="a.b",
-    )
+    request = raw_request("http://127.0.0.1:1", target="/", name="a.b")
     closed = http.client.RemoteDisconnected("Remote end closed connection without response")
     ex = Exchange(Timeout(connect=None, read=None, pool=None, total=None).start())
     ex.before_write()

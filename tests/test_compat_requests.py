@@ -14,7 +14,6 @@ import gzip
 import io
 import json
 import math
-import socket
 import ssl
 import textwrap
 from collections.abc import Callable
@@ -30,6 +29,7 @@ import rpcclient.compat.requests as shim
 
 from .conftest import (
     RawServer,
+    free_port,
     http_response,
     keepalive_answering,
     read_request,
@@ -308,16 +308,8 @@ def same_error(scenario: Callable[[Any], Any], *, sent: bool = True) -> BaseExce
     return got
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
-
-
 def test_connection_refused() -> None:
-    target = f"http://127.0.0.1:{_free_port()}/x"
+    target = f"http://127.0.0.1:{free_port()}/x"
     err = same_error(lambda rq: rq.get(target, timeout=2))
     assert isinstance(err, shim.ConnectionError) and not isinstance(err, shim.Timeout)
 

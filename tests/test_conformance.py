@@ -21,7 +21,14 @@ import rpcclient
 from rpcclient import Client, Timeout
 from rpcclient import exceptions as E
 
-from .conftest import RawServer, http_response, keepalive_answering, read_request, silent
+from .conftest import (
+    RawServer,
+    free_port,
+    http_response,
+    keepalive_answering,
+    read_request,
+    silent,
+)
 
 TRANSPORTS = ["gevent", "requests", "urllib3"]
 
@@ -135,16 +142,8 @@ def test_non_msgpack_502(raw_server: Any, transport: str) -> None:
         assert err.status == 502 and "502 Bad Gateway" in err.snippet
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
-
-
 def test_connection_refused(transport: str) -> None:
-    with make(f"http://127.0.0.1:{_free_port()}", transport) as client:
+    with make(f"http://127.0.0.1:{free_port()}", transport) as client:
         err = raises_ours(E.ConnectError, client.call, "a.b", 1)
         assert not isinstance(err, E.ConnectTimeout)
         assert err.may_have_reached_server is False

@@ -24,8 +24,16 @@ import pytest
 from rpcclient import Client, Retry, Timeout
 from rpcclient import exceptions as E
 
-from .conftest import FdWatch, RawServer, http_response, keepalive_answering, open_fds, read_request
-from .test_conformance import TRANSPORTS, _free_port, full_listener, raises_ours
+from .conftest import (
+    FdWatch,
+    RawServer,
+    free_port,
+    http_response,
+    keepalive_answering,
+    open_fds,
+    read_request,
+)
+from .test_conformance import TRANSPORTS, full_listener, raises_ours
 
 __all__ = ["full_listener"]  # a fixture shared with test_conformance
 
@@ -272,7 +280,7 @@ def test_ten_thousand_failed_calls_leave_no_fd_and_no_resource_warning(
                 return
 
     srv: RawServer = raw_server(handler)
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     client = Client({"ok": srv.url, "dead": dead}, transport=transport, retry=Retry(attempts=1))
     client.call_many([])  # warm imports
     gc.collect()
@@ -348,7 +356,7 @@ def test_header_bomb_is_refused(raw_server: Any, transport: str) -> None:
 
 
 def test_retry_storm_against_dead_service_is_budgeted(transport: str) -> None:
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     policy = Retry(attempts=4, backoff=0, budget_ratio=0.1, budget_min_per_second=1)
     with Client(dead, transport=transport, retry=policy) as client:
         attempts = 0

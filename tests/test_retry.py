@@ -22,8 +22,7 @@ from rpcclient._balance import EndpointGroup
 from rpcclient._models import Endpoint
 from rpcclient._retry import RetryBudget, parse_retry_after
 
-from .conftest import RawServer, http_response, keepalive_answering, read_request
-from .test_conformance import _free_port
+from .conftest import RawServer, free_port, http_response, keepalive_answering, read_request
 
 
 def ok(value: Any) -> bytes:
@@ -87,7 +86,7 @@ def test_attempts_are_capped_and_reported(raw_server: Any) -> None:
 
 def test_never_reached_is_retried_on_another_host(raw_server: Any) -> None:
     srv: RawServer = raw_server(keepalive_answering(lambda h, b: ok("alive")))
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     with Client({"svc": [dead, srv.url]}, retry=Retry(attempts=2, backoff=0)) as client:
         for _ in range(20):
             assert client.call("svc.m") == "alive"  # non-idempotent, yet safe to retry
@@ -98,7 +97,7 @@ def test_never_reached_is_retried_on_another_host(raw_server: Any) -> None:
 
 def test_dead_host_is_ejected_then_probed(raw_server: Any) -> None:
     srv: RawServer = raw_server(keepalive_answering(lambda h, b: ok(1)))
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     client = Client(
         {"svc": [dead, srv.url]}, retry=Retry(attempts=2, backoff=0), eject_after=2, cooldown=0.2
     )
@@ -194,7 +193,7 @@ def test_no_attempt_starts_after_the_deadline(raw_server: Any) -> None:
 
 
 def test_retry_storm_against_a_dead_service_stays_within_budget() -> None:
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     policy = Retry(attempts=5, backoff=0, budget_ratio=0.1, budget_min_per_second=5)
     client = Client(dead, retry=policy)
     attempts = 0
