@@ -137,6 +137,34 @@ def test_codec_errors_are_ours() -> None:
         small.unpack(msgpack.packb("abcd"))
 
 
+def test_codec_limits_hold_on_either_side_of_the_short_path() -> None:
+    """Bodies up to the smallest limit skip passing the limits: the answers stay the same."""
+    c = Codec(max_str_len=40, max_map_len=5)
+    assert c._short_limit == 10  # a map of 5 entries needs 10 bytes or more
+    fits = msgpack.packb({1: "ab", 2: "c"})
+    assert len(fits) <= c._short_limit and c.unpack(fits) == {1: "ab", 2: "c"}
+    with pytest.raises(rpcclient.DecodeError, match="max_str_len"):
+        c.unpack(msgpack.packb("x" * 41))
+    with pytest.raises(rpcclient.DecodeError, match="max_map_len"):
+        c.unpack(msgpack.packb(dict.fromkeys(range(6), 0)))
+    assert Codec(raw=True).unpack(msgpack.packb("é")) == "é".encode()  # options still apply
+    with pytest.raises(rpcclient.DecodeError):
+        Codec().unpack(msgpack.packb(1) + b"\x01")  # trailing bytes, short path
+
+
+def test_client_uses_a_codec_subclass_own_methods(raw_server: Any) -> None:
+    class Tagged(Codec):
+        def pack(self, obj: Any, *, name: str | None = None) -> bytes:
+            return super().pack(["tag", obj], name=name)
+
+        def unpack(self, data: Any, *, name: str | None = None) -> Any:
+            return ("unpacked", super().unpack(data, name=name))
+
+    srv: RawServer = raw_server(keepalive_answering(lambda h, b: http_response(b)))
+    with Client(srv.url, codec=Tagged()) as client:
+        assert client.call("echo.echo", 1) == ("unpacked", ["tag", 1])
+
+
 def test_codec_is_pluggable_for_old_servers_and_ext_types() -> None:
     raw = Codec(raw=True, use_bin_type=False)
     assert raw.unpack(raw.pack("text")) == b"text"
