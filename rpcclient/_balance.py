@@ -88,7 +88,7 @@ class EndpointGroup:
         hosts = self.hosts
         if len(hosts) == 1:
             return hosts[0]
-        if not tried and not self._resting():
+        if not tried and (self._ejected_until == 0.0 or not self._resting()):
             live = hosts  # the common case: no list built, no membership tests
         else:
             now = monotonic()

@@ -349,11 +349,13 @@ class GeventTransport(Transport):
                     tls=conn.tls,
                     raw=conn.raw if self._raw else None,
                 )
+            plain = self._raw and not conn.tls  # readable is readable on the OS socket
             read_response(
                 conn.sock,
                 reader,
-                wait_first=handed is None and self._raw and not conn.tls,
+                wait_first=handed is None and plain,
                 tls=conn.tls,
+                raw=conn.raw if plain else None,
             )
             conn.requests += 1
             if reader.final and not reader.extra and reader.should_keep_alive():  # reusable()
@@ -434,8 +436,7 @@ class GeventTransport(Transport):
             return False
         if read_for is not None:
             self._watchdog.watch(conn, read_for)  # type: ignore[union-attr]
-        conn.sock._read_event.start(pool.first_waiter().switch, conn)
-        pool.hand_sent(conn)
+        conn.sock._read_event.start(pool.hand_sent(conn).switch, conn)
         return True
 
     def _abandon(self, conn: Connection) -> None:

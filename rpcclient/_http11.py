@@ -253,10 +253,6 @@ def _flush(sock: Any, parts: list[Any], tls: bool, first: bool) -> None:
 # -- the reader -------------------------------------------------------------
 
 
-class _ExtraData(Exception):
-    """Bytes past the end of the answer: a second message began."""
-
-
 class ResponseReader(HTTPResponseParser):
     """Collects one answer from geventhttpclient's C parser.
 
@@ -275,13 +271,15 @@ class ResponseReader(HTTPResponseParser):
     (:meth:`_join_tokens`) for the rest of it. Trailers, if any, land in the
     same lists after the head's tokens; they are never headers, only
     measured against the head limit after each read. With a Content-Length
-    within the limit, the body goes to ``bytearray.extend`` (llhttp never
-    hands over more than announced).
+    within the limit, the body pieces go to ``list.append`` (llhttp never
+    hands over more than announced, and each piece is a new ``bytearray``:
+    a body that came in one piece is that piece, never copied).
     """
 
     # the joining methods' state, set only once they take over (no cost per answer)
     _pairs: list[tuple[str, str]]
     _filled: int  # bytes in a preallocated body so far (_fill)
+    _size: int  # bytes of a body of unknown length so far (_checked_body)
     _expected: int  # its Content-Length
     _field: str
     _value: str | None
@@ -293,7 +291,11 @@ class ResponseReader(HTTPResponseParser):
         self.extra = False
         self.status = 0
         self.fields: list[tuple[str, str]] = []
-        self.body = bytearray()
+        self.body = bytearray()  # a preallocated body (_fill); else the pieces below
+        self._pieces: list[bytearray] = []
+        self._on_body = self._pieces.append  # type: ignore[method-assign,assignment]
+        self._swapped = False  # _on_body is another method for this answer
+        self._on_message_begin = int  # type: ignore[method-assign,assignment] # 0: go on
         self._head_request = head_request
         self._max_head = max_head
         self._max_body = max_body
@@ -319,14 +321,18 @@ class ResponseReader(HTTPResponseParser):
         self.final = False
         self.extra = False
         self.status = 0
-        self.body = bytearray()
         self._head_request = head_request
         self._fed = 0
-        self.preallocated = False
         self._tokens = -1
         self._names.clear()
         self._values.clear()
         self._reason.clear()
+        self._pieces.clear()
+        self._on_message_begin = int  # type: ignore[method-assign,assignment]
+        if self._swapped:
+            self._swapped = self.preallocated = False
+            self.body = bytearray()
+            self._on_body = self._pieces.append  # type: ignore[method-assign,assignment]
         if not self._fast:
             self._fast = True
             self._on_header_field = self._names.append  # type: ignore[method-assign,assignment]
@@ -338,22 +344,13 @@ class ResponseReader(HTTPResponseParser):
 
     # llhttp callbacks (the ones that stay Python)
     def _on_message_begin(self) -> None:
-        if self.final:
-            raise _ExtraData()
-        if self.status:  # the final answer after a 1xx interim one: start afresh
-            self._reason.clear()
-            self._names.clear()
-            self._values.clear()
-            self.fields = []
-            self._tokens = -1
-            self._pairs = []
-            self._field, self._value, self._head_size = "", None, 0
+        pass  # never called: __init__, reset() and _on_message_complete() set it
 
     def _on_headers_complete(self) -> bool:
         if self._fast:
             names = self._names
             self._tokens = len(names)
-            self.fields = list(zip(names, self._values, strict=False))
+            self.fields = list(zip(names, self._values))  # noqa: B905 - paired by llhttp
             if self._fed > self._max_head:  # a read that large: measure the head
                 self._check_tokens(0, "response head")
         else:
@@ -378,16 +375,17 @@ class ResponseReader(HTTPResponseParser):
                     # on every answer (bench/README.rst: page faults at 1 MiB)
                     self.body = bytearray(min(remaining, PREALLOCATE_MAX))
                     self._filled, self._expected = 0, remaining
-                    self.preallocated = True
+                    self.preallocated = self._swapped = True
                     self._on_body = self._fill  # type: ignore[method-assign]
-                else:
-                    self._on_body = self.body.extend  # type: ignore[method-assign,assignment]
+                # else: the pieces, by list.append (set once, in __init__)
             else:
+                self._size = 0
+                self._swapped = True
                 self._on_body = self._checked_body  # type: ignore[method-assign]
         return self._head_request
 
     def _on_body(self, data: bytearray) -> None:
-        self._checked_body(data)  # never called: _on_headers_complete sets _on_body
+        self._checked_body(data)  # never called: __init__ and _on_headers_complete set it
 
     def _fill(self, data: bytearray) -> None:
         # llhttp never hands over more than the Content-Length announced, and
@@ -398,25 +396,43 @@ class ResponseReader(HTTPResponseParser):
         self.body[start:end] = data
 
     def _checked_body(self, data: bytearray) -> None:
-        if len(self.body) + len(data) > self._max_body:
-            raise MessageTooLarge("response body", self._max_body, len(self.body) + len(data))
-        self.body += data
+        size = self._size + len(data)
+        if size > self._max_body:
+            raise MessageTooLarge("response body", self._max_body, size)
+        self._size = size
+        self._pieces.append(data)
 
     def _on_message_complete(self) -> None:
         if self.status >= 200:
             self.final = True
+            # a message after this one is bytes past the answer: a truthy
+            # result from the begin callback stops llhttp with an error, which
+            # feed_data() reads as ``extra`` (no Python frame per answer)
+            self._on_message_begin = object  # type: ignore[method-assign,assignment]
+        else:  # an interim 1xx answer: the final one starts afresh
+            self._reason.clear()
+            self._names.clear()
+            self._values.clear()
+            self.fields = []
+            self._tokens = -1
+            self._pairs = []
+            self._field, self._value, self._head_size = "", None, 0
 
     def feed_data(self, data: bytes) -> None:
         if not self._fast:
             try:
                 self.feed(data)
-            except _ExtraData:
-                self.extra = True
+            except HTTPParseError:
+                if not self.final:
+                    raise
+                self.extra = True  # a second message began (_on_message_complete)
             return
         self._fed += len(data)
         try:
             self.feed(data)
-        except _ExtraData:
+        except HTTPParseError:
+            if not self.final:
+                raise
             self.extra = True
         tokens = self._tokens
         if tokens < 0:
@@ -469,7 +485,13 @@ class ResponseReader(HTTPResponseParser):
         return self.final and not self.extra and self.should_keep_alive()
 
     def response(self) -> Response:
-        return Response(self.status, "".join(self._reason), Headers(self.fields), self.body)
+        body: bytes | bytearray
+        if self.preallocated:
+            body = self.body
+        else:
+            pieces = self._pieces
+            body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return Response(self.status, "".join(self._reason), Headers(self.fields), body)
 
 
 def read_response(
@@ -479,6 +501,7 @@ def read_response(
     *,
     wait_first: bool = False,
     tls: bool = False,
+    raw: Any = None,
 ) -> None:
     """Read until ``reader`` has a final answer.
 
@@ -489,6 +512,9 @@ def read_response(
     socket is readable before the first ``recv``. Right after a request the
     answer is almost never there yet, and gevent's ``recv`` would first fail
     with EAGAIN (a wasted syscall and exception) and then wait the same way.
+    ``raw``: the OS-level socket under a plain gevent socket that is readable
+    now (after ``wait_first``, or when the hub woke us for the answer): the
+    first ``recv`` goes there, without gevent's Python ``recv`` around it.
 
     Raises ``EOFError("closed")`` when the peer closed before any byte of the
     answer, ``EOFError("truncated")`` when it closed in the middle.
@@ -499,7 +525,14 @@ def read_response(
     if wait_first:
         sock._wait(sock._read_event)  # gevent's own wait, as in its recv()
     while True:
-        data = recv(bufsize)
+        if raw is None:
+            data = recv(bufsize)
+        else:
+            try:
+                data = raw.recv(bufsize)
+            except BlockingIOError:
+                data = recv(bufsize)  # woken for nothing: gevent's recv waits again
+            raw = None
         if not data:
             if got_any:
                 # an answer framed by the close ends here; anything else is truncated
@@ -513,8 +546,10 @@ def read_response(
             reader._fed = len(data)
             try:
                 reader.feed(data)
-            except _ExtraData:
-                reader.extra = True
+            except HTTPParseError:
+                if not reader.final:
+                    raise
+                reader.extra = True  # a second message began (_on_message_complete)
             if reader._tokens < 0:
                 reader._join_tokens()  # the head goes on in the next read
             elif len(reader._names) > reader._tokens:

@@ -204,7 +204,8 @@ class Pool:
         gives back (:meth:`hand_sent`); the wait then ends when the answer is
         readable, and the return value is that :class:`Connection`, not True.
         """
-        if self.try_acquire():
+        if self._free > 0 and not self._waiters:  # try_acquire() inlined
+            self._free -= 1
             return True
         if timeout is not None and timeout <= 0:
             return False
@@ -277,21 +278,18 @@ class Pool:
         waiters = self._waiters
         return waiters[0][3] if waiters else None  # type: ignore[no-any-return]
 
-    def hand_sent(self, conn: Connection) -> None:
+    def hand_sent(self, conn: Connection) -> Any:
         """Give the slot and ``conn`` to the oldest waiter, its job already sent on it.
 
-        The caller wrote the job's request on ``conn`` and arranged for the
-        waiter's ``switch`` (:meth:`first_waiter`) to run when the answer is
-        readable; the waiter is not woken here.
+        Returns that waiter's gevent ``Waiter``: the caller, who wrote the
+        job's request on ``conn``, arranges for its ``switch`` to run when the
+        answer is readable; the waiter is not woken here.
         """
         entry = self._waiters.popleft()
         entry[2] = _SENT
         entry[4] = conn
         self.handovers += 1
-
-    def first_waiter(self) -> Any:
-        """The oldest waiter's gevent ``Waiter``."""
-        return self._waiters[0][0]
+        return entry[0]
 
     def release(self) -> None:
         if self._waiters:

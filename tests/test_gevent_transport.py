@@ -463,8 +463,18 @@ def test_a_large_answer_in_pieces_is_read_whole(raw_server: Any) -> None:
     assert srv.connections == 1
 
 
-@pytest.mark.parametrize("size", [100, PREALLOCATE_ABOVE * 2])
-def test_bytes_past_the_answer_end_the_connection(raw_server: Any, size: int) -> None:
+@pytest.mark.parametrize(
+    ("size", "one_read", "stray"),
+    [
+        (100, False, b"HTTP/1.1 200 OK\r\n"),
+        (100, True, b"HTTP/1.1 200 OK\r\n"),  # the first read, inlined in read_response
+        (100, True, b"\x00not http"),
+        (PREALLOCATE_ABOVE * 2, False, b"HTTP/1.1 200 OK\r\n"),
+    ],
+)
+def test_bytes_past_the_answer_end_the_connection(
+    raw_server: Any, size: int, one_read: bool, stray: bytes
+) -> None:
     """More than the Content-Length announced: the answer counts, the connection goes."""
 
     def overlong(sock: Any, server: RawServer) -> None:
@@ -472,9 +482,12 @@ def test_bytes_past_the_answer_end_the_connection(raw_server: Any, size: int) ->
         while (req := read_request(sock, buf)) is not None:
             server.requests.append(req)
             answer = echo_answer(*req)
+            if one_read:
+                sock.sendall(answer + stray)
+                continue
             sock.sendall(answer[:-10])
             gevent.sleep(0.01)  # the tail and the stray bytes arrive together
-            sock.sendall(answer[-10:] + b"HTTP/1.1 200 OK\r\n")
+            sock.sendall(answer[-10:] + stray)
 
     srv: RawServer = raw_server(overlong)
     blob = b"b" * size
