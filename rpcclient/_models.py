@@ -185,7 +185,6 @@ class Request:
     name: str
     fixed_headers: tuple[tuple[bytes, bytes], ...] = ()
     cache_key: object | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
