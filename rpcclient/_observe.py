@@ -76,6 +76,17 @@ class Counter:
         if error is not None:
             self.errors[error] = self.errors.get(error, 0) + 1
 
+    def merge(self, other: Counter) -> None:
+        """Add ``other``'s figures to these."""
+        self.calls += other.calls
+        self.retries += other.retries
+        self.total += other.total
+        self.bytes_sent += other.bytes_sent
+        self.bytes_received += other.bytes_received
+        self.hist = [a + b for a, b in zip(self.hist, other.hist, strict=True)]
+        for error, count in other.errors.items():
+            self.errors[error] = self.errors.get(error, 0) + count
+
     def percentile(self, q: float) -> float | None:
         """Latency (s) below which a share ``q`` of calls fell (bucket upper bound)."""
         n = sum(self.hist)
@@ -106,14 +117,30 @@ class Counter:
 
 
 class Stats:
-    """Per-method and per-host counters of one client (greenlet-safe: no switches)."""
+    """Per-method and per-host counters of one client (greenlet-safe: no switches).
 
-    __slots__ = ("enabled", "hosts", "methods")
+    A call made in one attempt counts the same for its method and its host, so
+    it is counted once, in the figures of its (method, host) pair (``pairs``);
+    everything else (calls retried, attempts that failed before a retry) goes
+    to ``methods`` and ``hosts`` apart. :meth:`snapshot` adds them up.
+    """
+
+    __slots__ = ("enabled", "hosts", "methods", "pairs")
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self.methods: dict[str, Counter] = {}
         self.hosts: dict[str, Counter] = {}
+        self.pairs: dict[str, dict[str, Counter]] = {}  # method -> host URL -> figures
+
+    def pair(self, name: str, url: str) -> Counter:
+        by_url = self.pairs.get(name)
+        if by_url is None:
+            by_url = self.pairs[name] = {}
+        counter = by_url.get(url)
+        if counter is None:
+            counter = by_url[url] = Counter()
+        return counter
 
     def method(self, name: str) -> Counter:
         counter = self.methods.get(name)
@@ -143,9 +170,10 @@ class Stats:
         Earlier (retried) attempts were counted on their hosts as they failed.
         ``url`` is None when the last attempt was counted already (or none
         began). A first attempt is timed from the call's start, so for most
-        calls both figures share one histogram bucket, computed once.
+        calls both figures share one histogram bucket, computed once, and
+        one counter (``pairs``).
         """
-        # Counter.add twice and _bucket inlined: this runs on every call
+        # Counter.add and _bucket inlined: this runs on every call
         us = elapsed * 1e6
         if us < 1.0:
             bucket = 0
@@ -154,6 +182,17 @@ class Stats:
             bucket = exponent * _BUCKETS_PER_OCTAVE + int((mantissa - 0.5) * _SUB)
             if bucket >= _NBUCKETS:
                 bucket = _NBUCKETS - 1
+        if url is not None and not retries and attempt_elapsed == elapsed:
+            by_url = self.pairs.get(name)
+            counter = (by_url.get(url) if by_url is not None else None) or self.pair(name, url)
+            counter.calls += 1
+            counter.total += elapsed
+            counter.hist[bucket] += 1
+            counter.bytes_sent += sent
+            counter.bytes_received += received
+            if error is not None:
+                counter.errors[error] = counter.errors.get(error, 0) + 1
+            return
         counter = self.methods.get(name) or self.method(name)
         counter.calls += 1
         counter.retries += retries
@@ -177,14 +216,27 @@ class Stats:
             counter.errors[error] = counter.errors.get(error, 0) + 1
 
     def snapshot(self) -> dict[str, Any]:
+        methods: dict[str, Counter] = {}
+        hosts: dict[str, Counter] = {}
+        for into, apart in ((methods, self.methods), (hosts, self.hosts)):
+            for key, counter in apart.items():
+                into[key] = Counter()
+                into[key].merge(counter)
+        for name, by_url in self.pairs.items():
+            for url, counter in by_url.items():
+                for into, key in ((methods, name), (hosts, url)):
+                    if key not in into:
+                        into[key] = Counter()
+                    into[key].merge(counter)
         return {
-            "methods": {k: v.snapshot() for k, v in self.methods.items()},
-            "hosts": {k: v.snapshot() for k, v in self.hosts.items()},
+            "methods": {k: v.snapshot() for k, v in methods.items()},
+            "hosts": {k: v.snapshot() for k, v in hosts.items()},
         }
 
     def reset(self) -> None:
         self.methods.clear()
         self.hosts.clear()
+        self.pairs.clear()
 
 
 def report(snapshot: dict[str, Any], *, top: int | None = None) -> str:

@@ -184,6 +184,32 @@ def test_stats_record_equals_two_adds() -> None:
     assert fused.snapshot() == plain.snapshot()
 
 
+def test_stats_pairs_add_up_to_the_same_figures() -> None:
+    """Calls counted once per (method, host) pair sum up as if counted twice."""
+    fused, plain = Stats(), Stats()
+    rng = random.Random(7)
+    for _ in range(3000):
+        name, url = rng.choice(["s.a", "s.b"]), rng.choice(["http://h1", "http://h2", None])
+        elapsed = rng.random() * rng.choice([1e-5, 1e-2, 1.0])
+        retried = rng.random() < 0.2
+        attempt = elapsed * rng.random() if retried else elapsed
+        error = rng.choice([None, None, "ReadTimeout"])
+        fused.record(name, url, elapsed, attempt, error, 3, 4, int(retried))
+        plain.method(name).add(elapsed, error, 3, 4)
+        plain.method(name).retries += int(retried)
+        if url is not None:
+            plain.host(url).add(attempt, error, 3, 4)
+    assert fused.pairs and fused.methods and fused.hosts  # both paths were taken
+    got, want = fused.snapshot(), plain.snapshot()
+    assert got.keys() == want.keys()
+    for part in got:
+        assert got[part].keys() == want[part].keys()
+        for key, figures in got[part].items():
+            for field, value in figures.items():
+                expected = want[part][key][field]
+                assert value == (pytest.approx(expected) if isinstance(value, float) else expected)
+
+
 def test_two_host_pick_balances_and_prefers_fewer_outstanding() -> None:
     eps = [Endpoint.parse(f"http://h{i}") for i in range(2)]
     group = EndpointGroup(eps, RetryBudget(0.1, 1), rng=random.Random(11))
