@@ -170,10 +170,10 @@ class Stats:
         Earlier (retried) attempts were counted on their hosts as they failed.
         ``url`` is None when the last attempt was counted already (or none
         began). A first attempt is timed from the call's start, so for most
-        calls both figures share one histogram bucket, computed once, and
-        one counter (``pairs``).
+        calls both figures are the same: one histogram bucket, computed once,
+        and one counter (``pairs``).
         """
-        # Counter.add and _bucket inlined: this runs on every call
+        # Counter.add and _bucket inlined for the common case: it runs on every call
         us = elapsed * 1e6
         if us < 1.0:
             bucket = 0
@@ -193,27 +193,12 @@ class Stats:
             if error is not None:
                 counter.errors[error] = counter.errors.get(error, 0) + 1
             return
-        counter = self.methods.get(name) or self.method(name)
-        counter.calls += 1
+        # retried, failed (its attempt counted already) or never begun: rarer
+        counter = self.method(name)
+        counter.add(elapsed, error, sent, received)
         counter.retries += retries
-        counter.total += elapsed
-        counter.hist[bucket] += 1
-        counter.bytes_sent += sent
-        counter.bytes_received += received
-        if error is not None:
-            counter.errors[error] = counter.errors.get(error, 0) + 1
-        if url is None:
-            return
-        if attempt_elapsed != elapsed:
-            bucket = _bucket(attempt_elapsed)
-        counter = self.hosts.get(url) or self.host(url)
-        counter.calls += 1
-        counter.total += attempt_elapsed
-        counter.hist[bucket] += 1
-        counter.bytes_sent += sent
-        counter.bytes_received += received
-        if error is not None:
-            counter.errors[error] = counter.errors.get(error, 0) + 1
+        if url is not None:
+            self.host(url).add(attempt_elapsed, error, sent, received)
 
     def snapshot(self) -> dict[str, Any]:
         methods: dict[str, Counter] = {}

@@ -108,14 +108,7 @@ class Deadline:
         return left if bound is None or left < bound else bound
 
     def pool_for(self) -> float | None:
-        # _cut() inlined: this runs on every call that waits for a connection
-        bound = self.timeout.pool
-        if self.expires is None:
-            return bound
-        left = self.expires - monotonic()
-        if left <= 0.0:
-            return 0.0
-        return left if bound is None or left < bound else bound
+        return self._cut(self.timeout.pool)
 
     def connect_for(self) -> float | None:
         return self._cut(self.timeout.connect)
