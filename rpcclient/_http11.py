@@ -31,7 +31,7 @@ head and body separately; the common one-segment answer costs no syscall.
 from __future__ import annotations
 
 import socket as _stdsocket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from geventhttpclient._parser import HTTPParseError, HTTPResponseParser
@@ -276,6 +276,10 @@ class ResponseReader(HTTPResponseParser):
     a body that came in one piece is that piece, never copied).
     """
 
+    # llhttp callbacks that are always instance attributes (C callables or bound
+    # methods, swapped per answer); the header ones fall back to the methods below
+    _on_message_begin: Callable[[], object]
+    _on_body: Callable[[bytearray], object]
     # the joining methods' state, set only once they take over (no cost per answer)
     _pairs: list[tuple[str, str]]
     _filled: int  # bytes in a preallocated body so far (_fill)
@@ -293,9 +297,9 @@ class ResponseReader(HTTPResponseParser):
         self.fields: list[tuple[str, str]] = []
         self.body = bytearray()  # a preallocated body (_fill); else the pieces below
         self._pieces: list[bytearray] = []
-        self._on_body = self._pieces.append  # type: ignore[method-assign,assignment]
+        self._on_body = self._pieces.append
         self._swapped = False  # _on_body is another method for this answer
-        self._on_message_begin = int  # type: ignore[method-assign,assignment] # 0: go on
+        self._on_message_begin = int  # returns 0: go on (see _on_message_complete)
         self._head_request = head_request
         self._max_head = max_head
         self._max_body = max_body
@@ -328,24 +332,17 @@ class ResponseReader(HTTPResponseParser):
         self._values.clear()
         self._reason.clear()
         self._pieces.clear()
-        self._on_message_begin = int  # type: ignore[method-assign,assignment]
+        self._on_message_begin = int
         if self._swapped:
             self._swapped = self.preallocated = False
             self.body = bytearray()
-            self._on_body = self._pieces.append  # type: ignore[method-assign,assignment]
+            self._on_body = self._pieces.append
         if not self._fast:
             self._fast = True
             self._on_header_field = self._names.append  # type: ignore[method-assign,assignment]
             self._on_header_value = self._values.append  # type: ignore[method-assign,assignment]
 
-    @property
-    def reason(self) -> str:
-        return "".join(self._reason)
-
     # llhttp callbacks (the ones that stay Python)
-    def _on_message_begin(self) -> None:
-        pass  # never called: __init__, reset() and _on_message_complete() set it
-
     def _on_headers_complete(self) -> bool:
         if self._fast:
             names = self._names
@@ -376,16 +373,13 @@ class ResponseReader(HTTPResponseParser):
                     self.body = bytearray(min(remaining, PREALLOCATE_MAX))
                     self._filled, self._expected = 0, remaining
                     self.preallocated = self._swapped = True
-                    self._on_body = self._fill  # type: ignore[method-assign]
+                    self._on_body = self._fill
                 # else: the pieces, by list.append (set once, in __init__)
             else:
                 self._size = 0
                 self._swapped = True
-                self._on_body = self._checked_body  # type: ignore[method-assign]
+                self._on_body = self._checked_body
         return self._head_request
-
-    def _on_body(self, data: bytearray) -> None:
-        self._checked_body(data)  # never called: __init__ and _on_headers_complete set it
 
     def _fill(self, data: bytearray) -> None:
         # llhttp never hands over more than the Content-Length announced, and
@@ -408,7 +402,7 @@ class ResponseReader(HTTPResponseParser):
             # a message after this one is bytes past the answer: a truthy
             # result from the begin callback stops llhttp with an error, which
             # feed_data() reads as ``extra`` (no Python frame per answer)
-            self._on_message_begin = object  # type: ignore[method-assign,assignment]
+            self._on_message_begin = object
         else:  # an interim 1xx answer: the final one starts afresh
             self._reason.clear()
             self._names.clear()
@@ -419,21 +413,17 @@ class ResponseReader(HTTPResponseParser):
             self._field, self._value, self._head_size = "", None, 0
 
     def feed_data(self, data: bytes) -> None:
-        if not self._fast:
-            try:
-                self.feed(data)
-            except HTTPParseError:
-                if not self.final:
-                    raise
-                self.extra = True  # a second message began (_on_message_complete)
-            return
-        self._fed += len(data)
+        fast = self._fast  # only the token check below can end it
+        if fast:
+            self._fed += len(data)
         try:
             self.feed(data)
         except HTTPParseError:
             if not self.final:
                 raise
-            self.extra = True
+            self.extra = True  # a second message began (_on_message_complete)
+        if not fast:
+            return
         tokens = self._tokens
         if tokens < 0:
             self._join_tokens()  # the head goes on in the next read
