@@ -89,7 +89,8 @@ class Codec:
         short_kw = {
             k: v
             for k, v in unpack_kw.items()
-            if not k.startswith("max_") and _UNPACKB_DEFAULTS.get(k, _NO) != v
+            if not k.startswith("max_")
+            and (k not in _UNPACKB_DEFAULTS or _UNPACKB_DEFAULTS[k] != v)
         }
         object.__setattr__(self, "_short_unpack", functools.partial(msgpack.unpackb, **short_kw))
         limit = min(
@@ -138,7 +139,6 @@ class Codec:
         )
 
 
-_NO = object()
 #: msgpack.unpackb's defaults for the options Codec passes besides the limits
 _UNPACKB_DEFAULTS: dict[str, Any] = {"raw": False, "strict_map_key": True, "timestamp": 0}
 

@@ -14,10 +14,10 @@ Rules:
   ``idle_timeout`` is closed, never reused: the idle timeout defaults below
   common servers' keep-alive timeouts, so the race with a server closing an
   idle connection is rare;
-- a reused connection gets a cheap stale check first (one non-blocking
-  ``MSG_PEEK`` ``recv``): an idle keep-alive socket has nothing to read, so
-  EOF, a reset or stray bytes mean it is dead, and it is dropped before
-  anything was written on it;
+- a reused connection gets a cheap stale check first (on Linux one
+  ``getsockopt(TCP_INFO)``: any TCP state but ESTABLISHED; elsewhere one
+  non-blocking ``MSG_PEEK`` ``recv``, since an idle keep-alive socket has
+  nothing to read): a dead one is dropped before anything was written on it;
 - LIFO reuse keeps the working set small, so surplus connections age out;
 - a waiter may offer its request (a :class:`Job`): the greenlet that frees
   a connection then sends it there and the waiter wakes once, by its answer
