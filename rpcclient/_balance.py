@@ -176,9 +176,12 @@ class ResolvingGroup(EndpointGroup):
         *,
         refresh: float = 30.0,
         resolver: Callable[[str, int], Sequence[str]] = resolve_addresses,
-        **kw: Any,
+        eject_after: int = 5,
+        cooldown: float = 10.0,
+        rng: random.Random | None = None,
     ) -> None:
-        super().__init__(endpoints, budget, **kw)
+        # spelled out, not **kw: compiled code passes keywords by position
+        super().__init__(endpoints, budget, eject_after=eject_after, cooldown=cooldown, rng=rng)
         self._named = list(endpoints)
         self._refresh = refresh
         self._resolver = resolver

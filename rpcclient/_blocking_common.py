@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import abc
 import http.client
-import os
 import socket
 import ssl
 import weakref
@@ -89,6 +88,7 @@ from urllib3.response import BaseHTTPResponse
 from urllib3.util.connection import allowed_gai_family
 from urllib3.util.response import assert_header_parsing
 
+from ._fork import on_fork_in_child
 from ._gevent_transport import TLSConfig
 from ._models import Body, Headers, Request, Response
 from ._pool import Pool
@@ -684,32 +684,6 @@ def read_answer(
     )
 
 
-# -- fork -----------------------------------------------------------------------------
-
-
-class _ForkAware(Protocol):
-    def _reset_after_fork(self) -> None: ...
-
-
-_live: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def track_for_fork(transport: _ForkAware) -> None:
-    """Reset ``transport``'s pools in a forked child (as the gevent transport does)."""
-    _live.add(transport)
-
-
-def _after_fork_in_child() -> None:
-    for transport in list(_live):
-        transport._reset_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-__all__ += ["MalformedHead", "track_for_fork"]
-
-
 # -- the shared transport ---------------------------------------------------------------
 
 
@@ -747,7 +721,8 @@ class BlockingTransport(Transport):
         self._slots = EndpointSlots(pool_size)
         self._pools = PoolFamily(idle_timeout, max_connection_age)
         self._engine = self._new_engine()
-        track_for_fork(self)
+        # an interpreted class: the hook may hold the transport (the cycle is collected)
+        self._fork_hook = on_fork_in_child(self._reset_after_fork)
 
     @abc.abstractmethod
     def _new_engine(self) -> Any:

@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import os
 import socket as _stdsocket
 import ssl
-import weakref
 from collections.abc import Callable
+from functools import partial
 from time import monotonic
 from typing import Any
 
@@ -38,6 +37,7 @@ import gevent.event
 import gevent.socket
 import gevent.ssl
 
+from ._fork import on_fork_in_child
 from ._http11 import (
     COALESCE_LIMIT,
     HeadCache,
@@ -71,17 +71,6 @@ MIB = 1024 * 1024
 #: requests up to this size may be sent for a waiting call by the releaser: the
 #: size joined to its head anyway, which a drained connection takes in one send
 HANDOVER_LIMIT = COALESCE_LIMIT
-_live_transports: weakref.WeakSet[GeventTransport] = weakref.WeakSet()
-
-
-def _reset_after_fork() -> None:
-    for transport in list(_live_transports):
-        transport._forget_pools()
-
-
-if hasattr(os, "register_at_fork"):
-    # no per-call getpid(): the child drops every pool it inherited
-    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class Watchdog:
@@ -268,7 +257,8 @@ class GeventTransport(Transport):
             raise ValueError(f"deadline_mode must be 'watchdog' or 'timer', not {deadline_mode!r}")
         self.deadline_mode = deadline_mode
         self._watchdog = Watchdog(watchdog_tick) if deadline_mode == "watchdog" else None
-        _live_transports.add(self)
+        # the hook holds the pools, not the transport (see _fork)
+        self._fork_hook = on_fork_in_child(partial(_drop_pools, self._pools, self._watchdog))
 
     # -- the seam -----------------------------------------------------------
     def send(self, request: Request, deadline: Deadline) -> Response:
@@ -459,8 +449,9 @@ class GeventTransport(Transport):
     def close(self) -> None:
         """Close idle connections now, busy ones when their call ends."""
         self._closed = True
-        pools, self._pools = self._pools, {}
-        for pool in pools.values():
+        pools = list(self._pools.values())
+        self._pools.clear()  # the same dict: the fork hook holds it
+        for pool in pools:
             pool.close()
         if self._watchdog is not None:
             self._watchdog.stop_if_idle()
@@ -472,15 +463,6 @@ class GeventTransport(Transport):
         pool = Pool(self.pool_size, idle_timeout=self.idle_timeout, max_age=self.max_connection_age)
         self._pools[endpoint.key] = pool
         return pool
-
-    def _forget_pools(self) -> None:
-        # In a forked child: never touch the parent's sockets (no FIN, no
-        # shutdown), just close our copies of the descriptors and start anew.
-        pools, self._pools = self._pools, {}
-        for pool in pools.values():
-            pool.close()
-        if self._watchdog is not None:
-            self._watchdog.reset()
 
     def _connect(self, endpoint: Endpoint, deadline: Deadline, name: str) -> Connection:
         """A new connection within the connect bound; ConnectError/ConnectTimeout."""
@@ -558,6 +540,18 @@ class GeventTransport(Transport):
         return f"<GeventTransport{' closed' if self._closed else ''} pools=[{pools}]>"
 
 
+def _drop_pools(pools: dict[tuple[str, str, int], Pool], watchdog: Watchdog | None) -> None:
+    """In a forked child: forget the parent's pools and exchanges (see _fork)."""
+    # close() on each pool only closes our copies of the descriptors:
+    # never a FIN or shutdown that would end the parent's exchanges
+    dropped = list(pools.values())
+    pools.clear()
+    for pool in dropped:
+        pool.close()
+    if watchdog is not None:
+        watchdog.reset()
+
+
 def _wrap_tls(context: ssl.SSLContext, sock: Any, host: str) -> Any:
     """Wrap ``sock`` for TLS so that it stays cooperative where it can.
 
@@ -574,7 +568,14 @@ def _wrap_tls(context: ssl.SSLContext, sock: Any, host: str) -> Any:
 
 
 def _map_exchange_error(exc: Exception, request: Request) -> TransportError:
-    """The one place where a foreign error of an exchange becomes ours."""
+    """The one place where a foreign error of an exchange becomes ours, caused by it."""
+    error = _translate_exchange_error(exc, request)
+    # ``raise ... from exc`` spelled out: compiled (mypyc) code drops ``from``
+    error.__cause__ = exc
+    return error
+
+
+def _translate_exchange_error(exc: Exception, request: Request) -> TransportError:
     kw: dict[str, Any] = {"name": request.name, "endpoint": request.endpoint.url}
     if isinstance(exc, NothingWritten):
         return ConnectionLost(

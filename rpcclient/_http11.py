@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from geventhttpclient._parser import HTTPParseError, HTTPResponseParser
+from mypy_extensions import mypyc_attr
 
 from ._models import Body, Headers, Request, Response
 
@@ -67,6 +68,7 @@ class NothingWritten(Exception):
     def __init__(self, error: OSError) -> None:
         super().__init__(str(error))
         self.error = error
+        self.__cause__ = error  # as ``raise ... from error``, which compiled code drops
 
 
 class MessageTooLarge(Exception):
@@ -103,11 +105,12 @@ class HeadCache:
             prefix = _prefix(request)
         else:
             full_key = (key, request.endpoint.key, request.method, request.target)
-            prefix = self._heads.get(full_key)  # type: ignore[assignment]
-            if prefix is None:
+            cached = self._heads.get(full_key)
+            if cached is None:
                 if len(self._heads) >= self.maxsize:
                     self._heads.clear()
-                prefix = self._heads[full_key] = _prefix(request)
+                cached = self._heads[full_key] = _prefix(request)
+            prefix = cached
         body = request.body
         if type(body) is bytes:  # build_head() and body_length() inlined for the common case
             parts = [prefix]
@@ -253,6 +256,7 @@ def _flush(sock: Any, parts: list[Any], tls: bool, first: bool) -> None:
 # -- the reader -------------------------------------------------------------
 
 
+@mypyc_attr(native_class=False)
 class ResponseReader(HTTPResponseParser):
     """Collects one answer from geventhttpclient's C parser.
 

@@ -20,7 +20,7 @@ from rpcclient._gevent_transport import Watchdog
 from rpcclient._http11 import MessageTooLarge, ResponseReader
 from rpcclient._models import Endpoint
 from rpcclient._observe import Stats
-from rpcclient._pool import Pool
+from rpcclient._pool import Connection, Pool
 from rpcclient._retry import RetryBudget
 
 ANSWERS = [
@@ -145,27 +145,28 @@ def test_swept_pool_stays_first_come_first_served() -> None:
     assert order == ["a", "b", "c", "me"]
 
 
-class _Conn:
-    def __init__(self) -> None:
-        self.expires = 0.0
-        self.fired = False
-        self.closed = False
+class _Sock:
+    closed = False
 
     def close(self) -> None:
         self.closed = True
 
 
+def _conn() -> Connection:
+    return Connection(_Sock(), tls=False)
+
+
 def test_watchdog_wakes_for_an_earlier_expiry_and_ends_when_idle() -> None:
     dog = Watchdog(0.005)
-    late, early = _Conn(), _Conn()
-    dog.watch(late, 30.0)  # type: ignore[arg-type]
+    late, early = _conn(), _conn()
+    dog.watch(late, 30.0)
     gevent.sleep(0.01)  # the greenlet now sleeps until +30 s
-    dog.watch(early, 0.05)  # type: ignore[arg-type]
+    dog.watch(early, 0.05)
     gevent.sleep(0.2)
-    assert early.closed and early.fired and not late.closed
-    assert dog.unwatch(early) is True  # type: ignore[arg-type]
-    assert dog.unwatch(late) is False  # type: ignore[arg-type]
-    dog.watch(_Conn(), 0.01)  # type: ignore[arg-type]  # wakes it, then nothing is left
+    assert early.sock.closed and early.fired and not late.sock.closed
+    assert dog.unwatch(early) is True
+    assert dog.unwatch(late) is False
+    dog.watch(_conn(), 0.01)  # wakes it, then nothing is left
     gevent.sleep(0.1)
     assert dog._greenlet is None
 
