@@ -5,6 +5,9 @@ private. Errors live in :mod:`rpcclient.exceptions` (also re-exported here),
 the bundled server in :mod:`rpcclient.server`.
 """
 
+from importlib.machinery import EXTENSION_SUFFIXES as _EXTENSION_SUFFIXES
+
+from . import _client
 from ._client import Client, ServiceProxy, register_transport
 from ._codec import DEFAULT_CODEC, Codec
 from ._gevent_transport import GeventTransport, TLSConfig
@@ -38,7 +41,12 @@ from .exceptions import (
     TransportError,
 )
 
+#: True when the hot path runs compiled (the mypyc build of setup.py), False
+#: for the interpreted package (``RPCCLIENT_PURE_PYTHON=1``, or no C compiler)
+COMPILED: bool = str(getattr(_client.__spec__, "origin", "")).endswith(tuple(_EXTENSION_SUFFIXES))
+
 __all__ = [
+    "COMPILED",
     "CallEvent",
     "Client",
     "ClientClosed",

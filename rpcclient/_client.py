@@ -19,6 +19,7 @@ from time import monotonic, perf_counter
 from typing import Any
 
 import gevent
+from mypy_extensions import mypyc_attr
 
 from ._balance import EndpointGroup, Host, ResolvingGroup, resolve_addresses
 from ._codec import DEFAULT_CODEC, Codec
@@ -91,6 +92,7 @@ def _build_transport(transport: str | Transport | None, options: dict[str, Any])
     return factory(**options)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # users subclass it
 class Client:
     """A msgpack RPC client over pooled keep-alive HTTP/1.1.
 

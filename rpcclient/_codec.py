@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+from mypy_extensions import mypyc_attr
 
 from .exceptions import DecodeError, InvalidRequest
 
@@ -31,6 +32,7 @@ __all__ = ["Codec", "DEFAULT_CODEC"]
 MIB = 1024 * 1024
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # users subclass it
 @dataclass(frozen=True)
 class Codec:
     """How call arguments are packed and results unpacked.

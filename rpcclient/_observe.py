@@ -28,6 +28,8 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 __all__ = ["CallEvent", "Hook", "Stats", "report"]
 
 log = logging.getLogger("rpcclient")
@@ -304,6 +306,7 @@ class CallEvent:
         return self.name.partition(".")[2]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # users subclass it
 class Hook:
     """Base of call hooks: override any of the four methods (no-ops here)."""
 

@@ -1,0 +1,76 @@
+"""The compiled build and the pure-Python fallback (setup.py).
+
+CI installs the compiled build wherever a C compiler is present; the
+interpreted package must behave the same, so the suites of the gevent path
+run once more against a copy of the sources without the extensions.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+import rpcclient
+
+PACKAGE = Path(rpcclient.__file__).parent
+TESTS = Path(__file__).parent
+#: the suites that run again on the interpreted package (what the compiled modules serve)
+PURE_SUITES = (
+    "test_build.py::test_the_build_is_the_one_expected",
+    "test_conformance.py",
+    "test_gevent_transport.py",
+    "test_faults.py",
+    "test_retry.py",
+    "test_dns_spread.py",
+    "test_observe.py",
+    "test_perf_guards.py",
+    "test_units.py",
+)
+
+
+def _has_compiler() -> bool:
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    return shutil.which(cc) is not None
+
+
+def test_the_build_is_the_one_expected() -> None:
+    expect = os.environ.get("RPCCLIENT_EXPECT_BUILD")
+    if expect is None:  # an install from this checkout: compiled where it can be
+        pure = os.environ.get("RPCCLIENT_PURE_PYTHON", "") not in ("", "0")
+        expect = "compiled" if _has_compiler() and not pure else "pure"
+    assert rpcclient.COMPILED is (expect == "compiled"), (expect, rpcclient._client.__spec__)
+    for name in ("_client", "_pool", "_http11", "_gevent_transport"):
+        origin = str(getattr(sys.modules[f"rpcclient.{name}"].__spec__, "origin", ""))
+        assert origin.endswith(".py") is (expect == "pure"), origin
+
+
+@pytest.mark.timeout(600)
+def test_the_interpreted_package_passes_the_gevent_suites(tmp_path: Path) -> None:
+    if not rpcclient.COMPILED:
+        pytest.skip("this run is the interpreted package already")
+    # the sources only: without the extensions Python imports the .py files
+    shutil.copytree(PACKAGE, tmp_path / "rpcclient", ignore=shutil.ignore_patterns("*.so", "*.pyd"))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), RPCCLIENT_EXPECT_BUILD="pure")
+    run = subprocess.run(
+        [
+            sys.executable, "-m", "gevent.monkey", "--module", "pytest",
+            "-q", "-p", "no:cacheprovider", "--import-mode=append",
+            "--rootdir", str(TESTS.parent),
+            *(str(TESTS / suite) for suite in PURE_SUITES),
+        ],
+        check=False,
+        cwd=tmp_path,  # not the checkout: its rpcclient/ holds the extensions
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=580,
+    )  # fmt: skip
+    tail = (run.stdout + run.stderr)[-3000:]
+    assert run.returncode == 0, tail
+    assert " passed" in run.stdout and " failed" not in run.stdout, tail
