@@ -205,11 +205,19 @@ def fake_client(options: dict[str, Any]) -> Any:
     """A production-default client whose connections are FakeSocks (no I/O at all)."""
     import fixed_server
 
+    from rpcclient._models import Endpoint
     from rpcclient._pool import Connection
 
-    client = build_client(["http://127.0.0.1:1", "http://127.0.0.1:2"], 10, options)
+    urls = ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+    client = build_client(urls, 10, options)
     answer = fixed_server.build_response()
-    client.transport._connect = lambda *_a: Connection(FakeSock(answer), tls=False)
+    # every pool starts full of fake connections, so none is ever connected
+    # (the compiled transport cannot have _connect replaced on the instance)
+    transport = client.transport
+    for url in urls[: options.get("endpoints", len(urls))]:
+        pool = transport._new_pool(Endpoint.parse(url), "echo.echo")
+        for _ in range(pool.size):
+            pool.checkin(Connection(FakeSock(answer), tls=False))
     return client
 
 

@@ -256,34 +256,58 @@ def _flush(sock: Any, parts: list[Any], tls: bool, first: bool) -> None:
 # -- the reader -------------------------------------------------------------
 
 
-@mypyc_attr(native_class=False)
-class ResponseReader(HTTPResponseParser):
+@mypyc_attr(native_class=False)  # a native class would overwrite its C base's layout
+class _Parser(HTTPResponseParser):
+    """geventhttpclient's C parser; its callbacks are slots the reader fills.
+
+    The C code looks each callback up by name on this object, twice per
+    token (``hasattr``, then ``getattr``, with a new string each time). As
+    slots they are found in the first class dictionary searched; as instance
+    attributes every lookup searched the whole MRO before the instance dict.
+    """
+
+    __slots__ = (
+        "_on_body",
+        "_on_header_field",
+        "_on_header_value",
+        "_on_headers_complete",
+        "_on_message_begin",
+        "_on_message_complete",
+        "_on_status",
+    )
+    _on_body: Callable[[bytearray], object]
+    _on_header_field: Callable[[str], object]
+    _on_header_value: Callable[[str], object]
+    _on_headers_complete: Callable[[], bool]
+    _on_message_begin: Callable[[], object]
+    _on_message_complete: Callable[[], None]
+    _on_status: Callable[[str], object]
+
+
+class ResponseReader:
     """Collects one answer from geventhttpclient's C parser.
 
     ``final`` turns true when a final (non-1xx) answer ended; ``reusable()``
     says whether the connection may carry another request (keep-alive, and
-    nothing after the answer). ``feed`` raises :class:`MessageTooLarge` when a
-    limit is crossed and ``HTTPParseError`` for malformed HTTP.
+    nothing after the answer). ``feed_data`` raises :class:`MessageTooLarge`
+    when a limit is crossed and ``HTTPParseError`` for malformed HTTP.
 
-    The parser calls back into Python for every token, so the common case
-    calls C instead. While a head arrives in one read, llhttp hands over each
-    token whole, strictly name, value, name, value (an empty value too; it
-    refuses obs-fold), so the status and header callbacks are plain
-    ``list.append`` (no Python frame) and the pairs are zipped once the head
-    is complete. When a head spans reads, a token may be cut at the
-    boundary: the reader then switches to the joining methods below
-    (:meth:`_join_tokens`) for the rest of it. Trailers, if any, land in the
-    same lists after the head's tokens; they are never headers, only
-    measured against the head limit after each read. With a Content-Length
-    within the limit, the body pieces go to ``list.append`` (llhttp never
-    hands over more than announced, and each piece is a new ``bytearray``:
-    a body that came in one piece is that piece, never copied).
+    The parser (a :class:`_Parser` the reader owns; the reader's own state
+    stays in a plain, compilable class) calls back into Python for every
+    token, so the common case calls C instead. While a head arrives in one
+    read, llhttp hands over each token whole, strictly name, value, name,
+    value (an empty value too; it refuses obs-fold), so the status and
+    header callbacks are plain ``list.append`` (no Python frame) and the
+    pairs are zipped once the head is complete. When a head spans reads, a
+    token may be cut at the boundary: the reader then switches to the joining
+    methods below (:meth:`_join_tokens`) for the rest of it. Trailers, if
+    any, land in the same lists after the head's tokens; they are never
+    headers, only measured against the head limit after each read. With a
+    Content-Length within the limit, the body pieces go to ``list.append``
+    (llhttp never hands over more than announced, and each piece is a new
+    ``bytearray``: a body that came in one piece is that piece, never copied).
     """
 
-    # llhttp callbacks that are always instance attributes (C callables or bound
-    # methods, swapped per answer); the header ones fall back to the methods below
-    _on_message_begin: Callable[[], object]
-    _on_body: Callable[[bytearray], object]
     # the joining methods' state, set only once they take over (no cost per answer)
     _pairs: list[tuple[str, str]]
     _filled: int  # bytes in a preallocated body so far (_fill)
@@ -294,16 +318,13 @@ class ResponseReader(HTTPResponseParser):
     _head_size: int
 
     def __init__(self, head_request: bool, max_head: int, max_body: int) -> None:
-        super().__init__()
         self.final = False
         self.extra = False
         self.status = 0
         self.fields: list[tuple[str, str]] = []
         self.body = bytearray()  # a preallocated body (_fill); else the pieces below
         self._pieces: list[bytearray] = []
-        self._on_body = self._pieces.append
-        self._swapped = False  # _on_body is another method for this answer
-        self._on_message_begin = int  # returns 0: go on (see _on_message_complete)
+        self._swapped = False  # the parser's _on_body is another method for this answer
         self._head_request = head_request
         self._max_head = max_head
         self._max_body = max_body
@@ -315,9 +336,16 @@ class ResponseReader(HTTPResponseParser):
         self._names: list[str] = []
         self._values: list[str] = []
         self._reason: list[str] = []
-        self._on_header_field = self._names.append  # type: ignore[method-assign,assignment]
-        self._on_header_value = self._values.append  # type: ignore[method-assign,assignment]
-        self._on_status = self._reason.append
+        # the parser refers back to the reader (a cycle the collector ends with the connection)
+        parser = self._parser = _Parser()
+        self.feed: Callable[[bytes], object] = parser.feed
+        parser._on_message_begin = int  # returns 0: go on (see _on_message_complete)
+        parser._on_status = self._reason.append
+        parser._on_header_field = self._names.append
+        parser._on_header_value = self._values.append
+        parser._on_headers_complete = self._on_headers_complete
+        parser._on_body = self._pieces.append
+        parser._on_message_complete = self._on_message_complete
 
     def reset(self, head_request: bool) -> None:
         """Make ready for the next answer on the same connection.
@@ -336,17 +364,21 @@ class ResponseReader(HTTPResponseParser):
         self._values.clear()
         self._reason.clear()
         self._pieces.clear()
-        self._on_message_begin = int
+        parser = self._parser
+        parser._on_message_begin = int
         if self._swapped:
             self._swapped = self.preallocated = False
             self.body = bytearray()
-            self._on_body = self._pieces.append
+            parser._on_body = self._pieces.append
         if not self._fast:
             self._fast = True
-            self._on_header_field = self._names.append  # type: ignore[method-assign,assignment]
-            self._on_header_value = self._values.append  # type: ignore[method-assign,assignment]
+            parser._on_header_field = self._names.append
+            parser._on_header_value = self._values.append
 
-    # llhttp callbacks (the ones that stay Python)
+    def should_keep_alive(self) -> bool:
+        return bool(self._parser.should_keep_alive())
+
+    # llhttp callbacks (the ones that are not C callables)
     def _on_headers_complete(self) -> bool:
         if self._fast:
             names = self._names
@@ -361,9 +393,10 @@ class ResponseReader(HTTPResponseParser):
             # trailers, if any, are joined (and bounded) apart from the head
             self._pairs = []
             self._field, self._value, self._head_size = "", None, 0
-        self.status = status = self.get_code()
+        parser = self._parser
+        self.status = status = parser.get_code()
         if status >= 200:
-            remaining = self.get_remaining_content_length()
+            remaining = parser.get_remaining_content_length()
             if self._head_request or status in _BODILESS:
                 pass  # no body follows, whatever the Content-Length says
             # llhttp reports 0 or 2**64-1 when there is no Content-Length
@@ -377,12 +410,12 @@ class ResponseReader(HTTPResponseParser):
                     self.body = bytearray(min(remaining, PREALLOCATE_MAX))
                     self._filled, self._expected = 0, remaining
                     self.preallocated = self._swapped = True
-                    self._on_body = self._fill
+                    parser._on_body = self._fill
                 # else: the pieces, by list.append (set once, in __init__)
             else:
                 self._size = 0
                 self._swapped = True
-                self._on_body = self._checked_body
+                parser._on_body = self._checked_body
         return self._head_request
 
     def _fill(self, data: bytearray) -> None:
@@ -406,7 +439,7 @@ class ResponseReader(HTTPResponseParser):
             # a message after this one is bytes past the answer: a truthy
             # result from the begin callback stops llhttp with an error, which
             # feed_data() reads as ``extra`` (no Python frame per answer)
-            self._on_message_begin = object
+            self._parser._on_message_begin = object
         else:  # an interim 1xx answer: the final one starts afresh
             self._reason.clear()
             self._names.clear()
@@ -457,9 +490,11 @@ class ResponseReader(HTTPResponseParser):
         if self._head_size > self._max_head:
             raise MessageTooLarge("response head", self._max_head)
         self._fast = False
-        del self._on_header_field, self._on_header_value  # the methods below take over
+        parser = self._parser
+        parser._on_header_field = self._join_field
+        parser._on_header_value = self._join_value
 
-    def _on_header_field(self, text: str) -> None:  # type: ignore[no-redef]
+    def _join_field(self, text: str) -> None:
         self._head_size += len(text) + 4  # inline: this runs for every header
         if self._head_size > self._max_head:
             raise MessageTooLarge("response head", self._max_head)
@@ -469,7 +504,7 @@ class ResponseReader(HTTPResponseParser):
         else:
             self._field += text
 
-    def _on_header_value(self, text: str) -> None:  # type: ignore[no-redef]
+    def _join_value(self, text: str) -> None:
         self._head_size += len(text)
         if self._head_size > self._max_head:
             raise MessageTooLarge("response head", self._max_head)
