@@ -61,10 +61,16 @@ class AllOrNothing(build_ext):
         try:
             super().run()
         except Exception as exc:  # noqa: BLE001 - CompileError, LinkError, missing compiler
+            here = os.path.dirname(os.path.abspath(__file__))
             for extension in self.extensions:
-                path = self.get_ext_fullpath(extension.name)
-                if os.path.exists(path):
-                    os.remove(path)
+                # where this build put it, and an in-place copy an earlier
+                # (editable) build left next to the sources: stale code either way
+                for path in (
+                    self.get_ext_fullpath(extension.name),
+                    os.path.join(here, self.get_ext_filename(extension.name)),
+                ):
+                    if os.path.exists(path):
+                        os.remove(path)
             print(f"rpcclient: not compiled ({exc!r}); installing pure Python", file=sys.stderr)
 
 

@@ -16,7 +16,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from time import monotonic, perf_counter
-from typing import Any
+from typing import Any, Final
 
 import gevent
 from mypy_extensions import mypyc_attr
@@ -42,9 +42,9 @@ from .exceptions import ClientClosed, ConnectError, InvalidRequest, RequestTooLa
 
 __all__ = ["Client", "ServiceProxy", "register_transport"]
 
-MIB = 1024 * 1024
+MIB: Final = 1024 * 1024
 ENV_TRANSPORT = "RPCCLIENT_TRANSPORT"
-_ROUTE_CACHE_MAX = 10_000
+_ROUTE_CACHE_MAX: Final = 10_000
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,200}\Z")
 
 TransportFactory = Callable[..., Transport]

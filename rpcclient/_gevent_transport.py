@@ -30,7 +30,7 @@ import ssl
 from collections.abc import Callable
 from functools import partial
 from time import monotonic
-from typing import Any
+from typing import Any, Final
 
 import gevent
 import gevent.event
@@ -67,10 +67,10 @@ from .exceptions import (
 
 __all__ = ["GeventTransport", "TLSConfig"]
 
-MIB = 1024 * 1024
+MIB: Final = 1024 * 1024
 #: requests up to this size may be sent for a waiting call by the releaser: the
 #: size joined to its head anyway, which a drained connection takes in one send
-HANDOVER_LIMIT = COALESCE_LIMIT
+HANDOVER_LIMIT: Final = COALESCE_LIMIT
 
 
 class Watchdog:

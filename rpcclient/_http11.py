@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import socket as _stdsocket
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
 from geventhttpclient._parser import HTTPParseError, HTTPResponseParser
 from mypy_extensions import mypyc_attr
@@ -49,17 +49,17 @@ __all__ = [
 ]
 
 #: bodies up to this size are copied next to the head; larger ones use sendmsg
-COALESCE_LIMIT = 16 * 1024
+COALESCE_LIMIT: Final = 16 * 1024
 #: answers with a Content-Length above this get their whole body buffer at once
-PREALLOCATE_ABOVE = 64 * 1024
+PREALLOCATE_ABOVE: Final = 64 * 1024
 #: the most allocated for such a body before its bytes arrive
-PREALLOCATE_MAX = 1024 * 1024
-_BODILESS = frozenset({204, 304})  # answers without a body (RFC 9110 6.4.1), like HEAD's
-_CHUNK_TERMINATOR = b"0\r\n\r\n"
-_HAS_SENDMSG = hasattr(_stdsocket.socket, "sendmsg")
+PREALLOCATE_MAX: Final = 1024 * 1024
+_BODILESS: Final = frozenset({204, 304})  # answers without a body (RFC 9110 6.4.1), like HEAD's
+_CHUNK_TERMINATOR: Final = b"0\r\n\r\n"
+_HAS_SENDMSG: Final = hasattr(_stdsocket.socket, "sendmsg")
 _TCP_QUICKACK: int | None = getattr(_stdsocket, "TCP_QUICKACK", None)
-_IPPROTO_TCP = _stdsocket.IPPROTO_TCP
-_PEEK_FLAGS = _stdsocket.MSG_PEEK | getattr(_stdsocket, "MSG_DONTWAIT", 0)
+_IPPROTO_TCP: Final = _stdsocket.IPPROTO_TCP
+_PEEK_FLAGS: Final = _stdsocket.MSG_PEEK | getattr(_stdsocket, "MSG_DONTWAIT", 0)
 
 
 class NothingWritten(Exception):
@@ -113,10 +113,11 @@ class HeadCache:
             prefix = cached
         body = request.body
         if type(body) is bytes:  # build_head() and body_length() inlined for the common case
+            # joined once; no bytes %-formatting (a slow generic path, once per header)
             parts = [prefix]
-            for pair in request.headers:
-                parts.append(b"%s: %s\r\n" % pair)
-            parts.append(b"Content-Length: %d\r\n\r\n" % len(body))
+            for name, value in request.headers:
+                parts += (name, b": ", value, b"\r\n")
+            parts += (b"Content-Length: ", str(len(body)).encode(), b"\r\n\r\n")
             return b"".join(parts)
         return build_head(prefix, request.headers, body_length(body))
 

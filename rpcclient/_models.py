@@ -163,7 +163,6 @@ class Headers(Mapping[str, str]):
         return f"Headers({self._items!r})"
 
 
-@dataclass(slots=True)
 class Request:
     """A prepared request, validated: transports write it as it is.
 
@@ -175,16 +174,70 @@ class Request:
     ``cache_key`` marks requests whose head prefix (request line, Host,
     fixed headers) may be cached: equal keys promise equal fixed headers.
     ``None`` for one-off requests.
+
+    A plain class with the fields of a dataclass (equal when the fields
+    are), not a dataclass: one is made per call, and a dataclass's generated
+    ``__init__`` stays interpreted in the compiled build.
     """
 
-    endpoint: Endpoint
-    method: str
-    target: str
-    headers: list[tuple[bytes, bytes]]
-    body: Body | None
-    name: str
-    fixed_headers: tuple[tuple[bytes, bytes], ...] = ()
-    cache_key: object | None = None
+    __slots__ = (
+        "body",
+        "cache_key",
+        "endpoint",
+        "fixed_headers",
+        "headers",
+        "method",
+        "name",
+        "target",
+    )
+
+    def __init__(  # noqa: PLR0917 - the signature the dataclass had
+        self,
+        endpoint: Endpoint,
+        method: str,
+        target: str,
+        headers: list[tuple[bytes, bytes]],
+        body: Body | None,
+        name: str,
+        fixed_headers: tuple[tuple[bytes, bytes], ...] = (),
+        cache_key: object | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+        self.name = name
+        self.fixed_headers = fixed_headers
+        self.cache_key = cache_key
+
+    def _fields(self) -> tuple[object, ...]:
+        return (
+            self.endpoint,
+            self.method,
+            self.target,
+            self.headers,
+            self.body,
+            self.name,
+            self.fixed_headers,
+            self.cache_key,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, Request)
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+
+    def __repr__(self) -> str:
+        return (
+            f"Request(endpoint={self.endpoint!r}, method={self.method!r}, "
+            f"target={self.target!r}, headers={self.headers!r}, body={self.body!r}, "
+            f"name={self.name!r}, fixed_headers={self.fixed_headers!r}, "
+            f"cache_key={self.cache_key!r})"
+        )
 
     @property
     def url(self) -> str:
@@ -192,12 +245,41 @@ class Request:
         return f"{e.scheme}://{e.host_header}{self.target}"
 
 
-@dataclass(slots=True)
 class Response:
-    """A complete HTTP answer: status, reason, headers, the whole body."""
+    """A complete HTTP answer: status, reason, headers, the whole body.
 
-    status: int
-    reason: str
-    headers: Headers
-    body: bytes | bytearray
-    http_version: str = "1.1"
+    A plain class with the fields of a dataclass, as :class:`Request` is.
+    """
+
+    __slots__ = ("body", "headers", "http_version", "reason", "status")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: Headers,
+        body: bytes | bytearray,
+        http_version: str = "1.1",
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+        self.http_version = http_version
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.status, self.reason, self.headers, self.body, self.http_version)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, Response)
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+
+    def __repr__(self) -> str:
+        return (
+            f"Response(status={self.status!r}, reason={self.reason!r}, "
+            f"headers={self.headers!r}, body={self.body!r}, http_version={self.http_version!r})"
+        )

@@ -26,7 +26,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -34,10 +34,10 @@ __all__ = ["CallEvent", "Hook", "Stats", "report"]
 
 log = logging.getLogger("rpcclient")
 
-_BUCKETS_PER_OCTAVE = 4
-_NBUCKETS = 40 * _BUCKETS_PER_OCTAVE  # 1 us .. ~12 days
-_SUB = 2 * _BUCKETS_PER_OCTAVE
-frexp = math.frexp
+_BUCKETS_PER_OCTAVE: Final = 4
+_NBUCKETS: Final = 40 * _BUCKETS_PER_OCTAVE  # 1 us .. ~12 days
+_SUB: Final = 2 * _BUCKETS_PER_OCTAVE
+frexp: Final = math.frexp
 
 
 def _bucket(seconds: float) -> int:

@@ -32,17 +32,17 @@ import socket as _stdsocket
 import ssl
 from collections import deque
 from time import monotonic
-from typing import Any
+from typing import Any, Final
 
 from gevent import Timeout
 from gevent.hub import Waiter
 
 __all__ = ["Connection", "Job", "Pool"]
 
-_PEEK_FLAGS = _stdsocket.MSG_PEEK | getattr(_stdsocket, "MSG_DONTWAIT", 0)
+_PEEK_FLAGS: Final = _stdsocket.MSG_PEEK | getattr(_stdsocket, "MSG_DONTWAIT", 0)
 _TCP_INFO: int | None = getattr(_stdsocket, "TCP_INFO", None)
-_IPPROTO_TCP = _stdsocket.IPPROTO_TCP
-_ESTABLISHED = 1  # linux/tcp_states.h
+_IPPROTO_TCP: Final = _stdsocket.IPPROTO_TCP
+_ESTABLISHED: Final = 1  # linux/tcp_states.h
 
 
 def _wake(waiter: Any) -> None:
