@@ -74,3 +74,17 @@ def test_the_interpreted_package_passes_the_gevent_suites(tmp_path: Path) -> Non
     tail = (run.stdout + run.stderr)[-3000:]
     assert run.returncode == 0, tail
     assert " passed" in run.stdout and " failed" not in run.stdout, tail
+
+
+def test_no_extension_is_older_than_its_source() -> None:
+    """An editable checkout runs its extensions, not its .py files: they must be current."""
+    if not rpcclient.COMPILED:
+        pytest.skip("the interpreted package runs its sources")
+    extensions = [p for p in PACKAGE.iterdir() if p.suffix in (".so", ".pyd")]
+    assert extensions, "COMPILED, yet no extension next to the sources"
+    # the group library holds the code of every compiled module: the oldest
+    # extension must be newer than each of their sources
+    built = min(p.stat().st_mtime for p in extensions)
+    sources = [PACKAGE / (p.name.split(".", 1)[0] + ".py") for p in extensions]
+    stale = [p.name for p in sources if p.exists() and p.stat().st_mtime > built]
+    assert not stale, f"edited after the last build (rebuild: pip install -e .): {stale}"
