@@ -316,7 +316,7 @@ class GeventTransport(Transport):
                 read_for = deadline.timeout.read
             assert conn is not None
             reader: ResponseReader | None = conn.reader
-            if reader is None or reader.bypassed:
+            if reader is None:
                 reader = conn.reader = ResponseReader(
                     request.method == "HEAD", self.max_head_size, self.max_response_size
                 )

@@ -285,6 +285,14 @@ class _Parser(HTTPResponseParser):
     _on_status: Callable[[str], object]
 
 
+def _closed_feed(data: bytes) -> object:
+    raise EOFError("closed")  # a closed connection's reader is never fed
+
+
+#: what a closed reader holds in place of its parser (no callbacks, no references)
+_CLOSED_PARSER: Final = _Parser()
+
+
 class ResponseReader:
     """Collects one answer from geventhttpclient's C parser.
 
@@ -332,13 +340,19 @@ class ResponseReader:
         self._fast = True  # appends, not the joining methods
         self._fed = 0  # bytes fed while fast
         self.preallocated = False  # the body buffer was sized from Content-Length (_fill)
-        self.bypassed = False  # the body was read past llhttp: never feed this parser again
+        self.bypassed = False  # the body was read past llhttp: reset() takes a new parser
         self._tokens = -1  # header names of the head once it is complete
         self._names: list[str] = []
         self._values: list[str] = []
         self._reason: list[str] = []
-        # the parser refers back to the reader (a cycle the collector ends with the connection)
-        parser = self._parser = _Parser()
+        self._parser = self._new_parser()
+
+    def _new_parser(self) -> _Parser:
+        """A parser at the start of a message, its callbacks set to this reader's.
+
+        The parser refers back to the reader: :meth:`close` ends that cycle.
+        """
+        parser = _Parser()
         self.feed: Callable[[bytes], object] = parser.feed
         parser._on_message_begin = int  # returns 0: go on (see _on_message_complete)
         parser._on_status = self._reason.append
@@ -347,14 +361,24 @@ class ResponseReader:
         parser._on_headers_complete = self._on_headers_complete
         parser._on_body = self._pieces.append
         parser._on_message_complete = self._on_message_complete
+        return parser
+
+    def close(self) -> None:
+        """Drop the parser (and its references back to this reader) with the connection."""
+        self.feed = _closed_feed
+        self._parser = _CLOSED_PARSER
 
     def reset(self, head_request: bool) -> None:
         """Make ready for the next answer on the same connection.
 
         Cheaper than a new reader (no parser allocation), and llhttp itself
         is at the start of a message after a reusable answer: a connection
-        that ended any other way is closed, its reader with it.
+        that ended any other way is closed, its reader with it. After a body
+        read past the parser (``bypassed``) the reader takes a new parser.
         """
+        if self.bypassed:  # the old parser stopped inside a body
+            self.bypassed = False
+            self._parser = self._new_parser()
         self.final = False
         self.extra = False
         self.status = 0
@@ -606,8 +630,8 @@ def _read_rest_of_body(sock: Any, reader: ResponseReader, *, tls: bool) -> None:
     of the body; the rest needs no parsing, only counting. ``recv_into`` the
     final buffer skips two copies and a callback per read, and the temporary
     objects whose churn made glibc fault fresh pages in on every answer. The
-    parser is left inside the body, so the reader is marked ``bypassed``: the
-    transport gives the connection a new one for its next answer.
+    parser is left inside the body, so the reader is marked ``bypassed``: its
+    next reset() gives it a new parser.
 
     Nothing past the body is read; then whatever the server sent beyond it
     and is already here marks the answer ``extra`` (the connection is not

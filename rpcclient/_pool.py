@@ -82,6 +82,9 @@ class Connection:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+        reader = self.reader
+        if reader is not None:
+            reader.close()  # its parser refers back to it: end the cycle now
 
     def is_stale(self) -> bool:
         """True when the peer closed or reset the connection while it was idle.
