@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Union
+from typing import ClassVar, Union
 from urllib.parse import urlsplit
 
 from .exceptions import InvalidRequest
@@ -163,7 +163,33 @@ class Headers(Mapping[str, str]):
         return f"Headers({self._items!r})"
 
 
-class Request:
+class _Record:
+    """Equality and repr by fields, as a dataclass has them, for plain classes.
+
+    ``Request`` and ``Response`` are made once per call: as dataclasses their
+    generated ``__init__`` would stay interpreted in the compiled build.
+    """
+
+    __slots__ = ()
+    _FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self._FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Record)
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclasses were
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
+        return f"{type(self).__name__}({fields})"
+
+
+class Request(_Record):
     """A prepared request, validated: transports write it as it is.
 
     ``target`` is the request target (path and query). ``fixed_headers``
@@ -173,11 +199,7 @@ class Request:
     ``name`` is what errors call the request (``service.method``).
     ``cache_key`` marks requests whose head prefix (request line, Host,
     fixed headers) may be cached: equal keys promise equal fixed headers.
-    ``None`` for one-off requests.
-
-    A plain class with the fields of a dataclass (equal when the fields
-    are), not a dataclass: one is made per call, and a dataclass's generated
-    ``__init__`` stays interpreted in the compiled build.
+    ``None`` for one-off requests. Equal when its fields are (:class:`_Record`).
     """
 
     __slots__ = (
@@ -189,6 +211,16 @@ class Request:
         "method",
         "name",
         "target",
+    )
+    _FIELDS = (
+        "endpoint",
+        "method",
+        "target",
+        "headers",
+        "body",
+        "name",
+        "fixed_headers",
+        "cache_key",
     )
 
     def __init__(  # noqa: PLR0917 - the signature the dataclass had
@@ -211,47 +243,20 @@ class Request:
         self.fixed_headers = fixed_headers
         self.cache_key = cache_key
 
-    def _fields(self) -> tuple[object, ...]:
-        return (
-            self.endpoint,
-            self.method,
-            self.target,
-            self.headers,
-            self.body,
-            self.name,
-            self.fixed_headers,
-            self.cache_key,
-        )
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        assert isinstance(other, Request)
-        return self._fields() == other._fields()
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
-
-    def __repr__(self) -> str:
-        return (
-            f"Request(endpoint={self.endpoint!r}, method={self.method!r}, "
-            f"target={self.target!r}, headers={self.headers!r}, body={self.body!r}, "
-            f"name={self.name!r}, fixed_headers={self.fixed_headers!r}, "
-            f"cache_key={self.cache_key!r})"
-        )
-
     @property
     def url(self) -> str:
         e = self.endpoint
         return f"{e.scheme}://{e.host_header}{self.target}"
 
 
-class Response:
+class Response(_Record):
     """A complete HTTP answer: status, reason, headers, the whole body.
 
-    A plain class with the fields of a dataclass, as :class:`Request` is.
+    Equal when its fields are (:class:`_Record`).
     """
 
     __slots__ = ("body", "headers", "http_version", "reason", "status")
+    _FIELDS = ("status", "reason", "headers", "body", "http_version")
 
     def __init__(
         self,
@@ -266,20 +271,3 @@ class Response:
         self.headers = headers
         self.body = body
         self.http_version = http_version
-
-    def _fields(self) -> tuple[object, ...]:
-        return (self.status, self.reason, self.headers, self.body, self.http_version)
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        assert isinstance(other, Response)
-        return self._fields() == other._fields()
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
-
-    def __repr__(self) -> str:
-        return (
-            f"Response(status={self.status!r}, reason={self.reason!r}, "
-            f"headers={self.headers!r}, body={self.body!r}, http_version={self.http_version!r})"
-        )

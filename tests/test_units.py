@@ -22,6 +22,7 @@ from rpcclient import (
     Headers,
     InvalidRequest,
     MockTransport,
+    Request,
     Response,
     Timeout,
     msgpack_response,
@@ -361,3 +362,17 @@ def test_missing_transport_library_is_named(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delitem(_client._TRANSPORTS, "requests", raising=False)
     with pytest.raises(ValueError, match="needs 'requests', which is not installed"):
         Client("http://h", transport="requests")
+
+
+def test_request_and_response_compare_and_print_by_their_fields() -> None:
+    endpoint = Endpoint.parse("http://127.0.0.1:1")
+    one = Request(endpoint, "POST", "/a/b", [(b"X-A", b"1")], b"\x90", "a.b")
+    assert one == Request(endpoint, "POST", "/a/b", [(b"X-A", b"1")], b"\x90", "a.b")
+    assert one != Request(endpoint, "POST", "/a/c", [(b"X-A", b"1")], b"\x90", "a.b")
+    assert "target='/a/b'" in repr(one) and repr(one).startswith("Request(endpoint=")
+    answer = Response(200, "OK", Headers([("A", "1")]), b"x")
+    assert answer == Response(200, "OK", Headers([("A", "1")]), b"x")
+    assert answer != Response(200, "OK", Headers([("A", "1")]), b"y")
+    assert answer != one and repr(answer).endswith("body=b'x', http_version='1.1')")
+    with pytest.raises(TypeError):
+        hash(answer)  # mutable, as the dataclasses they replace were
