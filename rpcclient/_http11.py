@@ -289,10 +289,6 @@ def _closed_feed(data: bytes) -> object:
     raise EOFError("closed")  # a closed connection's reader is never fed
 
 
-#: what a closed reader holds in place of its parser (no callbacks, no references)
-_CLOSED_PARSER: Final = _Parser()
-
-
 class ResponseReader:
     """Collects one answer from geventhttpclient's C parser.
 
@@ -364,9 +360,13 @@ class ResponseReader:
         return parser
 
     def close(self) -> None:
-        """Drop the parser (and its references back to this reader) with the connection."""
+        """Drop the parser (and its references back to this reader) with the connection.
+
+        A bare parser takes its place (an exchange ended by the watchdog may
+        still reset the reader before its read fails); nothing feeds it.
+        """
         self.feed = _closed_feed
-        self._parser = _CLOSED_PARSER
+        self._parser = _Parser()
 
     def reset(self, head_request: bool) -> None:
         """Make ready for the next answer on the same connection.

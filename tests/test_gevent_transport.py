@@ -434,12 +434,17 @@ def test_large_answers_arrive_whole_and_keep_the_connection(raw_server: Any, siz
     """Large and small answers alternate on one connection, each intact."""
     srv: RawServer = raw_server(keepalive_answering(echo_answer))
     blob = bytes(range(256)) * (size // 256)
+    readers = []  # kept alive: identity, not a reused id()
     with Client(srv.url) as client:
+        pool = None
         for i in range(3):
             assert client.call("echo.echo", blob) == blob
-            assert client.call("echo.echo", i) == i  # on the same connection, a new reader
+            assert client.call("echo.echo", i) == i  # on the same connection: a new parser
+            pool = pool or next(iter(client.transport._pools.values()))
+            readers.append(pool._idle[0].reader)
     assert srv.connections == 1
     assert len(srv.requests) == 6
+    assert all(r is readers[0] for r in readers)  # one reader per connection, whatever its answers
 
 
 def test_a_large_answer_in_pieces_is_read_whole(raw_server: Any) -> None:

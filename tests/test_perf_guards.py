@@ -60,6 +60,15 @@ def test_reader_gives_the_same_answer_whatever_the_reads(raw: bytes) -> None:
         assert _read(raw, sorted(rng.sample(range(1, len(raw)), 4))) == whole
 
 
+def test_a_closed_reader_is_never_fed() -> None:
+    reader = ResponseReader(False, 65536, 1 << 20)
+    assert _read(ANSWERS[0], [], reader)[0] == 200
+    reader.close()  # with its connection: the parser and its callbacks go
+    reader.reset(False)  # what an exchange ended by the watchdog may still do
+    with pytest.raises(EOFError, match="closed"):
+        reader.feed_data(ANSWERS[0])
+
+
 def test_reused_reader_gives_each_answer_afresh() -> None:
     reader = ResponseReader(False, 65536, 1 << 20)
     first = _read(ANSWERS[0], [], reader)
