@@ -25,6 +25,7 @@ from typing import Any
 import msgpack
 from mypy_extensions import mypyc_attr
 
+from ._models import reduce_by_init_fields
 from .exceptions import DecodeError, InvalidRequest
 
 __all__ = ["Codec", "DEFAULT_CODEC"]
@@ -139,6 +140,9 @@ class Codec:
         return DecodeError(
             f"response body is not valid msgpack ({type(exc).__name__}: {exc})", name=name
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return reduce_by_init_fields(self)
 
 
 #: msgpack.unpackb's defaults for the options Codec passes besides the limits

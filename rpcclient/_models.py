@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
-from typing import ClassVar, Union
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar, Union
 from urllib.parse import urlsplit
 
 from .exceptions import InvalidRequest
@@ -25,6 +25,16 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 # RFC 9110 token for header names; values: visible ASCII, space, tab, obs-text
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def reduce_by_init_fields(obj: Any) -> tuple[Any, ...]:
+    """``__reduce__`` of a dataclass: rebuilt by its constructor, from its init fields.
+
+    Compiled (mypyc) dataclasses lose the copy and pickle support that
+    ``dataclasses`` gives frozen and slotted classes; the policies and models
+    that users copy or send to other processes say it this way instead.
+    """
+    return (type(obj), tuple(getattr(obj, f.name) for f in fields(obj) if f.init))
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +103,9 @@ class Endpoint:
 
     def __str__(self) -> str:
         return self.url
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return reduce_by_init_fields(self)
 
 
 def check_header(name: str, value: str) -> tuple[bytes, bytes]:
@@ -187,6 +200,9 @@ class _Record:
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
         return f"{type(self).__name__}({fields})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), self._values())
 
 
 class Request(_Record):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from time import monotonic
 from typing import Any
 
+from ._models import reduce_by_init_fields
 from .exceptions import HTTPStatusError, RemoteError, RPCError
 
 __all__ = ["NO_RETRY", "Retry", "RetryBudget"]
@@ -77,6 +78,9 @@ class Retry:
         if not exc.may_have_reached_server:
             return True
         return idempotent
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return reduce_by_init_fields(self)
 
 
 def was_not_run(exc: RPCError) -> bool:

@@ -30,6 +30,8 @@ from dataclasses import dataclass, replace
 from time import monotonic
 from typing import Any
 
+from ._models import reduce_by_init_fields
+
 __all__ = ["Deadline", "Timeout"]
 
 
@@ -77,6 +79,9 @@ class Timeout:
         if now is None:
             now = monotonic()
         return Deadline(self, None if self.total is None else now + self.total)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return reduce_by_init_fields(self)
 
 
 class Deadline:

@@ -376,3 +376,23 @@ def test_request_and_response_compare_and_print_by_their_fields() -> None:
     assert answer != one and repr(answer).endswith("body=b'x', http_version='1.1')")
     with pytest.raises(TypeError):
         hash(answer)  # mutable, as the dataclasses they replace were
+
+
+def test_policies_and_models_copy_and_pickle_as_they_are() -> None:
+    """In both builds: compiled dataclasses lose the support dataclasses add."""
+    import copy
+    import pickle
+
+    values = [
+        Timeout(connect=0.5, read=2.0),
+        rpcclient.Retry(attempts=4),
+        Endpoint.parse("http://127.0.0.1:8000/base"),
+        Codec(use_bin_type=False),
+        Response(200, "OK", Headers([("A", "1")]), b"x"),
+        Request(Endpoint.parse("http://h:1"), "POST", "/a", [], b"\x90", "a.b"),
+    ]
+    for value in values:
+        for other in (copy.copy(value), copy.deepcopy(value), pickle.loads(pickle.dumps(value))):
+            assert type(other) is type(value) and other == value, value
+    endpoint = pickle.loads(pickle.dumps(values[2]))
+    assert endpoint.key == values[2].key  # the derived field is derived again
