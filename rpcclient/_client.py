@@ -404,7 +404,7 @@ class Client:
                     if not self._should_retry(
                         exc, policy, attempt, idempotent, group, host, deadline
                     ):
-                        raise exc from None
+                        raise  # as it is: its __cause__ is the transport's own error
                     tried.append(host)
                 finally:
                     host.outstanding -= 1
@@ -584,7 +584,8 @@ class Client:
             try:
                 checked.append(check_header(k, v))
             except InvalidRequest as exc:
-                raise exc.with_context(name=name) from None
+                exc.with_context(name=name)
+                raise
         return checked
 
     def _route(self, name: str) -> tuple[EndpointGroup, str]:

@@ -153,6 +153,14 @@ def test_non_idempotent_runs_exactly_once(raw_server: Any, transport: str) -> No
     assert len(srv.requests) == 1
 
 
+def test_an_error_keeps_the_transport_error_behind_it(raw_server: Any) -> None:
+    """The exchange error is the cause, in the compiled build and the interpreted one."""
+    srv: RawServer = raw_server(close_unanswered_first)
+    with Client(srv.url) as client:
+        err = raises_ours(E.ConnectionLost, client.call, "pay.charge", [5])
+    assert isinstance(err.__cause__, EOFError), repr(err.__cause__)
+
+
 def test_idempotent_is_retried_once_on_a_new_connection(raw_server: Any, transport: str) -> None:
     srv: RawServer = raw_server(close_unanswered_first)
     with Client(srv.url, transport=transport, retry=Retry(backoff=0)) as client:
