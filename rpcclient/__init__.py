@@ -8,7 +8,8 @@ the bundled server in :mod:`rpcclient.server`.
 from importlib.machinery import EXTENSION_SUFFIXES as _EXTENSION_SUFFIXES
 
 from . import _client
-from ._client import Client, ServiceProxy, register_transport
+from ._client import ServiceProxy, register_transport
+from ._client_public import Client
 from ._codec import DEFAULT_CODEC, Codec
 from ._gevent_transport import GeventTransport, TLSConfig
 from ._models import Endpoint, Headers, Request, Response

@@ -16,7 +16,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from time import monotonic, perf_counter
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import gevent
 from mypy_extensions import mypyc_attr
@@ -40,7 +40,7 @@ from ._transport import Transport
 from ._version import __version__
 from .exceptions import ClientClosed, ConnectError, InvalidRequest, RequestTooLarge, RPCError
 
-__all__ = ["Client", "ServiceProxy", "register_transport"]
+__all__ = ["ServiceProxy", "register_transport"]  # Client: _client_public
 
 MIB: Final = 1024 * 1024
 ENV_TRANSPORT = "RPCCLIENT_TRANSPORT"
@@ -92,8 +92,8 @@ def _build_transport(transport: str | Transport | None, options: dict[str, Any])
     return factory(**options)
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)  # users subclass it
-class Client:
+@mypyc_attr(allow_interpreted_subclasses=True)  # rpcclient.Client is its subclass
+class ClientCore:
     """A msgpack RPC client over pooled keep-alive HTTP/1.1.
 
     ``endpoints`` is one base URL for every service (``"http://h:8001"``), a
@@ -281,7 +281,9 @@ class Client:
         bounds = self._timeout if timeout is None else Timeout.coerce(timeout)
         total = bounds.total  # Timeout.start() inlined: one Python frame less per call
         deadline = Deadline(bounds, None if total is None else monotonic() + total)
-        return self._call(name, args, deadline, headers, idempotent, retry, request_id)
+        # the core's own _call, not looked up on the (interpreted) subclass: a private
+        # step nobody overrides, and the lookup would cost a dict search per call
+        return ClientCore._call(self, name, args, deadline, headers, idempotent, retry, request_id)
 
     def _call(  # noqa: PLR0917 - internal, positional for speed
         self,
@@ -617,7 +619,7 @@ class Client:
             self._closed = True
             self._transport.close()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -676,7 +678,7 @@ class ServiceProxy:
 
     def __init__(
         self,
-        client: Client,
+        client: ClientCore,
         service: str,
         methods: Iterable[str] | None = None,
         options: dict[str, Any] | None = None,

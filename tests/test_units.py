@@ -396,3 +396,24 @@ def test_policies_and_models_copy_and_pickle_as_they_are() -> None:
             assert type(other) is type(value) and other == value, value
     endpoint = pickle.loads(pickle.dumps(values[2]))
     assert endpoint.key == values[2].key  # the derived field is derived again
+
+
+def test_a_client_can_be_mocked_extended_and_subclassed_as_python_code_expects() -> None:
+    """In the compiled build too: the public Client is an interpreted subclass of the core."""
+    from unittest import mock
+
+    with Client("http://127.0.0.1:1") as client:
+        with mock.patch.object(client, "call", return_value="on the instance"):
+            assert client.call("a.b", []) == "on the instance"
+        with mock.patch.object(Client, "call", return_value="on the class"):
+            assert client.call("a.b", []) == "on the class"
+        client.app_state = {"k": 1}  # type: ignore[attr-defined]
+        assert client.app_state == {"k": 1}  # type: ignore[attr-defined]
+
+    class Tagging(Client):
+        def call(self, name: str, args: Any = None, **kw: Any) -> Any:
+            return ("tagged", super().call(name, args, **kw))
+
+    handler = MockTransport(lambda request: msgpack_response(request.name))
+    with Tagging("http://users", transport=handler) as tagging:
+        assert tagging.call("user.get", [1]) == ("tagged", "user.get")

@@ -42,7 +42,7 @@ import locust
 from gevent import GreenletExit
 from locust.exception import LocustError
 
-from .._client import Client
+from .._client_public import Client
 from .._observe import CallEvent, Hook
 from .._timeouts import Timeout
 
