@@ -9,12 +9,12 @@ from importlib.machinery import EXTENSION_SUFFIXES as _EXTENSION_SUFFIXES
 
 from . import _client
 from ._client import ServiceProxy, register_transport
-from ._client_public import Client
 from ._codec import DEFAULT_CODEC, Codec
-from ._gevent_transport import GeventTransport, TLSConfig
+from ._gevent_transport import TLSConfig
 from ._models import Endpoint, Headers, Request, Response
 from ._observe import CallEvent, Hook, Stats, report
 from ._protocol import DEFAULT_PATH_TEMPLATE, decode_error_envelope
+from ._public import Client, GeventTransport
 from ._retry import NO_RETRY, Retry, RetryBudget
 from ._stats_cli import dump_stats
 from ._statsd import StatsdReporter

@@ -433,7 +433,7 @@ class ArmSpec:
 
     def check(self, pool_size: int) -> None:
         """Build (and close) the client without I/O: ArmFailed if it cannot be built."""
-        from ._client_public import Client
+        from ._public import Client
 
         try:
             Client(
@@ -483,7 +483,7 @@ sys.exit(_arm_main(config))
 def _arm_main(config: dict[str, Any]) -> int:
     """Body of an arm process: one measured run, its figures as JSON on stdout."""
     _pin(config.get("cpu"))
-    from ._client_public import Client
+    from ._public import Client
 
     payload = b"x" * config["body_size"]
     args = [payload]

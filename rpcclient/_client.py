@@ -40,7 +40,7 @@ from ._transport import Transport
 from ._version import __version__
 from .exceptions import ClientClosed, ConnectError, InvalidRequest, RequestTooLarge, RPCError
 
-__all__ = ["ServiceProxy", "register_transport"]  # Client: _client_public
+__all__ = ["ServiceProxy", "register_transport"]  # Client: _public
 
 MIB: Final = 1024 * 1024
 ENV_TRANSPORT = "RPCCLIENT_TRANSPORT"
@@ -61,7 +61,7 @@ def register_transport(name: str, factory: TransportFactory) -> None:
 
 
 def _gevent_factory(**options: Any) -> Transport:
-    from ._gevent_transport import GeventTransport
+    from ._public import GeventTransport
 
     return GeventTransport(**options)
 

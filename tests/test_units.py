@@ -399,7 +399,7 @@ def test_policies_and_models_copy_and_pickle_as_they_are() -> None:
 
 
 def test_a_client_can_be_mocked_extended_and_subclassed_as_python_code_expects() -> None:
-    """In the compiled build too: the public Client is an interpreted subclass of the core."""
+    """In the compiled build too: Client and GeventTransport are interpreted subclasses."""
     from unittest import mock
 
     with Client("http://127.0.0.1:1") as client:
@@ -409,6 +409,10 @@ def test_a_client_can_be_mocked_extended_and_subclassed_as_python_code_expects()
             assert client.call("a.b", []) == "on the class"
         client.app_state = {"k": 1}  # type: ignore[attr-defined]
         assert client.app_state == {"k": 1}  # type: ignore[attr-defined]
+        injected = rpcclient.ConnectionLost("injected")
+        with mock.patch.object(client.transport, "send", side_effect=injected):
+            with pytest.raises(rpcclient.ConnectionLost, match="injected"):
+                client.call("a.b", [])
 
     class Tagging(Client):
         def call(self, name: str, args: Any = None, **kw: Any) -> Any:

@@ -77,8 +77,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from .. import exceptions as _rpc
-from .._gevent_transport import GeventTransport, TLSConfig
+from .._gevent_transport import TLSConfig
 from .._models import Body, Endpoint, Request, check_header
+from .._public import GeventTransport
 from .._timeouts import Timeout as _Timeout
 from .._version import __version__
 

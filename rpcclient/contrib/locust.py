@@ -42,8 +42,8 @@ import locust
 from gevent import GreenletExit
 from locust.exception import LocustError
 
-from .._client_public import Client
 from .._observe import CallEvent, Hook
+from .._public import Client
 from .._timeouts import Timeout
 
 __all__ = ["LocustReporter", "RPCUser"]
