@@ -168,12 +168,6 @@ class ClientCore:
             endpoints, retry, eject_after, cooldown, spread_dns=spread_dns, resolver=resolver
         )
         self._codec = codec
-        # the default codec's C calls, made inline in _call: a codec of another
-        # class keeps its own pack/unpack
-        plain = type(codec) is Codec
-        self._packer = codec._packer if plain else None
-        self._short_unpack = codec._short_unpack if plain else None
-        self._short_limit = codec._short_limit if plain else -1
         self._error_decoder = error_decoder
         self._path_template = check_path_template(path_template)
         self._deadline_header = deadline_header
@@ -301,14 +295,7 @@ class ClientCore:
         if route is None:
             route = self._route(name)
         group, path = route
-        packer = self._packer
-        if packer is None:
-            body = self._codec.pack(args, name=name)
-        else:
-            try:
-                body = packer(args)  # Codec.pack inlined: one frame less per call
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise self._codec.pack_error(exc, name) from None
+        body = self._codec.pack(args, name=name)
         if len(body) > self.max_request_size:
             self._encode(name, args)  # raises RequestTooLarge
         extra = self._check_headers(name, headers) if headers else []
@@ -374,14 +361,7 @@ class ClientCore:
                 try:
                     response = transport.send(request, deadline)
                     if 200 <= response.status < 300:
-                        data = response.body
-                        if len(data) <= self._short_limit:
-                            try:
-                                result = self._short_unpack(data)  # type: ignore[misc]
-                            except Exception as exc:  # noqa: BLE001 - as Codec.unpack
-                                raise self._codec.unpack_error(exc, name) from None
-                        else:
-                            result = self._codec.unpack(data, name=name)
+                        result = self._codec.unpack(response.body, name=name)
                     else:
                         decode_response(response, self._codec, name, self._error_decoder)
                     received = len(response.body)

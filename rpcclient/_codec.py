@@ -118,7 +118,9 @@ class Codec:
                 return self._packer(obj)
             return msgpack.packb(obj, **self._pack_kw)  # type: ignore[no-any-return]
         except (TypeError, ValueError, OverflowError) as exc:
-            raise self.pack_error(exc, name) from None
+            raise InvalidRequest(
+                f"arguments cannot be encoded as msgpack: {exc}", name=name
+            ) from None
 
     def unpack(self, data: bytes | bytearray | memoryview, *, name: str | None = None) -> Any:
         """Decode exactly one msgpack value; :class:`DecodeError` otherwise."""
@@ -127,19 +129,9 @@ class Codec:
                 return self._short_unpack(data)
             return msgpack.unpackb(data, **self._unpack_kw)
         except Exception as exc:  # noqa: BLE001 - msgpack raises ValueError, TypeError, ...
-            raise self.unpack_error(exc, name) from None
-
-    @staticmethod
-    def pack_error(exc: Exception, name: str | None) -> InvalidRequest:
-        """What :meth:`pack` raises for msgpack's ``exc``."""
-        return InvalidRequest(f"arguments cannot be encoded as msgpack: {exc}", name=name)
-
-    @staticmethod
-    def unpack_error(exc: Exception, name: str | None) -> DecodeError:
-        """What :meth:`unpack` raises for msgpack's ``exc``."""
-        return DecodeError(
-            f"response body is not valid msgpack ({type(exc).__name__}: {exc})", name=name
-        )
+            raise DecodeError(
+                f"response body is not valid msgpack ({type(exc).__name__}: {exc})", name=name
+            ) from None
 
     def __reduce__(self) -> tuple[Any, ...]:
         return reduce_by_init_fields(self)
