@@ -218,16 +218,6 @@ class Request(_Record):
     ``None`` for one-off requests. Equal when its fields are (:class:`_Record`).
     """
 
-    __slots__ = (
-        "body",
-        "cache_key",
-        "endpoint",
-        "fixed_headers",
-        "headers",
-        "method",
-        "name",
-        "target",
-    )
     _FIELDS = (
         "endpoint",
         "method",
@@ -238,6 +228,7 @@ class Request(_Record):
         "fixed_headers",
         "cache_key",
     )
+    __slots__ = _FIELDS
 
     def __init__(  # noqa: PLR0917 - the signature the dataclass had
         self,
@@ -271,8 +262,8 @@ class Response(_Record):
     Equal when its fields are (:class:`_Record`).
     """
 
-    __slots__ = ("body", "headers", "http_version", "reason", "status")
     _FIELDS = ("status", "reason", "headers", "body", "http_version")
+    __slots__ = _FIELDS
 
     def __init__(
         self,
