@@ -44,8 +44,8 @@ def _bucket(seconds: float) -> int:
     us = seconds * 1e6
     if us < 1.0:
         return 0
-    mantissa, exponent = math.frexp(us)  # us = m * 2**e, 0.5 <= m < 1
-    index = exponent * _BUCKETS_PER_OCTAVE + int((mantissa - 0.5) * 2 * _BUCKETS_PER_OCTAVE)
+    mantissa, exponent = frexp(us)  # us = m * 2**e, 0.5 <= m < 1
+    index = exponent * _BUCKETS_PER_OCTAVE + int((mantissa - 0.5) * _SUB)
     return index if index < _NBUCKETS else _NBUCKETS - 1
 
 
@@ -172,28 +172,10 @@ class Stats:
         Earlier (retried) attempts were counted on their hosts as they failed.
         ``url`` is None when the last attempt was counted already (or none
         began). A first attempt is timed from the call's start, so for most
-        calls both figures are the same: one histogram bucket, computed once,
-        and one counter (``pairs``).
+        calls both figures are the same: one counter, that of the pair.
         """
-        # Counter.add and _bucket inlined for the common case: it runs on every call
-        us = elapsed * 1e6
-        if us < 1.0:
-            bucket = 0
-        else:
-            mantissa, exponent = frexp(us)
-            bucket = exponent * _BUCKETS_PER_OCTAVE + int((mantissa - 0.5) * _SUB)
-            if bucket >= _NBUCKETS:
-                bucket = _NBUCKETS - 1
         if url is not None and not retries and attempt_elapsed == elapsed:
-            by_url = self.pairs.get(name)
-            counter = (by_url.get(url) if by_url is not None else None) or self.pair(name, url)
-            counter.calls += 1
-            counter.total += elapsed
-            counter.hist[bucket] += 1
-            counter.bytes_sent += sent
-            counter.bytes_received += received
-            if error is not None:
-                counter.errors[error] = counter.errors.get(error, 0) + 1
+            self.pair(name, url).add(elapsed, error, sent, received)
             return
         # retried, failed (its attempt counted already) or never begun: rarer
         counter = self.method(name)
