@@ -111,15 +111,7 @@ class HeadCache:
                     self._heads.clear()
                 cached = self._heads[full_key] = _prefix(request)
             prefix = cached
-        body = request.body
-        if type(body) is bytes:  # build_head() and body_length() inlined for the common case
-            # joined once; no bytes %-formatting (a slow generic path, once per header)
-            parts = [prefix]
-            for name, value in request.headers:
-                parts += (name, b": ", value, b"\r\n")
-            parts += (b"Content-Length: ", str(len(body)).encode(), b"\r\n\r\n")
-            return b"".join(parts)
-        return build_head(prefix, request.headers, body_length(body))
+        return build_head(prefix, request.headers, body_length(request.body))
 
 
 def _prefix(request: Request) -> bytes:
@@ -132,22 +124,21 @@ def _prefix(request: Request) -> bytes:
 
 def build_head(prefix: bytes, headers: list[tuple[bytes, bytes]], length: int | None) -> bytes:
     """Finish a head: per-call headers, then Content-Length (or chunked)."""
-    tail = (
-        b"Transfer-Encoding: chunked\r\n\r\n"
-        if length is None
-        else b"Content-Length: %d\r\n\r\n" % length
-    )
-    if not headers:
-        return prefix + tail
+    # joined once; no bytes %-formatting (a slow generic path, once per header)
     parts = [prefix]
-    for pair in headers:
-        parts.append(b"%s: %s\r\n" % pair)
-    parts.append(tail)
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    if length is None:
+        parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
+    else:
+        parts += (b"Content-Length: ", str(length).encode(), b"\r\n\r\n")
     return b"".join(parts)
 
 
 def body_length(body: Body | None) -> int | None:
     """Content-Length of a body, or None for a chunked (iterable) body."""
+    if type(body) is bytes:  # the common case first: no isinstance on a union per call
+        return len(body)
     if body is None:
         return 0
     if isinstance(body, bytes | bytearray):
