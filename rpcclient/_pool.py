@@ -313,23 +313,9 @@ class Pool:
         if not idle:
             return None
         now = monotonic()
-        idle_timeout, max_age = self.idle_timeout, self.max_age
         while idle:
             conn = idle.pop()
-            # _expired() inlined: this runs on every call
-            if (idle_timeout is not None and now - conn.last_used >= idle_timeout) or (
-                max_age is not None and now - conn.created >= max_age
-            ):
-                conn.close()
-                continue
-            if _TCP_INFO is not None:  # is_stale() inlined for Linux
-                try:
-                    live = conn.raw.getsockopt(_IPPROTO_TCP, _TCP_INFO, 1)[0] == _ESTABLISHED
-                except OSError:
-                    live = False
-            else:
-                live = not conn.is_stale()
-            if live:
+            if not self._expired(conn, now) and not conn.is_stale():
                 return conn
             conn.close()
         return None
