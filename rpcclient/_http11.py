@@ -585,23 +585,8 @@ def read_response(
                 if reader.final:
                     return
             raise EOFError("truncated" if got_any else "closed")
-        if not got_any and reader._fast:
-            # feed_data() inlined for the first read, the only one of most answers
-            got_any = True
-            reader._fed = len(data)
-            try:
-                reader.feed(data)
-            except HTTPParseError:
-                if not reader.final:
-                    raise
-                reader.extra = True  # a second message began (_on_message_complete)
-            if reader._tokens < 0:
-                reader._join_tokens()  # the head goes on in the next read
-            elif len(reader._names) > reader._tokens:
-                reader._check_tokens(reader._tokens, "response trailers")
-        else:
-            got_any = True
-            reader.feed_data(data)
+        got_any = True
+        reader.feed_data(data)
         if reader.final:
             return
         if quickack is not None:
