@@ -207,8 +207,7 @@ class Pool:
         gives back (:meth:`hand_sent`); the wait then ends when the answer is
         readable, and the return value is that :class:`Connection`, not True.
         """
-        if self._free > 0 and not self._waiters:  # try_acquire() inlined
-            self._free -= 1
+        if self.try_acquire():
             return True
         if timeout is not None and timeout <= 0:
             return False
