@@ -452,10 +452,7 @@ class GeventTransportCore(Transport):
     def close(self) -> None:
         """Close idle connections now, busy ones when their call ends."""
         self._closed = True
-        pools = list(self._pools.values())
-        self._pools.clear()  # the same dict: the fork hook holds it
-        for pool in pools:
-            pool.close()
+        _close_pools(self._pools)  # emptied, not replaced: the fork hook holds it
         if self._watchdog is not None:
             self._watchdog.stop_if_idle()
 
@@ -543,14 +540,19 @@ class GeventTransportCore(Transport):
         return f"<GeventTransport{' closed' if self._closed else ''} pools=[{pools}]>"
 
 
+def _close_pools(pools: dict[tuple[str, str, int], Pool]) -> None:
+    """Empty ``pools`` in place and close each (idle connections now, busy ones later)."""
+    closing = list(pools.values())
+    pools.clear()
+    for pool in closing:
+        pool.close()
+
+
 def _drop_pools(pools: dict[tuple[str, str, int], Pool], watchdog: Watchdog | None) -> None:
     """In a forked child: forget the parent's pools and exchanges (see _fork)."""
-    # close() on each pool only closes our copies of the descriptors:
-    # never a FIN or shutdown that would end the parent's exchanges
-    dropped = list(pools.values())
-    pools.clear()
-    for pool in dropped:
-        pool.close()
+    # Pool.close() only closes our copies of the descriptors: never a FIN or
+    # shutdown that would end the parent's exchanges
+    _close_pools(pools)
     if watchdog is not None:
         watchdog.reset()
 
