@@ -110,6 +110,7 @@ __all__ = [
     "BlockingTransport",
     "EndpointSlots",
     "Exchange",
+    "MalformedHead",
     "check_options",
     "exchange",
     "map_foreign_error",
