@@ -25,6 +25,8 @@ METRICS = {
     "p50",
     "p90",
     "p99",
+    "p99.9",
+    "p99.99",
     "max",
     "cpu_ms_per_1000",
     "request_bytes_per_call",
