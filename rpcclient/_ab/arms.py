@@ -166,8 +166,8 @@ def _arm_main(config: dict[str, Any]) -> int:
     """Body of an arm process: one measured run, its figures as JSON on stdout.
 
     The workload is ``config["method"]`` with ``config["args"]`` (a JSON
-    value), or, when ``args`` is None, ``echo.echo`` of a ``body_size``-byte
-    payload (whose answer is checked once). The first call is made before
+    value; None: no arguments), or by default ``echo.echo`` of a
+    ``body_size``-byte payload (whose answer is checked once). The first call is made before
     measuring: if it fails, the arm fails with its error and nothing is
     measured.
     """
@@ -178,12 +178,11 @@ def _arm_main(config: dict[str, Any]) -> int:
     from .load import measure
 
     method = config.get("method", ECHO)
-    if config.get("args") is None:
-        payload: Any = b"x" * config["body_size"]
-        args: Any = [payload]
-    else:
-        payload = None
-        args = config["args"]
+    payload: Any = None
+    args: Any = config.get("args")
+    if args is None and method == ECHO:
+        payload = b"x" * config["body_size"]
+        args = [payload]
     delay = float(config.get("delay_s", 0.0))
     with Client(config["url"], transport=config["transport"], **config["options"]) as client:
         try:

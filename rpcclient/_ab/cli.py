@@ -85,7 +85,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--args", metavar="JSON",
         help="its arguments as JSON: an array (positional) or an object (keywords); "
-        "default: echo.echo's payload of --body-size bytes",
+        "default: none, or echo.echo's payload of --body-size bytes",
     )  # fmt: skip
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON ('-': stdout)")
     parser.add_argument(

@@ -320,11 +320,12 @@ def format_table(result: Mapping[str, Any]) -> str:
     cfg = result["config"]
     arms = result["arms"]
     amount = f"{cfg['duration_s']:g} s" if cfg.get("duration_s") else f"{cfg['calls']} calls"
-    workload = (
-        f"{cfg['method']} ({cfg['body_size']} B payload)"
-        if cfg.get("args") is None
-        else f"{cfg['method']}({json.dumps(cfg['args'])})"
-    )
+    if cfg.get("args") is not None:
+        workload = f"{cfg['method']}({json.dumps(cfg['args'])})"
+    elif cfg["method"] == ECHO:
+        workload = f"{cfg['method']} ({cfg['body_size']} B payload)"
+    else:
+        workload = f"{cfg['method']}()"
     head = (
         f"rpcclient ab: {cfg['repeat']} x {amount} of {workload}, pool {cfg['pool_size']}, "
         f"target {result['target']['url']}"
