@@ -123,3 +123,18 @@ def test_hdr_clamps_out_of_range_values_and_counts_them() -> None:
     assert clamped == 2 and hist.get_total_count() == 3
     qs, values = hdr.percentile_curve(hist)
     assert qs == sorted(qs) and values == sorted(values) and qs[-1] == pytest.approx(2 / 3)
+
+
+def test_rate_warning_when_an_arm_falls_behind_or_drops_calls() -> None:
+    from rpcclient._ab.compare import _rate_warnings
+
+    spec = _ab.ArmSpec.parse("gevent")
+    kept = {"rate_asked": 400.0, "calls_per_s": 396.0, "dropped": 0}
+    slow = {"rate_asked": 400.0, "calls_per_s": 300.0, "dropped": 0}
+    dropping = {"rate_asked": 400.0, "calls_per_s": 399.0, "dropped": 7}
+    closed = {"calls_per_s": 10.0}
+    assert _rate_warnings("A", spec, [kept, closed]) == []
+    (behind,) = _rate_warnings("B", spec, [kept, slow])
+    assert "arm B" in behind and "rep 2" in behind and "300 achieved (75%)" in behind
+    (dropped,) = _rate_warnings("A", spec, [dropping])
+    assert "7 calls dropped" in dropped and "understate" in dropped

@@ -123,10 +123,11 @@ def test_two_identical_arms_come_out_no_difference() -> None:
 
 @pytest.mark.timeout(60)
 def test_an_arm_made_30_percent_slower_comes_out_worse(tmp_path: Path) -> None:
-    # debug.sleep(10 ms) on the server: A ~10.5 ms a call; B waits 3 ms more per call
+    # debug.sleep(10 ms) on the server: A ~10.5 ms a call; B waits 3 ms more per call.
+    # 6 vs 6 runs: a load spike may swap a few pairs (up to 5 of 36) and still be "worse"
     slow = ArmSpec.parse("gevent:delay_ms=3")
     result = compare(
-        GEVENT, slow, calls=150, concurrency=5, repeat=5, method="debug.sleep", args=[0.01]
+        GEVENT, slow, calls=150, concurrency=5, repeat=6, method="debug.sleep", args=[0.01]
     )
     for key in ("p50", "calls_per_s"):
         assert result["verdicts"][key]["verdict"] == "worse", (key, result["verdicts"][key])
