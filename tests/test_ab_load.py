@@ -19,7 +19,7 @@ import gevent
 import pytest
 
 from rpcclient import Client
-from rpcclient._ab import ArmSpec, compare, main, measure
+from rpcclient._ab import ArmSpec, compare, format_table, main, measure
 from rpcclient.example import app as example_app
 from rpcclient.server import serve
 
@@ -76,6 +76,9 @@ def test_a_stall_shows_in_open_loop_p99_and_hides_from_closed_loop(
         assert open_["scheduled"] == 600 and open_["calls"] == 600
         assert open_["calls_per_s"] > 0.95 * 200  # the rate was kept: no warning
     assert not [w for w in opened["warnings"] if "did not keep" in w]
+    table = format_table(opened)
+    assert "open loop: 200 calls/s per arm" in table and "schedule of B:" in table
+    assert "closed loop: 2 greenlets" in format_table(closed)
 
 
 def test_open_loop_bounds_calls_in_flight_and_reports_what_it_could_not_send(
@@ -170,6 +173,14 @@ def test_target_runs_the_named_call_and_says_where_traffic_goes(
     # per arm: 1 checked call, the warm-up (10), the 20 measured; plus one GET asking
     # for our TCP counters (answered 404 here, so segments and bytes are n/a)
     assert calls == 2 * (1 + 10 + 20) + 1
+
+
+def test_a_call_without_args_sends_none() -> None:
+    result = compare(GEVENT, GEVENT, calls=20, concurrency=2, repeat=1, method="debug.count")
+    for arm in ("A", "B"):
+        run = result["arms"][arm]["runs"][0]
+        assert run["calls"] == 20 and run["errors"] == 0
+    assert "debug.count()" in format_table(result)
 
 
 @pytest.mark.parametrize(

@@ -384,6 +384,16 @@ def format_table(result: Mapping[str, Any]) -> str:
             f"all runs of {key} (HDR histogram): p50 {lat['p50']:.3f}  p99 {lat['p99']:.3f}  "
             f"p99.9 {lat['p99.9']:.3f}  p99.99 {lat['p99.99']:.3f}  max {lat['max']:.2f} ms"
         )
+    if cfg.get("rate"):
+        for key in ("A", "B"):
+            runs = arms[key]["runs"]
+            p99 = max(r["start_lag_ms"]["p99"] for r in runs)
+            worst = max(r["start_lag_ms"]["max"] for r in runs)
+            dropped = sum(r["dropped"] for r in runs)
+            lines.append(
+                f"schedule of {key}: calls started after their due time by {p99:.2f} ms at "
+                f"p99 (worst run), {worst:.1f} ms at most; {dropped} dropped"
+            )
     lines.extend(result["warnings"])
     if not result["target"]["counters"]:
         lines.append("segments and bytes: n/a (the target does not serve our TCP counters)")
