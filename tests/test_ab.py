@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from rpcclient import _ab
+from rpcclient._ab import hdr
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or not hasattr(socket, "TCP_INFO"),
@@ -25,6 +26,8 @@ METRICS = {
     "p50",
     "p90",
     "p99",
+    "p99.9",
+    "p99.99",
     "max",
     "cpu_ms_per_1000",
     "request_bytes_per_call",
@@ -53,6 +56,11 @@ def test_ab_gevent_vs_small_pool_writes_complete_json(
     assert doc["config"]["calls"] == 50 and doc["config"]["repeat"] == 1
     assert "_latencies_s" not in doc
     assert set(doc["ratios_b_over_a"]) == METRICS
+    assert set(doc["verdicts"]) == METRICS
+    # one repetition per arm: no verdict is possible, and the document says so
+    assert {v["verdict"] for v in doc["verdicts"].values()} == {"n/a"}
+    assert doc["statistics"]["smallest_possible_p"] == 1.0
+    assert "cannot reach p <= 0.05" in table
     for key, spec in (("A", "gevent"), ("B", "gevent:pool_size=2")):
         arm = doc["arms"][key]
         assert arm["spec"] == spec
@@ -67,7 +75,10 @@ def test_ab_gevent_vs_small_pool_writes_complete_json(
         assert set(arm["summary"]) == METRICS
         assert all(arm["summary"][m] is not None for m in METRICS)
         lat = run["latency_ms"]
-        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"] <= lat["max"]
+        merged = hdr.decode(arm["all_runs"]["hdr"])
+        assert merged.get_total_count() == 50
+        assert arm["all_runs"]["latency_ms"]["max"] == lat["max"]
 
 
 def test_ab_rejects_unknown_arm_options_before_running(
@@ -89,3 +100,41 @@ def test_percentile_is_nearest_rank() -> None:
     assert _ab.percentile(values, 0.5) == 50.0
     assert _ab.percentile(values, 0.99) == 99.0
     assert _ab.percentile(values, 1.0) == 100.0
+
+
+def test_hdr_percentiles_are_within_a_tenth_of_a_percent() -> None:
+    latencies = [i / 1e5 for i in range(1, 10_001)]  # 10 us .. 100 ms, evenly
+    hist, clamped = hdr.from_seconds(latencies)
+    assert clamped == 0 and hist.get_total_count() == 10_000
+    summary = hdr.summary_ms(hist)
+    ordered = sorted(latencies)
+    for key, q in hdr.PERCENTILES:
+        exact = _ab.percentile(ordered, q / 100.0) * 1000.0
+        assert summary[key] == pytest.approx(exact, rel=1e-3), key
+    assert summary["max"] == pytest.approx(100.0, rel=1e-3)
+    # the encoded form round-trips and merges exactly
+    again = hdr.merge([hdr.encode(hist), hdr.encode(hist)])
+    assert again.get_total_count() == 20_000
+    assert hdr.summary_ms(again)["p99"] == summary["p99"]
+
+
+def test_hdr_clamps_out_of_range_values_and_counts_them() -> None:
+    hist, clamped = hdr.from_seconds([0.0, 1e-3, 10_000.0])
+    assert clamped == 2 and hist.get_total_count() == 3
+    qs, values = hdr.percentile_curve(hist)
+    assert qs == sorted(qs) and values == sorted(values) and qs[-1] == pytest.approx(2 / 3)
+
+
+def test_rate_warning_when_an_arm_falls_behind_or_drops_calls() -> None:
+    from rpcclient._ab.compare import _rate_warnings
+
+    spec = _ab.ArmSpec.parse("gevent")
+    kept = {"rate_asked": 400.0, "calls_per_s": 396.0, "dropped": 0}
+    slow = {"rate_asked": 400.0, "calls_per_s": 300.0, "dropped": 0}
+    dropping = {"rate_asked": 400.0, "calls_per_s": 399.0, "dropped": 7}
+    closed = {"calls_per_s": 10.0}
+    assert _rate_warnings("A", spec, [kept, closed]) == []
+    (behind,) = _rate_warnings("B", spec, [kept, slow])
+    assert "arm B" in behind and "rep 2" in behind and "300 achieved (75%)" in behind
+    (dropped,) = _rate_warnings("A", spec, [dropping])
+    assert "7 calls dropped" in dropped and "understate" in dropped

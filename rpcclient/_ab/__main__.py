@@ -1,0 +1,5 @@
+"""``python -m rpcclient._ab``: the same as ``rpcclient ab``."""
+
+from rpcclient._ab.cli import main
+
+raise SystemExit(main())
