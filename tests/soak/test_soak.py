@@ -2,7 +2,7 @@
 
 Three bundled servers (:func:`rpcclient.server.serve`, in this process) each
 sit behind a :class:`FaultProxy`; one :class:`rpcclient.Client` balances a
-service over the three proxies with a short total deadline, and 64 greenlets
+service over the three proxies with a short total deadline, and 96 greenlets
 make idempotent (``soak.read``) and non-idempotent (``soak.write``) calls.
 The proxies decide by a seeded RNG, per connection and per forwarded chunk,
 to pass, reset (``SO_LINGER`` 0), stall, drip, cut an answer in the middle,
@@ -54,8 +54,8 @@ from ..conftest import open_fds
 
 SEED = int(os.environ.get("RPCCLIENT_SOAK_SEED") or random.SystemRandom().randrange(2**32))
 CALLS = int(os.environ.get("RPCCLIENT_SOAK_CALLS") or 20_000)
-GREENLETS = 64
-POOL_SIZE = 6  # 18 connections for 64 greenlets: pool waits and PoolTimeouts too
+GREENLETS = 96
+POOL_SIZE = 4  # 12 connections for 96 greenlets: pool waits and PoolTimeouts too
 #: a read bound under the total leaves room for a retry after a stall
 TIMEOUT = Timeout(connect=0.25, read=0.15, pool=0.1, total=0.4)
 #: the whole soak must end within this, or the fixture fails
