@@ -18,6 +18,7 @@ invariant passes or fails on its own:
 - ``may_have_reached_server=False`` means no server saw the call's id;
 - an error that is a server's answer was seen by a server;
 - only ``rpcclient.exceptions`` errors reached the caller;
+- no call ended long past its deadline;
 - pool slots and file descriptors come back to their baseline.
 
 ``RPCCLIENT_SOAK_SEED`` and ``RPCCLIENT_SOAK_CALLS`` override the seed (else
@@ -60,6 +61,9 @@ POOL_SIZE = 4  # 12 connections for 96 greenlets: pool waits and PoolTimeouts to
 TIMEOUT = Timeout(connect=0.25, read=0.15, pool=0.1, total=0.4)
 #: the whole soak must end within this, or the fixture fails
 WALL_LIMIT = 600.0
+#: how far past its total deadline a call may end on a loaded machine (seen here: 5-15 ms
+#: worst per run, 255 ms with a callgrind run beside the soak: issue 12 item 4's lateness)
+LATE_MARGIN = 1.0
 BIG = 20_000  # answer payload of the calls that ask for a big one (several chunks)
 
 # Fault probabilities: per accepted connection, and per chunk in each direction.
@@ -208,8 +212,9 @@ class Servers:
     token_ids: dict[str, set[str]] = field(default_factory=dict)
     in_flight: int = 0
 
-    def app(self, index: int) -> Callable[..., Any]:
-        rpc = RPCApp()
+    def app(self, index: int, make_app: Callable[[], RPCApp] = RPCApp) -> Callable[..., Any]:
+        """Server ``index``'s WSGI app: ``make_app()`` with the soak's methods, counted."""
+        rpc = make_app()
 
         def run(token: str, size: int) -> list[Any]:
             self.executions[token] += 1
@@ -328,9 +333,21 @@ def wait_until(check: Callable[[], bool], seconds: float) -> bool:
     return True
 
 
-def run_soak(seed: int, calls: int) -> Soak:
+def run_soak(
+    seed: int,
+    calls: int,
+    *,
+    client_options: dict[str, Any] | None = None,
+    make_app: Callable[[], RPCApp] = RPCApp,
+) -> Soak:
+    """One soak run: start everything, make ``calls`` calls, drain, stop; the figures.
+
+    ``client_options`` are added to (or replace) the Client's arguments and
+    ``make_app`` builds each server's RPCApp, for runs beside the default one
+    (a deduplicating server, other retry settings).
+    """
     servers = Servers()
-    rpc_servers = [serve(servers.app(i), "127.0.0.1", 0) for i in range(3)]
+    rpc_servers = [serve(servers.app(i, make_app), "127.0.0.1", 0) for i in range(3)]
     proxies = [FaultProxy(i, s.address[1], seed) for i, s in enumerate(rpc_servers)]
     rng = random.Random(seed)
     plan = [(f"t{n}", rng.random() < 0.5, BIG if rng.random() < 0.1 else 16) for n in range(calls)]
@@ -338,19 +355,20 @@ def run_soak(seed: int, calls: int) -> Soak:
     gc.collect()
     fds_baseline = open_fds()
     log = AttemptLog()
-    client = Client(
-        [p.url for p in proxies],
-        timeout=TIMEOUT,
-        pool_size=POOL_SIZE,
-        idempotent=["soak.read"],
-        hooks=[log],
-    )
+    options: dict[str, Any] = {
+        "timeout": TIMEOUT,
+        "pool_size": POOL_SIZE,
+        "idempotent": ["soak.read"],
+        "hooks": [log],
+        **(client_options or {}),
+    }
+    client = Client([p.url for p in proxies], **options)
     ok = 0
     wrong: list[tuple[str, Any]] = []
     failures: list[Failure] = []
     late: list[float] = []
     work = iter(plan)
-    total = TIMEOUT.total or 0.0
+    total = Timeout.coerce(options["timeout"]).total or 0.0
 
     def worker() -> None:
         nonlocal ok
@@ -530,6 +548,20 @@ def test_server_answers_were_seen_by_a_server(soak: Soak) -> None:
     answered = (E.RemoteError, E.HTTPStatusError)
     bad = [repr(e) for _, e in soak.rpc_errors() if isinstance(e, answered) and not soak.seen(e)]
     assert not bad, describe(soak, bad, "server answers no server saw")
+
+
+def test_no_call_ends_long_past_its_deadline(soak: Soak) -> None:
+    """Every call returns by its total deadline, within a margin for a loaded machine.
+
+    Issue 12 item 4 (deadline accuracy) has its own tight bound elsewhere;
+    this one (1 s past ``total``) only catches a call the faults kept
+    running: a stall or a drip that outlives the deadline.
+    """
+    worst = max(soak.late, default=0.0)
+    assert worst < LATE_MARGIN, (
+        f"{len(soak.late)} calls ended past their deadline, the latest by {worst * 1000:.0f} ms "
+        f"(seed {soak.seed})"
+    )
 
 
 def test_pool_slots_back_to_baseline(soak: Soak) -> None:
