@@ -33,6 +33,7 @@ import contextvars
 import gc
 import os
 import random
+import re
 import socket
 import struct
 import time
@@ -81,6 +82,7 @@ STALL = (0.05, 0.5)  # seconds, uniform
 DRIP_PIECES = 40  # a dripped chunk goes out in about this many pieces...
 DRIP_GAP = (0.001, 0.005)  # ...this far apart
 
+_ID_HEADER = re.compile(rb"\r\nX-Request-Id: ([!-~]+)\r\n", re.IGNORECASE)
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("soak_request_id", default="")
 
 
@@ -108,8 +110,9 @@ class FaultProxy:
     Each accepted connection gets its own RNG (seeded from the soak's seed,
     the proxy's index and the connection's ordinal) for the connection-level
     choice and one per direction for the per-chunk choices; ``faults``
-    counts what was injected. ``active`` is the number of connections being
-    served: 0 once everything has drained.
+    counts what was injected, ``requests`` maps each request id read from
+    the client to what was done to the chunk that carried it. ``active`` is
+    the number of connections being served: 0 once everything has drained.
     """
 
     def __init__(self, index: int, upstream_port: int, seed: int) -> None:
@@ -119,6 +122,7 @@ class FaultProxy:
         self.connections = 0
         self.active = 0
         self.faults: Counter[str] = Counter()
+        self.requests: dict[str, str] = {}
         self.server = gevent.server.StreamServer(("127.0.0.1", 0), self._handle)
         self.server.start()
         self.url = f"http://127.0.0.1:{self.server.server_port}"
@@ -168,8 +172,12 @@ class FaultProxy:
         try:
             while data := src.recv(65536):
                 fault = _choose(rng, faults)
+                direction = "up" if src is client else "down"
                 if fault != "pass":
-                    self.faults[f"{'up' if src is client else 'down'}_{fault}"] += 1
+                    self.faults[f"{direction}_{fault}"] += 1
+                if direction == "up":  # a head split over two chunks goes unrecorded: rare
+                    for rid in _ID_HEADER.findall(data):
+                        self.requests[rid.decode()] = f"up_{fault}"
                 if fault == "reset":
                     if src is not client:  # mid-answer: some of it first
                         client.sendall(data[: rng.randrange(len(data))])
@@ -296,6 +304,16 @@ class Soak:
     def seen(self, err: E.RPCError) -> list[int]:
         return self.servers.seen.get(err.request_id or "", [])
 
+    def proxy_fault(self, err: E.RPCError) -> str:
+        """What a proxy did to the chunk carrying the call's last request read from the
+        client, or ``"no proxy read it"`` (written into a connection the proxy had
+        closed or reset: the idle-close race)."""
+        for proxy in self.proxies:
+            fault = proxy.requests.get(err.request_id or "")
+            if fault is not None:
+                return fault
+        return "no proxy read it"
+
     def summary(self) -> str:
         errors = Counter(type(f.error).__name__ for f in self.failures)
         faults: Counter[str] = Counter()
@@ -303,7 +321,7 @@ class Soak:
             faults.update(proxy.faults)
         true_never_ran = Counter(
             f"{type(err).__name__}/{'idem' if f.idempotent else 'non-idem'}/"
-            f"{'head seen' if self.seen(err) else 'not seen'}"
+            f"{'head seen' if self.seen(err) else 'not seen'}/{self.proxy_fault(err)}"
             for f, err in self.rpc_errors()
             if err.may_have_reached_server and not self.servers.executions[f.token]
         )
