@@ -22,7 +22,8 @@ invariant passes or fails on its own:
 - pool slots and file descriptors come back to their baseline.
 
 ``RPCCLIENT_SOAK_SEED`` and ``RPCCLIENT_SOAK_CALLS`` override the seed (else
-random, printed) and the number of calls (20,000). On this loaded 2-core
+random, printed) and the number of calls (20,000); ``RPCCLIENT_SOAK_TRANSPORT``
+the client's transport (gevent). On this loaded 2-core
 machine the default run takes 10-12 s (interpreted build; the 3-minute
 budget of issue 12 leaves room for a slower CI machine).
 """
@@ -56,6 +57,8 @@ from ..conftest import open_fds
 
 SEED = int(os.environ.get("RPCCLIENT_SOAK_SEED") or random.SystemRandom().randrange(2**32))
 CALLS = int(os.environ.get("RPCCLIENT_SOAK_CALLS") or 20_000)
+#: the client's transport (``gevent``, ``requests`` or ``urllib3``)
+TRANSPORT = os.environ.get("RPCCLIENT_SOAK_TRANSPORT") or "gevent"
 GREENLETS = 96
 POOL_SIZE = 4  # 12 connections for 96 greenlets: pool waits and PoolTimeouts too
 #: a read bound under the total leaves room for a retry after a stall
@@ -339,7 +342,8 @@ class Soak:
 
 def pool_figures(client: Client) -> dict[str, dict[str, int]]:
     pools: dict[str, dict[str, int]] = client.stats().get("pools", {})
-    return {url: {k: p[k] for k in ("in_use", "idle", "waiting")} for url, p in pools.items()}
+    keys = ("in_use", "idle", "waiting")
+    return {url: {k: p.get(k, 0) for k in keys} for url, p in pools.items()}
 
 
 def wait_until(check: Callable[[], bool], seconds: float) -> bool:
@@ -378,9 +382,10 @@ def run_soak(
         "pool_size": POOL_SIZE,
         "idempotent": ["soak.read"],
         "hooks": [log],
+        "transport": TRANSPORT,
         **(client_options or {}),
     }
-    client = Client([p.url for p in proxies], **options)
+    client = Client({"soak": [p.url for p in proxies]}, **options)
     ok = 0
     wrong: list[tuple[str, Any]] = []
     failures: list[Failure] = []
@@ -461,7 +466,10 @@ def soak(request: pytest.FixtureRequest) -> Iterator[Soak]:
         else:
             print(line)
 
-    say(f"soak: seed {SEED} (RPCCLIENT_SOAK_SEED), {CALLS} calls (RPCCLIENT_SOAK_CALLS)")
+    say(
+        f"soak: seed {SEED} (RPCCLIENT_SOAK_SEED), {CALLS} calls (RPCCLIENT_SOAK_CALLS), "
+        f"transport {TRANSPORT} (RPCCLIENT_SOAK_TRANSPORT)"
+    )
     result = run_soak(SEED, CALLS)
     say(result.summary())
     yield result
