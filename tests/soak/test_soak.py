@@ -24,7 +24,7 @@ invariant passes or fails on its own:
 ``RPCCLIENT_SOAK_SEED`` and ``RPCCLIENT_SOAK_CALLS`` override the seed (else
 random, printed) and the number of calls (20,000); ``RPCCLIENT_SOAK_TRANSPORT``
 the client's transport (gevent). On this loaded 2-core
-machine the default run takes 10-12 s (interpreted build; the 3-minute
+machine the default run takes 13-19 s (interpreted or compiled; the 3-minute
 budget of issue 12 leaves room for a slower CI machine).
 """
 
