@@ -454,18 +454,21 @@ def serve(
     backlog: int | None = None,
     spawn: Any = None,
     stop_timeout: float = 1.0,
+    **options: Any,
 ) -> RPCServer:
     """Start serving the WSGI ``app`` (usually an :class:`RPCApp`) on the bundled
     gevent server and return the started :class:`RPCServer`.
 
     ``port=0`` picks a free port; read it from ``server.address`` (``(host,
     port)``) or ``server.url``. ``spawn``: ``None`` for an unbounded greenlet
-    pool, an ``int`` to bound concurrent connections. ``server.stop()``
+    pool. ``options`` go to :class:`RPCServer`: ``max_connections``,
+    ``idle_timeout``, ``header_timeout``, ``body_timeout`` (see
+    :mod:`rpcclient._wsgiserver`). ``server.stop()``
     waits up to ``stop_timeout`` seconds for calls in progress;
     ``server.serve_forever()`` blocks until stopped. Raises ``OSError`` if the
     address cannot be bound.
     """
-    server = RPCServer((host, port), app, backlog=backlog, spawn=spawn)
+    server = RPCServer((host, port), app, backlog=backlog, spawn=spawn, **options)
     server.stop_timeout = stop_timeout
     server.start()
     return server

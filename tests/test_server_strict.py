@@ -1,0 +1,440 @@
+"""The bundled server's HTTP/1.1 strictness and bounds, over raw sockets.
+
+- A smuggling corpus (issue 13 and RFC 9112 sections 6-7): every request
+  whose framing two parsers could read differently is answered 400 (501 for an
+  unknown coding, 505 for another version, 414/431 over a limit) with
+  ``Connection: close``, the connection is closed, and no handler runs, neither
+  for the request nor for the request hidden in its body.
+- RPCApp's own framing checks, under a server that does not make them (stock
+  gevent.pywsgi stands for gunicorn/uWSGI here).
+- Bounds: header and idle timeouts, the connection bound, slowloris with 1,000
+  drippers, memory per body byte.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gevent
+import gevent.socket
+import msgpack
+import pytest
+
+from rpcclient._wsgiserver import MAX_HEAD, RPCServer
+from rpcclient.server import RPCApp, serve
+from tests.test_server import IO_TIMEOUT, Conn, post
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Runs:
+    """Counts every handler execution of the test app."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.names: list[str] = []
+
+
+def build_app(runs: Runs, **kw: Any) -> RPCApp:
+    app = RPCApp(**kw)
+
+    def counted(name: str) -> Callable[..., Any]:
+        def handler(*args: Any) -> Any:
+            runs.count += 1
+            runs.names.append(name)
+            return list(args)
+
+        return handler
+
+    app.register("t.echo", counted("t.echo"))
+    app.register("t.smuggled", counted("t.smuggled"))
+
+    @app.register("t.size")
+    def size(value: Any) -> int:
+        runs.count += 1
+        return len(value)
+
+    @app.register("t.sleep")
+    def sleep(seconds: float) -> str:
+        runs.count += 1
+        gevent.sleep(seconds)
+        return "slept"
+
+    return app
+
+
+@pytest.fixture
+def runs() -> Runs:
+    return Runs()
+
+
+@pytest.fixture
+def start(runs: Runs) -> Iterator[Callable[..., RPCServer]]:
+    servers: list[Any] = []
+
+    def _start(app_kw: dict[str, Any] | None = None, **server_kw: Any) -> RPCServer:
+        app = build_app(runs, **(app_kw or {}))
+        server = serve(app, "127.0.0.1", 0, **server_kw)
+        servers.append(server)
+        return server
+
+    yield _start
+    for server in servers:
+        server.stop(timeout=1)
+
+
+# -- the smuggling corpus ---------------------------------------------------------------
+
+#: the request a smuggler hides in a body: it must never run
+HIDDEN = post("/t/smuggled", msgpack.packb([]))
+H = "POST /t/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-msgpack\r\n"
+HEAD_ONLY = "POST /t/echo HTTP/1.1\r\nContent-Type: application/x-msgpack\r\n"
+CHUNKED_HIDDEN = b"%x\r\n%s\r\n0\r\n\r\n" % (len(HIDDEN), HIDDEN)
+
+
+HS = H.replace("/t/echo", "/t/size")
+
+
+def _raw(head: str, body: bytes = HIDDEN) -> bytes:
+    return head.encode("latin-1") + b"\r\n" + body
+
+
+# (id, request bytes, expected status). Each request carries HIDDEN after its head.
+CORPUS: list[tuple[str, bytes, int]] = [
+    # issue 13, item 1: TE values RPCApp decided by a substring test
+    ("te-chunked-identity", _raw(H + "Transfer-Encoding: chunked, identity\r\n"), 400),
+    ("te-xchunked", _raw(H + "Transfer-Encoding: xchunked\r\n"), 501),
+    ("te-chunked-list-twice", _raw(H + "Transfer-Encoding: chunked, chunked\r\n"), 400),
+    (
+        "te-chunked-two-fields",
+        _raw(H + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", CHUNKED_HIDDEN),
+        400,
+    ),
+    ("te-gzip-chunked", _raw(H + "Transfer-Encoding: gzip, chunked\r\n", CHUNKED_HIDDEN), 501),
+    ("te-identity", _raw(H + "Transfer-Encoding: identity\r\n"), 501),
+    ("te-chunked-gzip", _raw(H + "Transfer-Encoding: chunked, gzip\r\n"), 400),
+    ("te-empty", _raw(H + "Transfer-Encoding: \r\nContent-Length: 3\r\n"), 400),
+    # issue 13, item 2: gevent.pywsgi's framing flaws
+    (
+        "cl-1-then-98",
+        _raw(H + f"Content-Length: 1\r\nContent-Length: {1 + len(HIDDEN)}\r\n", b"\xc0" + HIDDEN),
+        400,
+    ),
+    (
+        "cl-equal-twice",
+        _raw(H + f"Content-Length: {len(HIDDEN)}\r\nContent-Length: {len(HIDDEN)}\r\n"),
+        400,
+    ),
+    ("cl-list", _raw(H + f"Content-Length: {len(HIDDEN)}, {len(HIDDEN)}\r\n"), 400),
+    (
+        "cl-then-te",
+        _raw(
+            H + f"Content-Length: {len(CHUNKED_HIDDEN)}\r\nTransfer-Encoding: chunked\r\n",
+            CHUNKED_HIDDEN,
+        ),
+        400,
+    ),
+    (
+        "te-then-cl",
+        _raw(
+            H + f"Transfer-Encoding: chunked\r\nContent-Length: {len(CHUNKED_HIDDEN)}\r\n",
+            CHUNKED_HIDDEN,
+        ),
+        400,
+    ),
+    ("te-obs-fold", _raw(H + "Transfer-Encoding:\r\n chunked\r\n", CHUNKED_HIDDEN), 400),
+    ("obs-fold-other", _raw(H + "X-A: a\r\n b\r\nContent-Length: 0\r\n"), 400),
+    (
+        "bare-lf-hides-te",
+        _raw(H + "X-A: a\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n", CHUNKED_HIDDEN),
+        400,
+    ),
+    ("bare-lf-head", _raw(H.replace("\r\n", "\n") + "Content-Length: 0\n"), 400),
+    ("te-vt-prefix", _raw(H + "Transfer-Encoding: \x0bchunked\r\n", CHUNKED_HIDDEN), 400),
+    ("nontoken-name-hides-cl", _raw(H + f"Bad Name: x\r\nContent-Length: {len(HIDDEN)}\r\n"), 400),
+    ("nontoken-name-paren", _raw(H + f"X(a): x\r\nContent-Length: {len(HIDDEN)}\r\n"), 400),
+    ("space-before-colon", _raw(H + f"Content-Length : {len(HIDDEN)}\r\n"), 400),
+    ("tab-before-colon", _raw(H + f"Content-Length\t: {len(HIDDEN)}\r\n"), 400),
+    ("te-space-before-colon", _raw(H + "Transfer-Encoding : chunked\r\n", CHUNKED_HIDDEN), 400),
+    ("missing-host", _raw(HEAD_ONLY + "Content-Length: 1\r\n", b"\x90" + HIDDEN), 400),
+    (
+        "two-hosts",
+        _raw(H + "Host: other\r\nContent-Length: 1\r\n", b"\x90" + HIDDEN),
+        400,
+    ),
+    ("nul-in-value", _raw(H + "X-A: a\x00b\r\nContent-Length: 1\r\n", b"\x90" + HIDDEN), 400),
+    ("vt-in-value", _raw(H + "X-A: a\x0bb\r\nContent-Length: 1\r\n", b"\x90" + HIDDEN), 400),
+    ("del-in-value", _raw(H + "X-A: a\x7fb\r\nContent-Length: 1\r\n", b"\x90" + HIDDEN), 400),
+    ("cr-in-value", _raw(H + "X-A: a\rb\r\nContent-Length: 1\r\n", b"\x90" + HIDDEN), 400),
+    (
+        "vt-in-request-line",
+        _raw(H.replace("/t/echo ", "/t/echo\x0b ") + "Content-Length: 1\r\n", b"\x90" + HIDDEN),
+        400,
+    ),
+    (
+        "nul-in-target",
+        _raw(H.replace("/t/echo", "/t/e\x00cho") + "Content-Length: 1\r\n", b"\x90" + HIDDEN),
+        400,
+    ),
+    ("space-first-field", _raw(H.replace("\r\nHost", "\r\n Host") + "Content-Length: 0\r\n"), 400),
+    # Content-Length grammar: one integer, digits only
+    ("cl-plus", _raw(H + "Content-Length: +1\r\n", b"\x90" + HIDDEN), 400),
+    ("cl-negative", _raw(H + "Content-Length: -1\r\n"), 400),
+    ("cl-hex", _raw(H + "Content-Length: 0x1\r\n", b"\x90" + HIDDEN), 400),
+    ("cl-inner-space", _raw(H + "Content-Length: 1 1\r\n"), 400),
+    ("cl-empty", _raw(H + "Content-Length: \r\n"), 400),
+    # chunk framing (RFC 9112 section 7.1)
+    ("chunk-size-not-hex", _raw(H + "Transfer-Encoding: chunked\r\n", b"zz\r\n" + HIDDEN), 400),
+    (
+        "chunk-size-overflow",
+        _raw(H + "Transfer-Encoding: chunked\r\n", b"f" * 20 + b"\r\n" + HIDDEN),
+        400,
+    ),
+    ("chunk-size-negative", _raw(H + "Transfer-Encoding: chunked\r\n", b"-1\r\n" + HIDDEN), 400),
+    ("chunk-size-0x", _raw(H + "Transfer-Encoding: chunked\r\n", b"0x1\r\nx\r\n" + HIDDEN), 400),
+    (
+        "chunk-size-bare-lf",
+        _raw(H + "Transfer-Encoding: chunked\r\n", b"1\nx\r\n0\r\n\r\n" + HIDDEN),
+        400,
+    ),
+    (
+        "chunk-data-too-long",
+        _raw(H + "Transfer-Encoding: chunked\r\n", b"1\r\nxx\r\n0\r\n\r\n" + HIDDEN),
+        400,
+    ),
+    (
+        "chunk-extension-over-limit",
+        _raw(
+            H + "Transfer-Encoding: chunked\r\n",
+            b"0;ext=" + b"x" * (2 * MAX_HEAD) + b"\r\n\r\n" + HIDDEN,
+        ),
+        400,
+    ),
+    # HTTP/1.0 with Transfer-Encoding: framing faulty (RFC 9112 section 6.1)
+    (
+        "http10-te",
+        _raw(H.replace("HTTP/1.1", "HTTP/1.0") + "Transfer-Encoding: chunked\r\n", CHUNKED_HIDDEN),
+        400,
+    ),
+    ("http2-line", _raw(H.replace("HTTP/1.1", "HTTP/2.0") + "Content-Length: 0\r\n"), 505),
+    ("version-garbage", _raw(H.replace("HTTP/1.1", "HTTP/1.x") + "Content-Length: 0\r\n"), 400),
+    ("lowercase-method", _raw(H.replace("POST", "post") + "Content-Length: 0\r\n"), 400),
+    # limits
+    ("head-over-limit", _raw(H + "X-Big: " + "a" * (MAX_HEAD + 1024) + "\r\n"), 431),
+    ("too-many-fields", _raw(H + "".join(f"X-F{i}: v\r\n" for i in range(150))), 431),
+    ("target-over-limit", _raw(H.replace("/t/echo", "/t/" + "e" * 9000)), 414),
+]
+
+
+def _assert_refused(conn: Conn, expected: int) -> None:
+    reply = conn.read_reply()
+    assert reply.status == expected, (reply.status, reply.body)
+    assert reply.headers.get("connection") == "close"
+    assert conn.at_eof()
+
+
+@pytest.mark.parametrize(
+    "request_bytes,expected", [c[1:] for c in CORPUS], ids=[c[0] for c in CORPUS]
+)
+def test_smuggling_corpus_is_refused_and_closed(
+    start: Callable[..., RPCServer], runs: Runs, request_bytes: bytes, expected: int
+) -> None:
+    server = start()
+    with Conn(server.address) as conn:
+        conn.send(request_bytes)
+        _assert_refused(conn, expected)
+    assert runs.count == 0, runs.names
+
+
+def test_a_sound_request_before_a_bad_one_is_served(
+    start: Callable[..., RPCServer], runs: Runs
+) -> None:
+    server = start()
+    with Conn(server.address) as conn:
+        conn.send(post("/t/echo", msgpack.packb([1])) + CORPUS[0][1])
+        assert conn.read_reply().result == [1]
+        _assert_refused(conn, 400)
+    assert runs.names == ["t.echo"]
+
+
+def test_the_corpus_cases_are_sound_when_fixed(start: Callable[..., RPCServer]) -> None:
+    # Control: the same head builder makes requests that are served, so the
+    # corpus fails for its framing, not for a typo in the test.
+    server = start()
+    with Conn(server.address) as conn:
+        conn.send(_raw(H + f"Content-Length: {len(HIDDEN)}\r\n", b"\x90" * len(HIDDEN)))
+        assert conn.read_reply().status == 400  # msgpack garbage: RPCApp's 400
+        conn.send(_raw(H + f"Content-Length: {len(msgpack.packb([5]))}\r\n", msgpack.packb([5])))
+        assert conn.read_reply().result == [5]
+        body = msgpack.packb([7])
+        conn.send(
+            _raw(
+                H + "Transfer-Encoding: chunked\r\n",
+                b"%x;a=b\r\n%s\r\n0\r\nX-T: 1\r\n\r\n" % (len(body), body),
+            )
+        )
+        assert conn.read_reply().result == [7]
+
+
+# -- timeouts -------------------------------------------------------------------------
+
+
+def test_idle_keep_alive_connection_is_closed_after_idle_timeout(
+    start: Callable[..., RPCServer],
+) -> None:
+    server = start(idle_timeout=0.3)
+    with Conn(server.address) as conn:
+        assert conn.call("/t/echo", [1]).result == [1]
+        started = time.monotonic()
+        assert conn.at_eof()
+        assert 0.2 < time.monotonic() - started < 3.0
+
+
+def test_a_head_that_drips_is_closed_after_header_timeout(
+    start: Callable[..., RPCServer], runs: Runs
+) -> None:
+    server = start(header_timeout=0.5, idle_timeout=30)
+    with Conn(server.address) as conn:
+        request = post("/t/echo", msgpack.packb([1]))
+        started = time.monotonic()
+        closed = False
+        for byte in request[:-4]:  # never the blank line
+            try:
+                conn.send(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            gevent.sleep(0.05)
+            if time.monotonic() - started > 4.0:
+                break
+        assert closed or conn.at_eof()
+        assert time.monotonic() - started < 4.0
+    assert runs.count == 0
+
+
+def test_a_body_that_stalls_is_closed_after_body_timeout(
+    start: Callable[..., RPCServer], runs: Runs
+) -> None:
+    server = start(body_timeout=0.3)
+    with Conn(server.address) as conn:
+        conn.send(post("/t/echo", length=100))
+        started = time.monotonic()
+        reply = conn.read_reply()  # RPCApp cannot read the body: 400, closed
+        assert reply.status == 400 and reply.headers.get("connection") == "close"
+        assert time.monotonic() - started < 3.0
+    assert runs.count == 0
+
+
+# -- the connection bound ------------------------------------------------------------
+
+
+def test_at_the_bound_the_longest_idle_connection_makes_room(
+    start: Callable[..., RPCServer],
+) -> None:
+    server = start(max_connections=4)
+    idle = [Conn(server.address) for _ in range(4)]
+    try:
+        for conn in idle:
+            assert conn.call("/t/echo", [1]).result == [1]
+        # a fifth client is served; the oldest idle connection was closed for it
+        with Conn(server.address) as fresh:
+            assert fresh.call("/t/echo", [2]).result == [2]
+        assert idle[0].at_eof()
+        assert server.evicted_connections == 1
+        assert len(server._handlers) <= 4
+    finally:
+        for conn in idle:
+            conn.close()
+
+
+def test_at_the_bound_with_every_connection_busy_a_new_one_is_closed(
+    start: Callable[..., RPCServer], runs: Runs
+) -> None:
+    server = start(max_connections=2)
+    busy = [Conn(server.address) for _ in range(2)]
+    try:
+        for conn in busy:
+            conn.send(post("/t/sleep", msgpack.packb([1.0])))
+        deadline = time.monotonic() + IO_TIMEOUT
+        while runs.count < 2:
+            assert time.monotonic() < deadline
+            gevent.sleep(0.01)
+        with Conn(server.address) as extra:
+            assert extra.at_eof()
+        assert server.refused_connections == 1
+        for conn in busy:
+            assert conn.read_reply().result == "slept"
+    finally:
+        for conn in busy:
+            conn.close()
+
+
+# -- slowloris ------------------------------------------------------------------------
+
+DRIPPERS = 1000
+
+
+@pytest.fixture
+def many_files() -> Iterator[None]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 3 * DRIPPERS + 256
+    if soft != resource.RLIM_INFINITY and soft < want:
+        if hard != resource.RLIM_INFINITY and hard < want:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {want}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.timeout(90)
+def test_slowloris_1000_drippers_do_not_keep_calls_out(
+    many_files: None, start: Callable[..., RPCServer], runs: Runs
+) -> None:
+    # 1,000 connections send a head a byte at a time, plus idle ones past the
+    # bound; meanwhile fresh calls with a 2 s deadline must all be served.
+    server = start(header_timeout=3.0, max_connections=DRIPPERS + 50)
+    address = server.address
+    drippers = [
+        gevent.socket.create_connection(address, timeout=IO_TIMEOUT) for _ in range(DRIPPERS)
+    ]
+    request = post("/t/echo", msgpack.packb([1]))
+    stop = False
+
+    def drip() -> None:
+        i = 0
+        while not stop and i < len(request) - 4:
+            for sock in drippers:
+                try:
+                    sock.send(request[i : i + 1])
+                except OSError:
+                    pass
+            i += 1
+            gevent.sleep(0.5)
+
+    dripper = gevent.spawn(drip)
+    try:
+        latencies = []
+        end = time.monotonic() + 6.0  # past the header timeout: drippers get cut
+        while time.monotonic() < end:
+            started = time.monotonic()
+            with gevent.Timeout(2.0), Conn(address) as conn:
+                assert conn.call("/t/echo", [1]).result == [1]
+            latencies.append(time.monotonic() - started)
+            gevent.sleep(0.05)
+        assert len(latencies) > 10
+        # the drippers were cut by the header timeout
+        deadline = time.monotonic() + 10
+        while len(server._handlers) > 5:
+            assert time.monotonic() < deadline, len(server._handlers)
+            gevent.sleep(0.1)
+    finally:
+        stop = True
+        dripper.kill()
+        for sock in drippers:
+            sock.close()
+    assert runs.count == len(latencies)
