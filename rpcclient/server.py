@@ -280,14 +280,7 @@ class RPCApp:
 
     def _serve(self, environ: dict[str, Any], headers: list[tuple[str, str]]) -> bytes:
         arrived = time.monotonic()
-        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-        length = None
-        if not chunked and environ.get("CONTENT_LENGTH"):
-            text = environ["CONTENT_LENGTH"].strip()
-            if not _LENGTH.match(text):
-                headers.append(_CLOSE)  # the body's end is unknowable
-                raise _Reject(400, "BadRequest", f"invalid Content-Length {text[:40]!r}")
-            length = int(text)
+        length, chunked = _framing(environ, headers)
         try:
             method, deadline = self._check_head(environ, headers, length, chunked, arrived)
             self._admit(headers)
@@ -437,6 +430,36 @@ class RPCApp:
         except InvalidRequest:
             # the handler's exception carried data msgpack cannot encode
             return self.codec.pack({"error": {"type": type, "message": message, "data": None}})
+
+
+def _framing(environ: dict[str, Any], headers: list[tuple[str, str]]) -> tuple[int | None, bool]:
+    """``(content_length, chunked)`` as the server framed the body, or 400 + close.
+
+    Under any WSGI server the body is what ``wsgi.input`` holds: by
+    ``CONTENT_LENGTH`` when it is set, else to its end for a chunked body. A
+    framing that two readers could see differently is refused outright: a
+    Transfer-Encoding that is not exactly ``chunked`` (``chunked, identity``,
+    ``xchunked``, ``chunked,chunked`` as a server joins two fields), chunked
+    together with a Content-Length, a Content-Length that is not one integer
+    (``1, 98``). The answer says ``Connection: close``: the body's end is
+    unknowable, so nothing after it on the connection may be read as a request.
+    """
+    coding = environ.get("HTTP_TRANSFER_ENCODING")
+    text = (environ.get("CONTENT_LENGTH") or "").strip(" \t")
+    if coding is not None:
+        if coding.strip(" \t").lower() != "chunked":
+            headers.append(_CLOSE)
+            raise _Reject(400, "BadRequest", f"unsupported Transfer-Encoding {coding[:40]!r}")
+        if text:
+            headers.append(_CLOSE)
+            raise _Reject(400, "BadRequest", "Content-Length together with Transfer-Encoding")
+        return None, True
+    if not text:
+        return None, False
+    if not _LENGTH.match(text):
+        headers.append(_CLOSE)
+        raise _Reject(400, "BadRequest", f"invalid Content-Length {text[:40]!r}")
+    return int(text), False
 
 
 def _safe_str(exc: BaseException) -> str:

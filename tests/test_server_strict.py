@@ -22,6 +22,7 @@ import gevent
 import gevent.socket
 import msgpack
 import pytest
+from gevent import pywsgi
 
 from rpcclient._wsgiserver import MAX_HEAD, RPCServer
 from rpcclient.server import RPCApp, serve
@@ -277,6 +278,64 @@ def test_the_corpus_cases_are_sound_when_fixed(start: Callable[..., RPCServer]) 
             )
         )
         assert conn.read_reply().result == [7]
+
+
+# -- RPCApp under another server -------------------------------------------------------
+
+
+@pytest.fixture
+def pywsgi_server(runs: Runs) -> Iterator[pywsgi.WSGIServer]:
+    """RPCApp on stock gevent.pywsgi: a server that frames differently from RPCApp."""
+    server = pywsgi.WSGIServer(("127.0.0.1", 0), build_app(runs), log=None, error_log=None)
+    server.start()
+    yield server
+    server.stop(timeout=1)
+
+
+@pytest.mark.parametrize(
+    "coding", ["chunked, identity", "xchunked", "chunked,chunked", "identity, chunked", "gzip"]
+)
+def test_rpcapp_refuses_ambiguous_transfer_encoding_under_another_server(
+    pywsgi_server: pywsgi.WSGIServer, runs: Runs, coding: str
+) -> None:
+    # The issue's reproduction: pywsgi sees no chunked body (it compares for
+    # equality) and hands RPCApp 0 bytes; RPCApp must not answer without
+    # closing, or HIDDEN is read as the next request.
+    with Conn(pywsgi_server.address) as conn:
+        conn.send(_raw(H + f"Transfer-Encoding: {coding}\r\n"))
+        reply = conn.read_reply()
+        assert reply.status == 400
+        assert reply.headers.get("connection") == "close"
+        assert conn.at_eof()
+    assert runs.count == 0, runs.names
+
+
+def test_rpcapp_refuses_length_lists_and_te_with_cl() -> None:
+    app = RPCApp()
+    app.register("t.echo", lambda *a: list(a))
+    seen: list[tuple[str, list[tuple[str, str]]]] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        seen.append((status, headers))
+
+    import io
+
+    for extra in (
+        {"CONTENT_LENGTH": "1, 1"},
+        {"CONTENT_LENGTH": "5", "HTTP_TRANSFER_ENCODING": "chunked"},
+        {"HTTP_TRANSFER_ENCODING": "Chunked, chunked"},
+    ):
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": "/t/echo",
+            "CONTENT_TYPE": "application/x-msgpack",
+            "wsgi.input": io.BytesIO(b"\x90" * 10),
+            **extra,
+        }
+        app(environ, start_response)
+        status, headers = seen.pop()
+        assert status.startswith("400"), (extra, status)
+        assert ("Connection", "close") in headers, extra
 
 
 # -- timeouts -------------------------------------------------------------------------
