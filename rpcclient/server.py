@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 import gevent
+import msgpack
 
 from ._codec import DEFAULT_CODEC, Codec
 from ._wsgiserver import RPCServer
@@ -383,10 +384,12 @@ class RPCApp:
 
     def _call(self, method: _Method, data: bytes, deadline: float | None) -> bytes:
         try:
-            args = self.codec.unpack(data)
+            args = _decode(self.codec, data)
         except DecodeError:
             message = "request body is not one valid msgpack value"
             raise _Reject(400, "BadRequest", message) from None
+        except _TooManyContainers as exc:
+            raise _Reject(400, "BadRequest", str(exc)) from None
         pos: tuple[Any, ...] | list[Any] = ()
         kw: dict[str, Any] = {}
         if isinstance(args, list):
@@ -430,6 +433,70 @@ class RPCApp:
         except InvalidRequest:
             # the handler's exception carried data msgpack cannot encode
             return self.codec.pack({"error": {"type": type, "message": message, "data": None}})
+
+
+#: bodies up to this size decode without the container budget (their worst is ~6 MB)
+BUDGET_FREE_SIZE = 64 * 1024
+#: containers (arrays and maps) a larger body may hold: this many, plus one per
+#: CONTAINER_BYTES body bytes
+CONTAINER_FLOOR = 4096
+CONTAINER_BYTES = 3
+
+
+class _TooManyContainers(Exception):
+    pass
+
+
+def _decode(codec: Codec, data: bytes) -> Any:
+    """``codec.unpack(data)``, with a budget of containers for large bodies.
+
+    A msgpack container costs one wire byte and 56-64 bytes decoded (an empty
+    list or dict) plus the 8-byte slot that holds it: a body of empty maps
+    decodes to ~88 bytes per body byte, ~1.4 GB at the 16 MiB default limit.
+    Every other value is cheaper per wire byte (a short str ~20 B/byte, a bin
+    ~14, a fixint 8 for its slot). So the decoded size is bounded by bounding
+    containers: one per :data:`CONTAINER_BYTES` body bytes (plus
+    :data:`CONTAINER_FLOOR`), which a list of pairs (``[[1, 2], ...]``, 3
+    bytes each) still fits, and which caps containers at ~30 B per body byte.
+    The hooks cost a call per container, so bodies up to
+    :data:`BUDGET_FREE_SIZE` skip them; a codec subclass with its own
+    ``unpack`` is used as it is.
+    """
+    if len(data) <= BUDGET_FREE_SIZE or type(codec).unpack is not Codec.unpack:
+        return codec.unpack(data)
+    left = CONTAINER_FLOOR + len(data) // CONTAINER_BYTES
+    budget = left
+
+    def count(obj: Any) -> Any:
+        nonlocal left
+        left -= 1
+        if left < 0:
+            raise _TooManyContainers(
+                f"request body holds more than {budget} arrays and maps "
+                f"(one per {CONTAINER_BYTES} bytes of body)"
+            )
+        return obj
+
+    options: dict[str, Any] = {
+        "raw": codec.raw,
+        "strict_map_key": codec.strict_map_key,
+        "timestamp": codec.timestamp,
+        "max_str_len": codec.max_str_len,
+        "max_bin_len": codec.max_bin_len,
+        "max_array_len": codec.max_array_len,
+        "max_map_len": codec.max_map_len,
+        "max_ext_len": codec.max_ext_len,
+        "list_hook": count,
+        "object_hook": count,
+    }
+    if codec.ext_hook is not None:
+        options["ext_hook"] = codec.ext_hook
+    try:
+        return msgpack.unpackb(data, **options)
+    except _TooManyContainers:
+        raise
+    except Exception as exc:  # noqa: BLE001 - msgpack raises ValueError, TypeError, ...
+        raise DecodeError(f"request body is not valid msgpack ({exc})") from None
 
 
 def _framing(environ: dict[str, Any], headers: list[tuple[str, str]]) -> tuple[int | None, bool]:

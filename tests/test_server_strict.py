@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+import gc
 import resource
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -497,3 +499,60 @@ def test_slowloris_1000_drippers_do_not_keep_calls_out(
         for sock in drippers:
             sock.close()
     assert runs.count == len(latencies)
+
+
+# -- memory per body byte -----------------------------------------------------------
+
+
+def _peak_per_byte(server: RPCServer, request: bytes, body_size: int) -> tuple[float, int]:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        with Conn(server.address) as conn:
+            view = memoryview(request)
+            for at in range(0, len(request), 1 << 20):
+                conn.send(view[at : at + (1 << 20)])
+            reply = conn.read_reply()
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    return peak / body_size, reply.status
+
+
+def _chunked_request(body: bytes, piece: int) -> bytes:
+    framed = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + piece]), body[i : i + piece])
+        for i in range(0, len(body), piece)
+    )
+    return _raw(HS + "Transfer-Encoding: chunked\r\n", framed + b"0\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    "shape",
+    ["bin-content-length", "bin-1-byte-chunks", "empty-maps", "empty-arrays", "pairs"],
+)
+def test_memory_per_body_byte_is_bounded(start: Callable[..., RPCServer], shape: str) -> None:
+    server = start()
+    n = 1 << 20
+    if shape == "bin-content-length":
+        body = msgpack.packb([b"x" * n])
+        request = _raw(HS + f"Content-Length: {len(body)}\r\n", body)
+    elif shape == "bin-1-byte-chunks":
+        body = msgpack.packb([b"x" * 60_000])
+        request = _chunked_request(body, 1)
+    elif shape == "empty-maps":
+        body = b"\xdd" + n.to_bytes(4, "big") + b"\x80" * n
+        request = _raw(HS + f"Content-Length: {len(body)}\r\n", body)
+    elif shape == "empty-arrays":
+        body = b"\xdd" + n.to_bytes(4, "big") + b"\x90" * n
+        request = _raw(HS + f"Content-Length: {len(body)}\r\n", body)
+    else:  # [[1, 2], ...]: 3 bytes per container, a shape real data has
+        body = msgpack.packb([[[1, 2]] * (n // 3)])
+        request = _raw(HS + f"Content-Length: {len(body)}\r\n", body)
+    per_byte, status = _peak_per_byte(server, request, len(body))
+    print(f"{shape}: {per_byte:.1f} B of peak per body byte (status {status})")
+    assert status in (200, 400)
+    # the body itself, a copy for reading, and decoded values within the container budget
+    assert per_byte < 40, per_byte
