@@ -41,6 +41,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -125,6 +126,25 @@ class _Method:
     fn: Callable[..., Any]
     #: None when the callable has no introspectable signature (some builtins)
     signature: inspect.Signature | None
+    #: (fewest, most) positional arguments a call without keywords may pass,
+    #: when that alone decides whether the arguments bind; None: always bind
+    positional: tuple[int, int] | None = None
+
+
+def _positional(signature: inspect.Signature | None) -> tuple[int, int] | None:
+    if signature is None:
+        return None
+    fewest = most = 0
+    for param in signature.parameters.values():
+        if param.kind is param.VAR_POSITIONAL:
+            most = sys.maxsize
+        elif param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            most += 1
+            if param.default is param.empty:
+                fewest = most
+        elif param.kind is param.KEYWORD_ONLY and param.default is param.empty:
+            return None  # a required keyword: only bind() says what is missing
+    return fewest, most
 
 
 def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
@@ -240,7 +260,8 @@ class RPCApp:
             if name in seen:
                 raise ValueError(f"{name!r} is already registered")
             seen.add(name)
-            entries.append(_Method(name, fn, _signature(fn)))
+            signature = _signature(fn)
+            entries.append(_Method(name, fn, signature, _positional(signature)))
         for entry in entries:
             self._methods[entry.name] = entry
 
@@ -400,7 +421,10 @@ class RPCApp:
             kw = args
         elif args is not None:
             pos = (args,)
-        if method.signature is not None:
+        fits = method.positional
+        if fits is not None and not kw and fits[0] <= len(pos) <= fits[1]:
+            pass  # binds: Signature.bind would cost more than the call itself
+        elif method.signature is not None:
             try:
                 method.signature.bind(*pos, **kw)
             except TypeError as exc:
