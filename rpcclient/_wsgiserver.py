@@ -40,8 +40,10 @@ any PEP 3333 app. The rules:
   slow client cannot keep a fresh one out.
 - **An answer that leaves a body unread** closes the connection (the answer
   says ``Connection: close``), unless what is left is a Content-Length
-  remainder of at most :data:`DRAIN_LIMIT` bytes, which is read and dropped
-  before the next request. The close is a lingering one (RFC 9112, 9.6):
+  remainder of at most :data:`DRAIN_LIMIT` bytes the client was not asked to
+  wait for (no pending ``Expect: 100-continue``), which is read and dropped
+  before the next request. ``100 Continue`` goes out when the app first
+  reads the body, never before a final answer. The close is a lingering one (RFC 9112, 9.6):
   half-close, then read at most :data:`LINGER_BYTES` for at most
   :data:`LINGER_SECONDS`, so a client still sending can read the answer.
 - **One write per response.** A response whose body is known at the first
@@ -712,8 +714,10 @@ class _Response:
                 self.close = True
         if not msg.complete and not self.close:
             left = None if msg.length is None else msg.length - msg.received
-            if left is None or left > DRAIN_LIMIT:
-                self.close = True  # the body's rest is not read: see the module rules
+            if left is None or left > DRAIN_LIMIT or msg.expect_continue:
+                # the body's rest is not read (see the module rules); a client
+                # still waiting for its 100 Continue may never send it
+                self.close = True
         if conn.server.stopping:
             self.close = True
         if self.close and not any(k.lower() == "connection" for k, _ in headers):
@@ -784,6 +788,7 @@ class _Response:
             return False
         if not msg.complete:
             msg.abandoned = True
+            msg.expect_continue = False
             msg.body.clear()
             if self.close:
                 conn._linger()

@@ -556,3 +556,151 @@ def test_memory_per_body_byte_is_bounded(start: Callable[..., RPCServer], shape:
     assert status in (200, 400)
     # the body itself, a copy for reading, and decoded values within the container budget
     assert per_byte < 40, per_byte
+
+
+# -- any WSGI app -------------------------------------------------------------------
+
+
+class Closing:
+    """A WSGI body iterable that records close()."""
+
+    closed = 0
+
+    def __init__(self, parts: list[bytes]) -> None:
+        self.parts = parts
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.parts)
+
+    def close(self) -> None:
+        type(self).closed += 1
+
+
+def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+    path = environ["PATH_INFO"]
+    if path.startswith("/environ"):
+        inp = environ["wsgi.input"]
+        first = inp.readline()
+        rest = inp.read()
+        keys = {k: v for k, v in environ.items() if isinstance(v, str)}
+        body = msgpack.packb({"first": first, "rest": rest, "environ": keys})
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+    if path == "/write":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written;")
+        return Closing([b"iterated;", b"", b"done"])
+    if path == "/generator":
+        start_response("200 OK", [])
+        return (part for part in (b"a", b"b", b"c"))
+    if path == "/raise":
+        raise RuntimeError("app bug")
+    start_response("404 Not Found", [("Content-Length", "0")])
+    return []
+
+
+@pytest.fixture
+def wsgi_server() -> Iterator[RPCServer]:
+    server = serve(wsgi_app, "127.0.0.1", 0)
+    yield server
+    server.stop(timeout=1)
+
+
+def _read_chunked(conn: Conn) -> bytes:
+    out = b""
+    while True:
+        while b"\r\n" not in conn.buf:
+            assert conn._fill()
+        line, _, rest = bytes(conn.buf).partition(b"\r\n")
+        size = int(line, 16)
+        while len(rest) < size + 2:
+            assert conn._fill()
+            line, _, rest = bytes(conn.buf).partition(b"\r\n")
+        out += rest[:size]
+        conn.buf[:] = rest[size + 2 :]
+        if size == 0:
+            return out
+
+
+def test_pep3333_environ_and_input(wsgi_server: RPCServer) -> None:
+    with Conn(wsgi_server.address) as conn:
+        body = b"line one\nthe rest"
+        conn.send(
+            b"POST /environ/a%%20b?x=1&y=%%20 HTTP/1.1\r\nHost: h\r\nContent-Type: text/plain\r\n"
+            b"X-Dup: 1\r\nX-Dup: 2\r\nX_Spoof: yes\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        # the 100 comes when the app first reads the body
+        while b"\r\n\r\n" not in conn.buf:
+            assert conn._fill()
+        assert bytes(conn.buf).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        del conn.buf[: len(b"HTTP/1.1 100 Continue\r\n\r\n")]
+        conn.send(body)
+        reply = conn.read_reply()
+        got = msgpack.unpackb(reply.body)
+        assert got["first"] == b"line one\n" and got["rest"] == b"the rest"
+        env = got["environ"]
+        assert env["REQUEST_METHOD"] == "POST"
+        assert env["PATH_INFO"] == "/environ/a b" and env["SCRIPT_NAME"] == ""
+        assert env["QUERY_STRING"] == "x=1&y=%20"
+        assert env["CONTENT_TYPE"] == "text/plain"
+        assert env["CONTENT_LENGTH"] == str(len(body))
+        assert env["HTTP_X_DUP"] == "1,2"
+        assert "HTTP_X_SPOOF" not in env  # '_' names are dropped
+        assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
+        assert env["wsgi.url_scheme"] == "http"
+        assert "date" in reply.headers
+
+
+def test_write_callable_iterables_closed_and_chunked_answers(wsgi_server: RPCServer) -> None:
+    Closing.closed = 0
+    with Conn(wsgi_server.address) as conn:
+        conn.send(b"GET /write HTTP/1.1\r\nHost: h\r\n\r\n")
+        reply = conn.read_reply(with_body=False)
+        assert reply.headers["transfer-encoding"] == "chunked"
+        assert _read_chunked(conn) == b"written;iterated;done"
+        assert Closing.closed == 1
+        conn.send(b"GET /generator HTTP/1.1\r\nHost: h\r\n\r\n")
+        conn.read_reply(with_body=False)
+        assert _read_chunked(conn) == b"abc"
+        # HEAD: the head only, and the connection goes on
+        conn.send(b"HEAD /write HTTP/1.1\r\nHost: h\r\n\r\n")
+        reply = conn.read_reply(with_body=False)
+        assert reply.status == 200
+        conn.send(b"GET /missing HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert conn.read_reply().status == 404
+
+
+def test_a_final_answer_to_an_expect_100_body_closes(wsgi_server: RPCServer) -> None:
+    # The app answers without reading: no 100 Continue, and since the client
+    # may never send the body, the connection closes rather than waits.
+    with Conn(wsgi_server.address) as conn:
+        conn.send(
+            b"POST /missing HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+            b"Content-Length: 10\r\n\r\n"
+        )
+        reply = conn.read_reply()
+        assert reply.status == 404 and reply.headers["connection"] == "close"
+        assert conn.at_eof()
+
+
+def test_http10_answers_close_without_a_length(wsgi_server: RPCServer) -> None:
+    with Conn(wsgi_server.address) as conn:
+        conn.send(b"GET /generator HTTP/1.0\r\n\r\n")
+        reply = conn.read_reply(with_body=False)
+        assert reply.headers["connection"] == "close"
+        while conn._fill():
+            pass
+        assert bytes(conn.buf) == b"abc"
+
+
+def test_an_app_that_raises_is_500_and_closed(
+    wsgi_server: RPCServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Conn(wsgi_server.address) as conn:
+        conn.send(b"GET /raise HTTP/1.1\r\nHost: h\r\n\r\n")
+        reply = conn.read_reply()
+        assert reply.status == 500 and reply.headers["connection"] == "close"
+        assert b"app bug" not in reply.body
+        assert conn.at_eof()
+    assert any("WSGI app raised" in r.getMessage() for r in caplog.records)
