@@ -13,8 +13,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
+import re
 import resource
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -22,13 +26,14 @@ from typing import Any
 
 import gevent
 import gevent.socket
+import gevent.subprocess
 import msgpack
 import pytest
 from gevent import pywsgi
 
 from rpcclient._wsgiserver import MAX_HEAD, RPCServer
 from rpcclient.server import RPCApp, serve
-from tests.test_server import IO_TIMEOUT, Conn, post
+from tests.test_server import IO_TIMEOUT, REPO, Conn, post
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -704,3 +709,90 @@ def test_an_app_that_raises_is_500_and_closed(
         assert b"app bug" not in reply.body
         assert conn.at_eof()
     assert any("WSGI app raised" in r.getMessage() for r in caplog.records)
+
+
+# -- through `rpcclient serve`, as a user runs it -----------------------------------------
+
+
+@contextlib.contextmanager
+def cli_server(nofile: int | None = None) -> Iterator[tuple[str, int]]:
+    """``python -m rpcclient serve rpcclient.example:app`` in a subprocess."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "rpcclient", "serve", "rpcclient.example:app"]
+    cmd += ["--bind", "127.0.0.1:0"]
+
+    def limit() -> None:
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    proc = gevent.subprocess.Popen(
+        cmd,
+        cwd=str(REPO),
+        env=env,
+        stdout=gevent.subprocess.PIPE,
+        stderr=gevent.subprocess.DEVNULL,
+        preexec_fn=limit,
+    )
+    try:
+        with gevent.Timeout(20):
+            line = proc.stdout.readline().decode()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        assert match, line
+        yield ("127.0.0.1", int(match.group(1)))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except gevent.subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        proc.stdout.close()
+
+
+def test_the_issue_smuggling_case_against_rpcclient_serve() -> None:
+    # Issue 13, item 1, as reported: `chunked, identity` with a request in the
+    # body. Before: 400 without close, then 200 from /math/add (the hidden
+    # request, run). Now: 400, closed, nothing after it.
+    hidden = post("/math/add", msgpack.packb([2, 3]))
+    request = (
+        b"POST /echo/echo HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-msgpack\r\nTransfer-Encoding: chunked, identity\r\n\r\n"
+    ) + hidden
+    with cli_server() as address, Conn(address) as conn:
+        conn.send(request)
+        reply = conn.read_reply()
+        assert reply.status == 400
+        assert reply.headers.get("connection") == "close"
+        assert conn.at_eof(), "a second answer came: the body ran as a request"
+
+
+@pytest.mark.timeout(90)
+def test_slowloris_past_the_open_file_limit_against_rpcclient_serve() -> None:
+    # Issue 13, item 3, as reported: RLIMIT_NOFILE 256 and 300 connections
+    # dripping a head. Before: every legitimate call timed out. The default
+    # bound (the limit less 64) makes the server close the longest-waiting
+    # dripper for each new connection instead of failing accept().
+    with cli_server(nofile=256) as address:
+        request = post("/math/add", msgpack.packb([2, 3]))
+        drippers = []
+        for _ in range(300):
+            sock = gevent.socket.create_connection(address, timeout=IO_TIMEOUT)
+            sock.send(request[:1])
+            drippers.append(sock)
+        try:
+            served = 0
+            end = time.monotonic() + 4.0
+            while time.monotonic() < end:
+                for sock in drippers:  # keep dripping
+                    try:
+                        sock.send(b"O")
+                    except OSError:
+                        pass
+                with gevent.Timeout(2.0), Conn(address) as conn:
+                    assert conn.call("/math/add", [2, 3]).result == 5
+                served += 1
+                gevent.sleep(0.1)
+            assert served >= 10
+        finally:
+            for sock in drippers:
+                sock.close()
