@@ -30,7 +30,8 @@ any PEP 3333 app. The rules:
   per read): a connection waiting for a request line closes after
   ``idle_timeout`` s; a head must be complete ``header_timeout`` s after its
   first byte (slowloris); a body read waits at most ``body_timeout`` s for
-  more bytes. An app that is running has no deadline from the server.
+  more bytes, and a write for the client to take it (a client that stops
+  reading). An app that is running has no deadline from the server.
 - **A bound on connections**, ``max_connections`` (default: the process's
   open-file limit less a margin, at most 10,000). At the bound a new
   connection is accepted, and the connection that has waited longest without
@@ -273,6 +274,7 @@ class RPCHandler:
         self.pending: deque[_Message] = deque()
         self.current: _Message | None = None
         self.busy = False
+        self.writing = False
         self.deadline = 0.0
         self.since = time.monotonic()
         self.expired = False
@@ -500,7 +502,7 @@ class RPCHandler:
         try:
             # Reads end (recv returns b""), writes still work: a reader that
             # was waiting for a body can still answer 400 before the close.
-            self.socket.shutdown(socket.SHUT_RD)
+            self.socket.shutdown(socket.SHUT_RDWR if self.writing else socket.SHUT_RD)
         except OSError:
             pass
 
@@ -543,9 +545,17 @@ class RPCHandler:
         # gevent's sendall() calls getsockopt(SO_SNDBUF) every time (13% of
         # the server's samples under wrk); one send() takes a whole small
         # answer, sendall() is left for the rest of a large one
-        sent = self.socket.send(data)
-        if sent < len(data):
-            self.socket.sendall(memoryview(data)[sent:])
+        # A client that stops reading blocks the send: it gets body_timeout
+        # seconds (the watchdog then shuts the socket both ways).
+        self.writing = True
+        self.deadline = time.monotonic() + self.server.body_timeout
+        try:
+            sent = self.socket.send(data)
+            if sent < len(data):
+                self.socket.sendall(memoryview(data)[sent:])
+        finally:
+            self.writing = False
+            self.deadline = 0.0
 
     def _environ(self, msg: _Message, inp: _Input) -> dict[str, Any]:
         server = self.server

@@ -394,6 +394,27 @@ def test_a_body_that_stalls_is_closed_after_body_timeout(
     assert runs.count == 0
 
 
+def test_a_client_that_stops_reading_is_closed_after_body_timeout() -> None:
+    server = serve(wsgi_app, "127.0.0.1", 0, body_timeout=0.5)
+    try:
+        sock = gevent.socket.socket()
+        sock.setsockopt(gevent.socket.SOL_SOCKET, gevent.socket.SO_RCVBUF, 4096)
+        sock.connect(server.address)
+        try:
+            sock.sendall(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n")  # and never read
+            deadline = time.monotonic() + IO_TIMEOUT
+            while not any(h.writing for h in server._handlers):
+                assert time.monotonic() < deadline
+                gevent.sleep(0.01)
+            while server._handlers:
+                assert time.monotonic() < deadline, "the blocked writer was not closed"
+                gevent.sleep(0.05)
+        finally:
+            sock.close()
+    finally:
+        server.stop(timeout=1)
+
+
 # -- the connection bound ------------------------------------------------------------
 
 
@@ -598,6 +619,9 @@ def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any
     if path == "/generator":
         start_response("200 OK", [])
         return (part for part in (b"a", b"b", b"c"))
+    if path == "/big":
+        start_response("200 OK", [("Content-Length", str(64 << 20))])
+        return (b"x" * (1 << 20) for _ in range(64))
     if path == "/raise":
         raise RuntimeError("app bug")
     start_response("404 Not Found", [("Content-Length", "0")])
