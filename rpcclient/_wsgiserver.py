@@ -9,13 +9,16 @@ any PEP 3333 app. The rules:
   ``Content-Length`` of digits, or by ``Transfer-Encoding: chunked`` alone
   (one field, one coding). Two Content-Length fields (even equal ones), a
   list, Content-Length with Transfer-Encoding, chunked twice or not last,
-  ``xchunked``, Transfer-Encoding in HTTP/1.0, obs-fold, a bare LF, a field
-  name that is not a token, a control byte (NUL, VT, DEL ...) in the request
-  line or a field, a missing or a second ``Host`` in HTTP/1.1, a malformed
-  chunk size: ``400``; a coding other than chunked (``gzip, chunked``):
-  ``501``; an HTTP version other than 1.0/1.1: ``505``. Each of these answers
-  closes the connection and no app runs for that request, nor for anything
-  sent after it on the connection.
+  Transfer-Encoding in HTTP/1.0, obs-fold, a bare LF, a field name that is
+  not a token, a control byte (NUL, VT, DEL ...; HTAB is allowed in values)
+  in the request line or a field, a missing or a second ``Host`` in
+  HTTP/1.1, a malformed chunk size: ``400``; a coding other than chunked
+  (``gzip, chunked``, ``xchunked``): ``501``; an HTTP version other than
+  1.0/1.1: ``505``. llhttp refuses the grammar errors (CL/TE conflicts,
+  obs-fold, bare LF, tokens, control bytes, chunk sizes); this module adds
+  Host, the exact Transfer-Encoding, HTTP/1.0, the version and the limits.
+  Each of these answers closes the connection and no app runs for that
+  request, nor for anything sent after it on the connection.
 - **Bounded head.** Request line and fields together at most
   :data:`MAX_HEAD` bytes, the target at most :data:`MAX_TARGET`, at most
   :data:`MAX_FIELDS` fields (``431``/``414``, closed). Header names carrying
@@ -122,9 +125,10 @@ _STATUS_TEXT = {
     501: "Not Implemented",
     505: "HTTP Version Not Supported",
 }
-# bytes a header value may not hold besides what llhttp refuses (HTAB is allowed)
-_CTL = bytes(range(0x00, 0x09)) + bytes(range(0x0A, 0x20)) + b"\x7f"
-_NO_BODY_STATUS = (b"1", b"204", b"304")
+_OWS = (b" ", b"\t")
+#: the fields that decide framing and routing, by lowercase name
+_HOST, _TE, _CL, _EXPECT = 1, 2, 3, 4
+_SPECIAL = {b"host": _HOST, b"transfer-encoding": _TE, b"content-length": _CL, b"expect": _EXPECT}
 
 
 def default_max_connections() -> int:
@@ -282,6 +286,10 @@ class RPCHandler:
         self.upgraded = False
         self.greenlet: Any = None
         self.head_deadline = 0.0
+        self.base_environ = dict(server.base_environ)
+        if address:
+            self.base_environ["REMOTE_ADDR"] = str(address[0])
+            self.base_environ["REMOTE_PORT"] = str(address[1])
         self._wire = 0  # bytes fed since the last head completed
         self._body_wire = 0  # body bytes parsed since then
 
@@ -305,19 +313,17 @@ class RPCHandler:
             if msg.trailer_fields > MAX_FIELDS:
                 raise _Refuse(431, f"more than {MAX_FIELDS} trailer fields")
             return
-        if len(value.translate(None, _CTL)) != len(value):
-            raise _Refuse(400, "control byte in a header field value")
-        fields = msg.fields
-        fields.append((name, value))
-        msg.head_bytes += len(name) + len(value) + 4
-        if msg.head_bytes + len(msg.target) > MAX_HEAD:
-            raise _Refuse(431, f"request head above {MAX_HEAD} bytes")
-        if len(fields) > MAX_FIELDS:
-            raise _Refuse(431, f"more than {MAX_FIELDS} header fields")
-        lower = name.lower()
-        if lower == b"host":
+        # llhttp has refused every control byte but HTAB in the value, and a
+        # name that is not a token. Size and count are checked once the head
+        # is complete; until then _feed bounds the bytes a head may take.
+        msg.fields.append((name, value))
+        msg.head_bytes += len(name) + len(value)
+        special = _SPECIAL.get(name.lower())
+        if special is None:
+            return
+        if special == _HOST:
             msg.hosts += 1
-        elif lower == b"transfer-encoding":
+        elif special == _TE:
             if msg.chunked:
                 raise _Refuse(400, "Transfer-Encoding sent twice")
             codings = [c.strip(b" \t") for c in value.lower().split(b",")]
@@ -329,15 +335,20 @@ class RPCHandler:
                     raise _Refuse(400, "chunked must be the final and only transfer coding")
                 raise _Refuse(501, "only the chunked transfer coding is supported")
             msg.chunked = True
-        elif lower == b"content-length":
+        elif special == _CL:
             # llhttp has refused a second one and anything but digits
             msg.length = int(value)
-        elif lower == b"expect":
+        else:
             msg.expect_continue = value.strip(b" \t").lower() == b"100-continue"
 
     def on_headers_complete(self) -> None:
         msg = self.current
         assert msg is not None
+        fields = len(msg.fields)
+        if fields > MAX_FIELDS:
+            raise _Refuse(431, f"more than {MAX_FIELDS} header fields")
+        if msg.head_bytes + 4 * fields + len(msg.target) > MAX_HEAD:
+            raise _Refuse(431, f"request head above {MAX_HEAD} bytes")
         parser = self.parser
         version = parser.get_http_version()
         if version == "1.1":
@@ -559,7 +570,7 @@ class RPCHandler:
 
     def _environ(self, msg: _Message, inp: _Input) -> dict[str, Any]:
         server = self.server
-        environ = server.base_environ.copy()
+        environ = self.base_environ.copy()
         target = msg.target
         if target[:1] != b"/" and target != b"*":  # absolute-form: keep the path
             rest = target.split(b"://", 1)[1]
@@ -574,11 +585,9 @@ class RPCHandler:
         environ["PATH_INFO"] = path.decode("latin-1")
         environ["QUERY_STRING"] = query.decode("latin-1")
         environ["SERVER_PROTOCOL"] = msg.version
-        environ["REMOTE_ADDR"] = self.client_address[0] if self.client_address else ""
-        environ["REMOTE_PORT"] = str(self.client_address[1]) if self.client_address else ""
         environ["wsgi.input"] = inp
         keys = server.environ_keys
-        for name, value in msg.fields:
+        for name, raw in msg.fields:
             key = keys.get(name)
             if key is None:
                 key = _environ_key(name)
@@ -586,7 +595,9 @@ class RPCHandler:
                     keys[name] = key
             if not key:
                 continue  # a name with '_'
-            text = value.strip(b" \t").decode("latin-1")
+            # llhttp strips leading whitespace, not trailing
+            value = raw.rstrip(b" \t") if raw[-1:] in _OWS else raw
+            text = value.decode("latin-1")
             if key in environ and key.startswith("HTTP_"):
                 environ[key] += "," + text
             else:
@@ -646,15 +657,16 @@ class _Response:
     """start_response, write() and the head of one answer."""
 
     __slots__ = (
+        "block",
         "chunked",
         "close",
         "conn",
         "head_only",
         "head_sent",
-        "headers",
         "length",
         "msg",
         "no_body",
+        "says_close",
         "sent",
         "status",
     )
@@ -664,7 +676,8 @@ class _Response:
         self.msg = msg
         self.head_only = head_only
         self.status: bytes | None = None
-        self.headers: list[tuple[str, str]] = []
+        self.block = b""
+        self.says_close = False
         self.head_sent = False
         self.close = not msg.keep_alive or conn.upgraded
         self.length: int | None = None
@@ -689,18 +702,26 @@ class _Response:
         if not code.isdigit() or status[3:4] != " ":
             raise ValueError(f"status must be 'NNN reason': {status!r}")
         length = None
+        lines = []
         for name, value in headers:
-            if not isinstance(name, str) or not isinstance(value, str):
-                raise TypeError(f"header names and values must be str: {name!r}: {value!r}")
-            if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
-                raise ValueError(f"header {name!r} holds CR, LF or ':'")
-            lower = name.lower()
-            if lower == "content-length":
-                length = int(value)
-            elif lower == "connection" and "close" in value.lower():
-                self.close = True
+            if type(name) is not str or type(value) is not str or ":" in name:
+                raise ValueError(
+                    f"header names and values must be str, no ':' in a name: {name!r}: {value!r}"
+                )
+            lines.append(f"{name}: {value}\r\n")
+            if len(name) in (10, 14):  # only these two lengths matter below
+                lower = name.lower()
+                if lower == "content-length":
+                    length = int(value)
+                elif lower == "connection" and "close" in value.lower():
+                    self.close = True
+                    self.says_close = True
+        block = "".join(lines)
+        # no CR or LF but the line ends: a value cannot add a field (injection)
+        if block.count("\n") != len(lines) or block.count("\r") != len(lines):
+            raise ValueError(f"a response header holds CR or LF: {headers!r}")
         self.status = status.encode("latin-1")
-        self.headers = headers
+        self.block = block.encode("latin-1")
         self.length = length
         self.no_body = self.head_only or code.startswith("1") or code in ("204", "304")
         return self.write
@@ -711,15 +732,14 @@ class _Response:
         status = self.status
         if status is None:
             raise AssertionError("the app wrote before calling start_response")
-        headers = self.headers
         extra = []
         if self.length is None and not self.no_body:
             if body_length is not None:
                 self.length = body_length
-                extra.append(b"Content-Length: %d" % body_length)
+                extra.append(b"Content-Length: %d\r\n" % body_length)
             elif msg.version == "HTTP/1.1":
                 self.chunked = True
-                extra.append(b"Transfer-Encoding: chunked")
+                extra.append(b"Transfer-Encoding: chunked\r\n")
             else:
                 self.close = True
         if not msg.complete and not self.close:
@@ -730,16 +750,15 @@ class _Response:
                 self.close = True
         if conn.server.stopping:
             self.close = True
-        if self.close and not any(k.lower() == "connection" for k, _ in headers):
-            extra.append(b"Connection: close")
+        if self.close and not self.says_close:
+            extra.append(b"Connection: close\r\n")
         if msg.version == "HTTP/1.0" and not self.close:
-            extra.append(b"Connection: keep-alive")
-        parts = [b"HTTP/1.1 " + status, conn.server.date_header()]
-        parts.extend(f"{k}: {v}".encode("latin-1") for k, v in headers)
-        parts.extend(extra)
-        parts.append(b"\r\n")
+            extra.append(b"Connection: keep-alive\r\n")
         self.head_sent = True
-        return b"\r\n".join(parts)
+        head = b"HTTP/1.1 " + status + conn.server.date_header() + self.block
+        if extra:
+            head += b"".join(extra)
+        return head + b"\r\n"
 
     def write_all(self, data: bytes) -> None:
         """The whole body at once: head and body in one write."""
@@ -895,7 +914,7 @@ class RPCServer(StreamServer):  # type: ignore[misc]
         now = int(time.time())
         if now != self._date_second:
             self._date_second = now
-            self._date = b"Date: " + formatdate(now, usegmt=True).encode("ascii")
+            self._date = b"\r\nDate: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
         return self._date
 
     # -- connections -----------------------------------------------------------------

@@ -179,7 +179,8 @@ class RPCApp:
     ``max_concurrency`` (``None``: no bound) is how many calls may be in
     flight at once before new ones are shed with ``503``; ``base_path``
     (``""`` or like ``"/rpc"``) prefixes every call path. Register functions
-    before serving; the registry is not meant to change under traffic.
+    before serving; the registry (and ``base_path``, ``codec``) is not meant to change
+    under traffic: accepted paths and Content-Types are remembered.
     """
 
     def __init__(
@@ -205,6 +206,9 @@ class RPCApp:
         self.base_path = base_path
         self.max_concurrency = max_concurrency
         self._methods: dict[str, _Method] = {}
+        #: PATH_INFO -> method, and Content-Type values, already accepted
+        self._routes: dict[str, _Method] = {}
+        self._ctypes: set[str] = set()
         self._in_flight = 0
         # A plain lock keeps the shedding count exact under threaded WSGI
         # servers too; under gevent it is never contended across a switch.
@@ -328,14 +332,11 @@ class RPCApp:
         if environ.get("REQUEST_METHOD") != "POST":
             headers.append(("Allow", "POST"))
             raise _Reject(405, "MethodNotAllowed", "calls must use POST")
-        method = self._resolve(environ.get("PATH_INFO", ""))
-        ctype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
-        if ctype not in MSGPACK_CONTENT_TYPES and ctype != self.codec.content_type:
-            raise _Reject(
-                415,
-                "UnsupportedMediaType",
-                f"Content-Type must be application/x-msgpack, not {ctype[:60]!r}",
-            )
+        path = environ.get("PATH_INFO", "")
+        method = self._routes.get(path) or self._resolve(path)
+        raw_ctype = environ.get("CONTENT_TYPE", "")
+        if raw_ctype not in self._ctypes:
+            self._check_content_type(raw_ctype)
         if length is None and not chunked:
             raise _Reject(411, "LengthRequired", "a Content-Length or a chunked body is required")
         if length is not None and length > self.max_body_size:
@@ -354,6 +355,17 @@ class RPCApp:
             deadline = arrived + int(budget) / 1000.0
         return method, deadline
 
+    def _check_content_type(self, raw: str) -> None:
+        ctype = raw.partition(";")[0].strip().lower()
+        if ctype not in MSGPACK_CONTENT_TYPES and ctype != self.codec.content_type:
+            raise _Reject(
+                415,
+                "UnsupportedMediaType",
+                f"Content-Type must be application/x-msgpack, not {ctype[:60]!r}",
+            )
+        if len(self._ctypes) < 64:  # accepted spellings, remembered (bounded)
+            self._ctypes.add(raw)
+
     def _resolve(self, path: str) -> _Method:
         prefix = self.base_path + "/"
         service, _, method = path[len(prefix) :].partition("/")
@@ -362,6 +374,8 @@ class RPCApp:
             method_entry = self._methods.get(f"{service}.{method}")
         if method_entry is None:
             raise _Reject(404, "MethodNotFound", f"no method at {path[:200]!r}")
+        # one path per method: the cache is bounded by the registry
+        self._routes[path] = method_entry
         return method_entry
 
     def _admit(self, headers: list[tuple[str, str]]) -> None:
