@@ -108,8 +108,24 @@ def _commands() -> dict[str, tuple[list[str], str]]:
     }
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of every live process in group ``pgid`` (server + workers)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def running(name: str) -> Iterator[str]:
+def running(name: str) -> Iterator[tuple[str, int]]:
     command, pattern = _commands()[name]
     proc = subprocess.Popen(
         command,
@@ -136,7 +152,7 @@ def running(name: str) -> Iterator[str]:
             raise RuntimeError(f"{name} did not start: {command}")
         # drain the rest of its output so it never blocks on a full pipe
         subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL)
-        yield url
+        yield url, proc.pid  # start_new_session: the pid is the group id
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -154,7 +170,10 @@ def _ms(text: str) -> float:
     return float(value) * _UNITS[unit]
 
 
-def run_wrk(url: str, script: str, duration: float, connections: int) -> dict[str, float]:
+def run_wrk(
+    url: str, script: str, duration: float, connections: int, pgid: int = 0
+) -> dict[str, float]:
+    cpu_before = group_cpu_seconds(pgid) if pgid else 0.0
     out = subprocess.run(
         [
             "taskset",
@@ -177,12 +196,17 @@ def run_wrk(url: str, script: str, duration: float, connections: int) -> dict[st
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    cpu = group_cpu_seconds(pgid) - cpu_before if pgid else 0.0
+    total = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
     return {
         "rps": rps,
         "p50_ms": p50,
         "p99_ms": p99,
+        # the server's own cost, which the shared machine's load moves less than req/s
+        "server_cpu_us_per_req": 1e6 * cpu / total if total else 0.0,
+        "server_core_busy": cpu / duration,
         "non_2xx": float(errors.group(1)) if errors else 0.0,
         "socket_errors": 1.0 if socket_errors else 0.0,
     }
@@ -218,15 +242,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _all_running(names) as urls:
             for name in names:
-                check_answer(urls[name])
-                run_wrk(urls[name], lua.name, 1.0, args.connections)  # warm-up
+                check_answer(urls[name][0])
+                run_wrk(urls[name][0], lua.name, 1.0, args.connections)  # warm-up
             for rep in range(args.reps):
                 for name in names:
-                    result = run_wrk(urls[name], lua.name, args.duration, args.connections)
+                    url, pgid = urls[name]
+                    result = run_wrk(url, lua.name, args.duration, args.connections, pgid)
                     runs[name].append(result)
                     print(
                         f"rep {rep + 1} {name:10} {result['rps']:9.0f} req/s "
-                        f"p50 {result['p50_ms']:.2f} ms p99 {result['p99_ms']:.2f} ms",
+                        f"p50 {result['p50_ms']:.2f} ms p99 {result['p99_ms']:.2f} ms "
+                        f"server {result['server_cpu_us_per_req']:.1f} us CPU/req "
+                        f"(core {100 * result['server_core_busy']:.0f}% busy)",
                         flush=True,
                     )
     finally:
@@ -252,22 +279,32 @@ def main(argv: list[str] | None = None) -> int:
     if "rpcclient" in medians:
         ours = medians["rpcclient"]["rps"]
         report["ratios"] = {f"rpcclient/{n}": ours / m["rps"] for n, m in medians.items()}
+        cost = medians["rpcclient"]["server_cpu_us_per_req"]
+        report["cpu_ratios"] = {
+            f"{n}/rpcclient": m["server_cpu_us_per_req"] / cost for n, m in medians.items()
+        }
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"server-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{'server':10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  rpcclient/x")
+    print(
+        f"\n{'server':10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'rpcclient/x':>12} "
+        f"{'CPU us/req':>11} {'x/rpcclient CPU':>16}"
+    )
     for name, med in medians.items():
         ratio = report.get("ratios", {}).get(f"rpcclient/{name}")
+        cpu_ratio = report.get("cpu_ratios", {}).get(f"{name}/rpcclient")
         print(
-            f"{name:10} {med['rps']:9.0f} {med['p50_ms']:8.2f} {med['p99_ms']:8.2f}"
-            f"  {'' if ratio is None else f'{ratio:.2f}x'}"
+            f"{name:10} {med['rps']:9.0f} {med['p50_ms']:8.2f} {med['p99_ms']:8.2f} "
+            f"{'' if ratio is None else f'{ratio:.2f}x':>12} "
+            f"{med['server_cpu_us_per_req']:11.1f} "
+            f"{'' if cpu_ratio is None else f'{cpu_ratio:.2f}x':>16}"
         )
     print(f"\nwritten: {out.relative_to(ROOT)}")
     return 0
 
 
 @contextmanager
-def _all_running(names: list[str]) -> Iterator[dict[str, str]]:
+def _all_running(names: list[str]) -> Iterator[dict[str, tuple[str, int]]]:
     from contextlib import ExitStack
 
     with ExitStack() as stack:
