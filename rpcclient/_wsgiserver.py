@@ -613,7 +613,7 @@ class RPCHandler:
         state = _Response(self, msg, head_only)
         try:
             result: Iterable[bytes] = server.application(environ, state.start_response)
-        except Exception:  # noqa: BLE001 - the app's bug is answered 500
+        except (Exception, gevent.Timeout):  # noqa: BLE001 - the app's bug: 500
             _log.exception("WSGI app raised")
             return state.fail()
         try:
@@ -631,7 +631,7 @@ class RPCHandler:
                 state.finish()
         except OSError:
             raise
-        except Exception:  # noqa: BLE001 - the app's bug is answered 500
+        except (Exception, gevent.Timeout):  # noqa: BLE001 - the app's bug: 500
             _log.exception("WSGI app raised while iterating its body")
             return state.fail()
         finally:

@@ -624,6 +624,8 @@ def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any
         return (b"x" * (1 << 20) for _ in range(64))
     if path == "/raise":
         raise RuntimeError("app bug")
+    if path == "/timeout":
+        raise gevent.Timeout(1.0)  # a BaseException, as an app's own timer would raise
     start_response("404 Not Found", [("Content-Length", "0")])
     return []
 
@@ -732,6 +734,11 @@ def test_an_app_that_raises_is_500_and_closed(
         assert reply.status == 500 and reply.headers["connection"] == "close"
         assert b"app bug" not in reply.body
         assert conn.at_eof()
+    # a gevent.Timeout escaping the app (a BaseException) is the app's error too
+    with Conn(wsgi_server.address) as conn:
+        conn.send(b"GET /timeout HTTP/1.1\r\nHost: h\r\n\r\n")
+        reply = conn.read_reply()
+        assert reply.status == 500 and conn.at_eof()
     assert any("WSGI app raised" in r.getMessage() for r in caplog.records)
 
 
