@@ -41,6 +41,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -49,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 import gevent
+import msgpack
 
 from ._codec import DEFAULT_CODEC, Codec
 from ._wsgiserver import RPCServer
@@ -124,6 +126,25 @@ class _Method:
     fn: Callable[..., Any]
     #: None when the callable has no introspectable signature (some builtins)
     signature: inspect.Signature | None
+    #: (fewest, most) positional arguments a call without keywords may pass,
+    #: when that alone decides whether the arguments bind; None: always bind
+    positional: tuple[int, int] | None = None
+
+
+def _positional(signature: inspect.Signature | None) -> tuple[int, int] | None:
+    if signature is None:
+        return None
+    fewest = most = 0
+    for param in signature.parameters.values():
+        if param.kind is param.VAR_POSITIONAL:
+            most = sys.maxsize
+        elif param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            most += 1
+            if param.default is param.empty:
+                fewest = most
+        elif param.kind is param.KEYWORD_ONLY and param.default is param.empty:
+            return None  # a required keyword: only bind() says what is missing
+    return fewest, most
 
 
 def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
@@ -158,7 +179,8 @@ class RPCApp:
     ``max_concurrency`` (``None``: no bound) is how many calls may be in
     flight at once before new ones are shed with ``503``; ``base_path``
     (``""`` or like ``"/rpc"``) prefixes every call path. Register functions
-    before serving; the registry is not meant to change under traffic.
+    before serving; the registry (and ``base_path``, ``codec``) is not meant to change
+    under traffic: accepted paths and Content-Types are remembered.
     """
 
     def __init__(
@@ -184,6 +206,9 @@ class RPCApp:
         self.base_path = base_path
         self.max_concurrency = max_concurrency
         self._methods: dict[str, _Method] = {}
+        #: PATH_INFO -> method, and Content-Type values, already accepted
+        self._routes: dict[str, _Method] = {}
+        self._ctypes: set[str] = set()
         self._in_flight = 0
         # A plain lock keeps the shedding count exact under threaded WSGI
         # servers too; under gevent it is never contended across a switch.
@@ -239,7 +264,8 @@ class RPCApp:
             if name in seen:
                 raise ValueError(f"{name!r} is already registered")
             seen.add(name)
-            entries.append(_Method(name, fn, _signature(fn)))
+            signature = _signature(fn)
+            entries.append(_Method(name, fn, signature, _positional(signature)))
         for entry in entries:
             self._methods[entry.name] = entry
 
@@ -280,14 +306,7 @@ class RPCApp:
 
     def _serve(self, environ: dict[str, Any], headers: list[tuple[str, str]]) -> bytes:
         arrived = time.monotonic()
-        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-        length = None
-        if not chunked and environ.get("CONTENT_LENGTH"):
-            text = environ["CONTENT_LENGTH"].strip()
-            if not _LENGTH.match(text):
-                headers.append(_CLOSE)  # the body's end is unknowable
-                raise _Reject(400, "BadRequest", f"invalid Content-Length {text[:40]!r}")
-            length = int(text)
+        length, chunked = _framing(environ, headers)
         try:
             method, deadline = self._check_head(environ, headers, length, chunked, arrived)
             self._admit(headers)
@@ -313,14 +332,11 @@ class RPCApp:
         if environ.get("REQUEST_METHOD") != "POST":
             headers.append(("Allow", "POST"))
             raise _Reject(405, "MethodNotAllowed", "calls must use POST")
-        method = self._resolve(environ.get("PATH_INFO", ""))
-        ctype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
-        if ctype not in MSGPACK_CONTENT_TYPES and ctype != self.codec.content_type:
-            raise _Reject(
-                415,
-                "UnsupportedMediaType",
-                f"Content-Type must be application/x-msgpack, not {ctype[:60]!r}",
-            )
+        path = environ.get("PATH_INFO", "")
+        method = self._routes.get(path) or self._resolve(path)
+        raw_ctype = environ.get("CONTENT_TYPE", "")
+        if raw_ctype not in self._ctypes:
+            self._check_content_type(raw_ctype)
         if length is None and not chunked:
             raise _Reject(411, "LengthRequired", "a Content-Length or a chunked body is required")
         if length is not None and length > self.max_body_size:
@@ -339,6 +355,17 @@ class RPCApp:
             deadline = arrived + int(budget) / 1000.0
         return method, deadline
 
+    def _check_content_type(self, raw: str) -> None:
+        ctype = raw.partition(";")[0].strip().lower()
+        if ctype not in MSGPACK_CONTENT_TYPES and ctype != self.codec.content_type:
+            raise _Reject(
+                415,
+                "UnsupportedMediaType",
+                f"Content-Type must be application/x-msgpack, not {ctype[:60]!r}",
+            )
+        if len(self._ctypes) < 64:  # accepted spellings, remembered (bounded)
+            self._ctypes.add(raw)
+
     def _resolve(self, path: str) -> _Method:
         prefix = self.base_path + "/"
         service, _, method = path[len(prefix) :].partition("/")
@@ -347,6 +374,8 @@ class RPCApp:
             method_entry = self._methods.get(f"{service}.{method}")
         if method_entry is None:
             raise _Reject(404, "MethodNotFound", f"no method at {path[:200]!r}")
+        # one path per method: the cache is bounded by the registry
+        self._routes[path] = method_entry
         return method_entry
 
     def _admit(self, headers: list[tuple[str, str]]) -> None:
@@ -390,10 +419,12 @@ class RPCApp:
 
     def _call(self, method: _Method, data: bytes, deadline: float | None) -> bytes:
         try:
-            args = self.codec.unpack(data)
+            args = _decode(self.codec, data)
         except DecodeError:
             message = "request body is not one valid msgpack value"
             raise _Reject(400, "BadRequest", message) from None
+        except _TooManyContainers as exc:
+            raise _Reject(400, "BadRequest", str(exc)) from None
         pos: tuple[Any, ...] | list[Any] = ()
         kw: dict[str, Any] = {}
         if isinstance(args, list):
@@ -404,7 +435,10 @@ class RPCApp:
             kw = args
         elif args is not None:
             pos = (args,)
-        if method.signature is not None:
+        fits = method.positional
+        if fits is not None and not kw and fits[0] <= len(pos) <= fits[1]:
+            pass  # binds: Signature.bind would cost more than the call itself
+        elif method.signature is not None:
             try:
                 method.signature.bind(*pos, **kw)
             except TypeError as exc:
@@ -439,6 +473,100 @@ class RPCApp:
             return self.codec.pack({"error": {"type": type, "message": message, "data": None}})
 
 
+#: bodies up to this size decode without the container budget (their worst is ~6 MB)
+BUDGET_FREE_SIZE = 64 * 1024
+#: containers (arrays and maps) a larger body may hold: this many, plus one per
+#: CONTAINER_BYTES body bytes
+CONTAINER_FLOOR = 4096
+CONTAINER_BYTES = 3
+
+
+class _TooManyContainers(Exception):
+    pass
+
+
+def _decode(codec: Codec, data: bytes) -> Any:
+    """``codec.unpack(data)``, with a budget of containers for large bodies.
+
+    A msgpack container costs one wire byte and 56-64 bytes decoded (an empty
+    list or dict) plus the 8-byte slot that holds it: a body of empty maps
+    decodes to ~88 bytes per body byte, ~1.4 GB at the 16 MiB default limit.
+    Every other value is cheaper per wire byte (a short str ~20 B/byte, a bin
+    ~14, a fixint 8 for its slot). So the decoded size is bounded by bounding
+    containers: one per :data:`CONTAINER_BYTES` body bytes (plus
+    :data:`CONTAINER_FLOOR`), which a list of pairs (``[[1, 2], ...]``, 3
+    bytes each) still fits, and which caps containers at ~30 B per body byte.
+    The hooks cost a call per container, so bodies up to
+    :data:`BUDGET_FREE_SIZE` skip them; a codec subclass with its own
+    ``unpack`` is used as it is.
+    """
+    if len(data) <= BUDGET_FREE_SIZE or type(codec).unpack is not Codec.unpack:
+        return codec.unpack(data)
+    left = CONTAINER_FLOOR + len(data) // CONTAINER_BYTES
+    budget = left
+
+    def count(obj: Any) -> Any:
+        nonlocal left
+        left -= 1
+        if left < 0:
+            raise _TooManyContainers(
+                f"request body holds more than {budget} arrays and maps "
+                f"(one per {CONTAINER_BYTES} bytes of body)"
+            )
+        return obj
+
+    options: dict[str, Any] = {
+        "raw": codec.raw,
+        "strict_map_key": codec.strict_map_key,
+        "timestamp": codec.timestamp,
+        "max_str_len": codec.max_str_len,
+        "max_bin_len": codec.max_bin_len,
+        "max_array_len": codec.max_array_len,
+        "max_map_len": codec.max_map_len,
+        "max_ext_len": codec.max_ext_len,
+        "list_hook": count,
+        "object_hook": count,
+    }
+    if codec.ext_hook is not None:
+        options["ext_hook"] = codec.ext_hook
+    try:
+        return msgpack.unpackb(data, **options)
+    except _TooManyContainers:
+        raise
+    except Exception as exc:  # noqa: BLE001 - msgpack raises ValueError, TypeError, ...
+        raise DecodeError(f"request body is not valid msgpack ({exc})") from None
+
+
+def _framing(environ: dict[str, Any], headers: list[tuple[str, str]]) -> tuple[int | None, bool]:
+    """``(content_length, chunked)`` as the server framed the body, or 400 + close.
+
+    Under any WSGI server the body is what ``wsgi.input`` holds: by
+    ``CONTENT_LENGTH`` when it is set, else to its end for a chunked body. A
+    framing that two readers could see differently is refused outright: a
+    Transfer-Encoding that is not exactly ``chunked`` (``chunked, identity``,
+    ``xchunked``, ``chunked,chunked`` as a server joins two fields), chunked
+    together with a Content-Length, a Content-Length that is not one integer
+    (``1, 98``). The answer says ``Connection: close``: the body's end is
+    unknowable, so nothing after it on the connection may be read as a request.
+    """
+    coding = environ.get("HTTP_TRANSFER_ENCODING")
+    text = (environ.get("CONTENT_LENGTH") or "").strip(" \t")
+    if coding is not None:
+        if coding.strip(" \t").lower() != "chunked":
+            headers.append(_CLOSE)
+            raise _Reject(400, "BadRequest", f"unsupported Transfer-Encoding {coding[:40]!r}")
+        if text:
+            headers.append(_CLOSE)
+            raise _Reject(400, "BadRequest", "Content-Length together with Transfer-Encoding")
+        return None, True
+    if not text:
+        return None, False
+    if not _LENGTH.match(text):
+        headers.append(_CLOSE)
+        raise _Reject(400, "BadRequest", f"invalid Content-Length {text[:40]!r}")
+    return int(text), False
+
+
 def _safe_str(exc: BaseException) -> str:
     try:
         return str(exc)
@@ -454,18 +582,21 @@ def serve(
     backlog: int | None = None,
     spawn: Any = None,
     stop_timeout: float = 1.0,
+    **options: Any,
 ) -> RPCServer:
     """Start serving the WSGI ``app`` (usually an :class:`RPCApp`) on the bundled
     gevent server and return the started :class:`RPCServer`.
 
     ``port=0`` picks a free port; read it from ``server.address`` (``(host,
     port)``) or ``server.url``. ``spawn``: ``None`` for an unbounded greenlet
-    pool, an ``int`` to bound concurrent connections. ``server.stop()``
+    pool. ``options`` go to :class:`RPCServer`: ``max_connections``,
+    ``idle_timeout``, ``header_timeout``, ``body_timeout`` (see
+    :mod:`rpcclient._wsgiserver`). ``server.stop()``
     waits up to ``stop_timeout`` seconds for calls in progress;
     ``server.serve_forever()`` blocks until stopped. Raises ``OSError`` if the
     address cannot be bound.
     """
-    server = RPCServer((host, port), app, backlog=backlog, spawn=spawn)
+    server = RPCServer((host, port), app, backlog=backlog, spawn=spawn, **options)
     server.stop_timeout = stop_timeout
     server.start()
     return server

@@ -257,6 +257,9 @@ def start(probe: Probe) -> Iterator[Callable[..., RPCServer]]:
         app = build_app(probe, **app_kw)
         if handler_class is None:
             server = serve(app, "127.0.0.1", 0)
+        elif issubclass(handler_class, pywsgi.WSGIHandler):
+            server = pywsgi.WSGIServer(("127.0.0.1", 0), app, handler_class=handler_class)
+            server.start()
         else:
             server = RPCServer(("127.0.0.1", 0), app, handler_class=handler_class)
             server.start()
