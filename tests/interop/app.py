@@ -16,7 +16,7 @@ service ``t``:
   sets it), so tests count connections server-side.
 
 Executions are appended to the file named by ``INTEROP_LOG`` (one
-``O_APPEND`` write of ``"<request id> <pid>\\n"`` each, atomic between the
+``O_APPEND`` write of ``"<request id> <pid> <client port>\\n"`` each, atomic between the
 worker processes of one server), so a test counts executions by request id
 across workers, reloads and killed workers.
 
@@ -66,7 +66,7 @@ def _record() -> str:
     if path:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, f"{request_id} {os.getpid()}\n".encode())
+            os.write(fd, f"{request_id} {os.getpid()} {peer()[1]}\n".encode())
         finally:
             os.close(fd)
     return request_id

@@ -184,6 +184,14 @@ class ServerProcess:
             return collections.Counter()
         return collections.Counter(line.split(" ", 1)[0] for line in text.splitlines() if line)
 
+    def client_ports(self) -> dict[str, int]:
+        """The client port (the proxy's ``X-Client-Port``) each request id ran on."""
+        ports = {}
+        for line in self.log_path.read_text().splitlines():
+            request_id, _, port = line.split(" ")
+            ports[request_id] = int(port)
+        return ports
+
     def signal(self, signum: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)
