@@ -184,6 +184,16 @@ class ServerProcess:
             return collections.Counter()
         return collections.Counter(line.split(" ", 1)[0] for line in text.splitlines() if line)
 
+    def pids(self, request_ids: Iterator[str] | Sequence[str]) -> set[int]:
+        """The worker pids that ran these request ids."""
+        wanted = set(request_ids)
+        pids = set()
+        for line in self.log_path.read_text().splitlines():
+            request_id, pid, _ = line.split(" ")
+            if request_id in wanted:
+                pids.add(int(pid))
+        return pids
+
     def client_ports(self) -> dict[str, int]:
         """The client port (the proxy's ``X-Client-Port``) each request id ran on."""
         ports = {}
@@ -466,6 +476,7 @@ class Outcome:
     request_id: str
     result: Any = None
     error: RPCError | None = None
+    finished: float = field(default_factory=time.monotonic)
 
 
 _ids = iter(range(1, 10**9))
@@ -494,22 +505,42 @@ def load(
     method: str = "t.count",
     args: Any = None,
     during: Callable[[], None] | None = None,
+    after: float = 0.3,
     **kw: Any,
 ) -> list[Outcome]:
-    """``calls`` counted calls over ``greenlets`` greenlets, ``during()`` beside them."""
+    """``calls`` counted calls over ``greenlets`` greenlets, ``during()`` beside them.
+
+    With ``during``, the calls go on until ``after`` seconds past its end (so the
+    load spans whatever it does), ``calls`` then being a cap.
+    """
     outcomes: list[Outcome] = []
     remaining = [calls]
+    done: list[float] = []
+
+    def busy() -> bool:
+        if remaining[0] <= 0:
+            return False
+        if during is None:
+            return True
+        return not done or time.monotonic() < done[0] + after
 
     def worker() -> None:
-        while remaining[0] > 0:
+        while busy():
             remaining[0] -= 1
             outcomes.append(call_counted(client, tag, method, args, **kw))
+
+    def run_during() -> None:
+        assert during is not None
+        try:
+            during()
+        finally:
+            done.append(time.monotonic())
 
     pool = gevent.pool.Pool()
     for _ in range(greenlets):
         pool.spawn(worker)
     if during is not None:
-        pool.spawn(during)
+        pool.spawn(run_during)
     pool.join(timeout=120, raise_error=True)
     assert not pool, "the load did not finish within 120 s"
     return outcomes
