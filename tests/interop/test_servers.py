@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from rpcclient import HTTPStatusError, MethodNotFound, RemoteError, Retry
+from rpcclient import ConnectionLost, HTTPStatusError, MethodNotFound, RemoteError, Retry
 
 from .conftest import ServerProcess, Spec, call_counted, check_counted, load, start_server
 
@@ -96,25 +96,44 @@ def uwsgi_close(tmp_path_factory: Any) -> Any:
     srv.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 item 6: the connection uWSGI closes after its answer is handed to the "
-    "next call, which fails with ConnectionLost though the server never ran it",
+ITEM_6 = (
+    "issue 12 item 6: the connection uWSGI closes after its answer is handed to the next "
+    "call, which fails with ConnectionLost though the server never ran it"
 )
-def test_uwsgi_answer_then_close(uwsgi_close: ServerProcess, make_client: Any) -> None:
+
+
+def test_uwsgi_answer_then_close(
+    uwsgi_close: ServerProcess, make_client: Any, transport: str, request: Any
+) -> None:
     """A server that closes after an answer that did not say so: no call fails for it.
 
-    Sequential calls (each the only one on the client) and 50 greenlets on 10
-    connections, all non-idempotent: uWSGI ran every call that reached it, so a
-    call it never ran must not fail (it may be sent again: it provably never
-    reached the app), and no answer may be another call's.
+    100 sequential calls, then 600 over 50 greenlets on 10 connections, all
+    non-idempotent. uWSGI ran every call that reached it; no answer may be
+    another call's, and a call it never ran must not fail.
+
+    The gevent transport fails about 300 of the 700 (item 6, strict xfail). The
+    requests and urllib3 transports fail 0-25 of 700 from run to run (urllib3's
+    check before reuse usually sees the close in time), too few to fail every
+    run: for them the test holds the line at their rate (under 10%, each a
+    ``ConnectionLost`` that says it may have reached the server) until item 6's
+    fix covers them too.
     """
+    if transport == "gevent":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=ITEM_6))
     client = make_client(uwsgi_close.url, pool_size=10)
     sequential = [call_counted(client, "seq") for _ in range(100)]
     concurrent = load(client, "close", greenlets=50, calls=600)
-    failed = check_counted(sequential + concurrent, uwsgi_close.executions())
-    never_ran = [out for out in failed if not uwsgi_close.executions()[out.request_id]]
-    assert not failed, (
-        f"{len(failed)} of 700 failed ({len(never_ran)} never ran on the server), "
-        f"first: {failed[0].error!r}"
+    executions = uwsgi_close.executions()
+    failed = check_counted(sequential + concurrent, executions)
+    never_ran = [out for out in failed if not executions[out.request_id]]
+    report = f"{len(failed)} of 700 failed ({len(never_ran)} never ran on the server)" + (
+        f", first: {failed[0].error!r}" if failed else ""
     )
+    print(f"uWSGI --http-socket, {transport}: {report}")
+    if transport == "gevent":
+        assert not failed, report
+    else:
+        assert len(failed) < 70, report
+        for out in failed:
+            assert isinstance(out.error, ConnectionLost), out.error
+            assert out.error.may_have_reached_server, out.error
