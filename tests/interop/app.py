@@ -11,6 +11,8 @@ service ``t``:
 - ``t.slow(seconds)``: records, sleeps, returns the id (stalls, kills).
 - ``t.size(n)``: ``n`` bytes.
 - ``t.boom(message)``: raises :class:`Boom` (with a ``data`` attribute).
+- ``t.relay(url, value)``: ``t.echo(value)`` on another server, through a
+  Client shared by the worker's threads.
 - ``t.peer()``: ``[pid, port]``: the worker's pid and the client port of the
   connection the request came on (the proxy's ``X-Client-Port`` when a proxy
   sets it), so tests count connections server-side.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from contextvars import ContextVar
 from typing import Any
 
@@ -113,6 +116,25 @@ def peer() -> list[int]:
     return [os.getpid(), port]
 
 
+_relay_clients: dict[str, Any] = {}
+_relay_lock = threading.Lock()
+
+
+def relay(url: str, value: Any) -> Any:
+    """``t.echo(value)`` on ``url`` through one Client per process, shared by its threads.
+
+    What a service on gunicorn's gthread worker does when it calls another
+    service (issue 12 item 9: a Client shared by OS threads).
+    """
+    from rpcclient import Client, Timeout
+
+    with _relay_lock:
+        client = _relay_clients.get(url)
+        if client is None:
+            client = _relay_clients[url] = Client(url, timeout=Timeout(total=5.0))
+    return client.call("t.echo", [value])
+
+
 METHODS = {
     "t.echo": echo,
     "t.count": count,
@@ -120,6 +142,7 @@ METHODS = {
     "t.size": size,
     "t.boom": boom,
     "t.peer": peer,
+    "t.relay": relay,
 }
 
 _rpc = RPCApp()

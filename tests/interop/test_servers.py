@@ -137,3 +137,33 @@ def test_uwsgi_answer_then_close(
         for out in failed:
             assert isinstance(out.error, ConnectionLost), out.error
             assert out.error.may_have_reached_server, out.error
+
+
+@pytest.fixture(scope="module")
+def gthread_and_upstream(tmp_path_factory: Any) -> Any:
+    tmp = tmp_path_factory.mktemp("relay")
+    upstream = start_server("bundled", "rpc_app", tmp, name="relay-upstream")
+    try:
+        gthread = start_server("gunicorn-gthread", "rpc_app", tmp, name="relay-gthread")
+    except BaseException:
+        upstream.stop()
+        raise
+    yield gthread, upstream
+    gthread.stop()
+    upstream.stop()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 12 item 9: a Client shared by OS threads (gunicorn gthread) fails with "
+    "'Cannot switch to a different thread'",
+)
+def test_client_shared_by_gthread_threads(gthread_and_upstream: Any, make_client: Any) -> None:
+    """A service on gunicorn's gthread worker (4 threads) calls another one with one
+    shared Client: 200 relays, 8 at a time, every one answered with its own value."""
+    gthread, upstream = gthread_and_upstream
+    client = make_client(gthread.url, pool_size=8)
+    results = client.call_many([("t.relay", [upstream.url, i]) for i in range(200)])
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert not errors, f"{len(errors)} of 200 relays failed, first: {errors[0]!r}"
+    assert results == list(range(200))
