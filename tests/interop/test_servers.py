@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from rpcclient import ConnectionLost, HTTPStatusError, MethodNotFound, RemoteError, Retry
+from rpcclient import (
+    ConnectionLost,
+    HTTPStatusError,
+    MethodNotFound,
+    ReadTimeout,
+    RemoteError,
+    Retry,
+    Timeout,
+)
 
 from .conftest import ServerProcess, Spec, call_counted, check_counted, load, start_server
 
@@ -46,9 +54,6 @@ def test_values_round_trip(server: tuple[Spec, ServerProcess], make_client: Any)
 def test_exception_classes(server: tuple[Spec, ServerProcess], make_client: Any) -> None:
     _, srv = server
     client = make_client(srv.url)
-    with pytest.raises(MethodNotFound) as nf:
-        client.call("t.nope", [])
-    assert nf.value.status == 404
     with pytest.raises(RemoteError) as boom:
         client.call("t.boom", ["bad thing"])
     assert type(boom.value) is RemoteError
@@ -59,10 +64,18 @@ def test_exception_classes(server: tuple[Spec, ServerProcess], make_client: Any)
     with pytest.raises(RemoteError) as bad:
         client.call("t.size", ["not", "an", "int"])
     assert bad.value.status in (400, 500)
+    with pytest.raises(ReadTimeout) as slow:
+        client.call("t.slow", [0.6], timeout=Timeout(total=0.2))
+    assert slow.value.may_have_reached_server
+    assert client.call("t.echo", ["next"]) == "next"  # the timed-out connection is not reused
+    # Last: uWSGI closes after a 404 without saying so (see test_uwsgi_after_404).
+    with pytest.raises(MethodNotFound) as nf:
+        client.call("t.nope", [])
+    assert nf.value.status == 404
     # Below the app, the server itself: a path no route serves is not an
     # envelope everywhere, but always one of the two documented classes.
     with pytest.raises((MethodNotFound, HTTPStatusError)):
-        client.call("nosuch.method", [])
+        make_client(srv.url).call("nosuch.method", [])
 
 
 def test_keepalive_reuse(server: tuple[Spec, ServerProcess], make_client: Any) -> None:
@@ -167,3 +180,36 @@ def test_client_shared_by_gthread_threads(gthread_and_upstream: Any, make_client
     errors = [r for r in results if isinstance(r, BaseException)]
     assert not errors, f"{len(errors)} of 200 relays failed, first: {errors[0]!r}"
     assert results == list(range(200))
+
+
+def test_uwsgi_after_404(make_client: Any, transport: str, request: Any) -> None:
+    """uWSGI's --http11-socket closes after a 404 without ``Connection: close``.
+
+    100 rounds of a call to a missing method then a counted call on the same
+    client. The counted call never reaches the app when it meets the close;
+    it should not fail, but how many do varies too much from run to run for a
+    strict xfail (gevent 1-23 of 100, requests 0-22, urllib3 0; issue 12 item
+    6, the sequential form of the race). Held here: no answer is another
+    call's, every failure is a ``ConnectionLost`` that may have reached the
+    server, and the client keeps working.
+    """
+    srv = request.getfixturevalue("uwsgi_http11")
+    client = make_client(srv.url, pool_size=1)
+    outcomes = []
+    for _ in range(100):
+        with pytest.raises(MethodNotFound):
+            client.call("t.nope", [])
+        outcomes.append(call_counted(client, "after404"))
+    failed = check_counted(outcomes, srv.executions())
+    print(f"uWSGI after a 404, {transport}: {len(failed)} of 100 failed")
+    for out in failed:
+        assert isinstance(out.error, ConnectionLost), out.error
+        assert out.error.may_have_reached_server, out.error
+    assert client.call("t.echo", ["still"]) == "still"
+
+
+@pytest.fixture(scope="module")
+def uwsgi_http11(tmp_path_factory: Any) -> Any:
+    srv = start_server("uwsgi", "rpc_app", tmp_path_factory.mktemp("uwsgi-404"))
+    yield srv
+    srv.stop()
