@@ -18,9 +18,18 @@ from typing import Any
 import gevent
 import pytest
 
-from rpcclient import Retry
+from rpcclient import Retry, Timeout
 
-from .conftest import Proxied, ServerProcess, check_counted, load, start_proxied, start_server
+from .conftest import (
+    Outcome,
+    Proxied,
+    ServerProcess,
+    call_counted,
+    check_counted,
+    load,
+    start_proxied,
+    start_server,
+)
 
 
 @pytest.fixture
@@ -118,3 +127,35 @@ def test_nginx_reload_under_load(nginx_fresh: Proxied, make_client: Any) -> None
 
     report = run_under_load(nginx_fresh.upstream, nginx_fresh.url(), make_client, reload_twice)
     print("nginx reload:", report)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 12 item 5: after a retry the error carries the last attempt's "
+    "may_have_reached_server (PoolTimeout: False), not any attempt's",
+)
+def test_may_have_reached_after_a_retry(gunicorn: ServerProcess, make_client: Any) -> None:
+    """An idempotent call whose first attempt ran (its answer late: ReadTimeout) and
+    whose retry then meets a full pool (PoolTimeout) may have run: it says so.
+
+    One pooled connection. The first call stalls past its read bound and is
+    abandoned; a second greenlet, already waiting for the connection, takes
+    the slot and holds it, so the retry waits past its pool bound.
+    """
+    client = make_client(gunicorn.url, pool_size=1)
+    slow = Timeout(connect=2, read=0.2, pool=0.1, total=3)
+    first: list[Outcome] = []
+
+    def abandoned() -> None:
+        first.append(call_counted(client, "retry", "t.slow", [0.5], idempotent=True, timeout=slow))
+
+    def holder() -> None:
+        gevent.sleep(0.05)  # queue behind the first call's attempt
+        call_counted(client, "hold", "t.slow", [1.0], timeout=Timeout(total=5))
+
+    gevent.joinall([gevent.spawn(abandoned), gevent.spawn(holder)], raise_error=True)
+    (out,) = first
+    assert out.error is not None, f"expected the call to fail, got {out.result!r}"
+    assert gunicorn.executions()[out.request_id] >= 1, "the first attempt did not run"
+    assert out.error.attempts >= 2, f"the call was not retried: {out.error!r}"
+    check_counted(first, gunicorn.executions(), idempotent=True)
