@@ -194,6 +194,10 @@ class ServerProcess:
                 pids.add(int(pid))
         return pids
 
+    def last_pid(self) -> int:
+        """The pid of the worker that ran the latest execution."""
+        return int(self.log_path.read_text().splitlines()[-1].split(" ")[1])
+
     def client_ports(self) -> dict[str, int]:
         """The client port (the proxy's ``X-Client-Port``) each request id ran on."""
         ports = {}
@@ -205,6 +209,14 @@ class ServerProcess:
     def signal(self, signum: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)
+
+    def reload_nginx(self) -> None:
+        """``nginx -s reload`` with this instance's prefix and config (via its pid file)."""
+        assert self.argv[1] == "-p" and self.argv[3] == "-c", self.argv
+        result = subprocess.run(
+            [*self.argv[:5], "-s", "reload"], capture_output=True, timeout=30, check=False
+        )
+        assert result.returncode == 0, result.stderr.decode(errors="replace")
 
     def children(self) -> list[int]:
         """The pids of the master's direct children (gunicorn workers)."""
@@ -259,8 +271,10 @@ def server_argv(kind: str, app: str, fd: int) -> list[str]:
         module("gunicorn")
         worker = kind.removeprefix("gunicorn-")
         argv = [py, "-m", "gunicorn", "--bind", f"fd://{fd}", "-k", worker]
-        argv += ["--graceful-timeout", "5"]
-        argv += ["--threads", "4", "-w", "1"] if worker == "gthread" else ["-w", "2"]
+        # gthread's old workers serve their keep-alive connections until this
+        # bound after a HUP: short, so a reload completes within a test.
+        argv += ["--graceful-timeout", "2"]
+        argv += ["-w", "2", "--threads", "4"] if worker == "gthread" else ["-w", "2"]
         return [*argv, target]
     if kind.startswith("uwsgi"):
         module("pyuwsgi")
