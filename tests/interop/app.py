@@ -23,7 +23,8 @@ worker processes of one server), so a test counts executions by request id
 across workers, reloads and killed workers.
 
 Run as ``python -m tests.interop.app bundled|waitress FD APP`` to serve ``APP``
-on the listening socket inherited as file descriptor ``FD``.
+on the listening socket inherited as file descriptor ``FD`` (``hangup FD -``:
+an upstream that reads each request and closes without an answer).
 """
 
 from __future__ import annotations
@@ -208,8 +209,30 @@ def _make_flask() -> Any:
 flask_app = _make_flask()
 
 
+def _hang_up(fd: int) -> None:
+    """A broken upstream: reads each request whole, then closes without answering."""
+    import socket
+
+    listener = socket.socket(fileno=fd)
+    listener.setblocking(True)  # inherited from a gevent socket: O_NONBLOCK is set
+    while True:
+        conn, _ = listener.accept()
+        with conn:
+            # Read until the peer pauses: closing with unread bytes would send
+            # a reset, a different failure from "closed without an answer".
+            conn.settimeout(0.2)
+            try:
+                while conn.recv(65536):
+                    pass
+            except OSError:
+                pass
+
+
 def _main(argv: list[str]) -> None:
     kind, fd, name = argv[0], int(argv[1]), argv[2]
+    if kind == "hangup":
+        _hang_up(fd)
+        return
     app = {"rpc_app": rpc_app, "flask_app": flask_app}[name]
     if kind == "bundled":
         import gevent.socket

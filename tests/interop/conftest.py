@@ -339,10 +339,10 @@ def _dead_port() -> socket.socket:
     return sock
 
 
-NGINX_SITES = ("main", "down", "few", "gzip")
+NGINX_SITES = ("main", "down", "few", "gzip", "broken")
 
 
-def nginx_conf(tmp: Path, ports: dict[str, int], upstream: int, dead: int) -> str:
+def nginx_conf(tmp: Path, ports: dict[str, int], upstream: int, dead: int, broken: int) -> str:
     """One nginx, one server block per behaviour under test (see NGINX_SITES)."""
     user = "user root;\n" if os.geteuid() == 0 else ""
     proxy = (
@@ -363,8 +363,13 @@ http {{
     client_max_body_size 4k;
     upstream up {{ server 127.0.0.1:{upstream}; keepalive 16; }}
     upstream dead {{ server 127.0.0.1:{dead}; }}
+    upstream broken {{ server 127.0.0.1:{broken}; }}
     server {{ listen 127.0.0.1:{ports["main"]}; location / {{ proxy_pass http://up; {proxy} }} }}
     server {{ listen 127.0.0.1:{ports["down"]}; location / {{ proxy_pass http://dead; {proxy} }} }}
+    server {{
+        listen 127.0.0.1:{ports["broken"]};
+        location / {{ proxy_pass http://broken; proxy_next_upstream off; {proxy} }}
+    }}
     server {{
         listen 127.0.0.1:{ports["few"]};
         keepalive_timeout 30s; keepalive_requests 3;
@@ -380,12 +385,12 @@ http {{
 """
 
 
-def start_nginx(tmp: Path, upstream: int, dead: int) -> ServerProcess:
+def start_nginx(tmp: Path, upstream: int, dead: int, broken: int) -> ServerProcess:
     exe = binary("nginx")
     socks = [listener() for _ in NGINX_SITES]
     ports = {site: s.getsockname()[1] for site, s in zip(NGINX_SITES, socks, strict=True)}
     conf = tmp / "nginx.conf"
-    conf.write_text(nginx_conf(tmp, ports, upstream, dead))
+    conf.write_text(nginx_conf(tmp, ports, upstream, dead, broken))
     srv = ServerProcess(
         "nginx",
         [exe, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "nginx.error.log")],
@@ -402,10 +407,10 @@ def start_nginx(tmp: Path, upstream: int, dead: int) -> ServerProcess:
         raise
 
 
-HAPROXY_SITES = ("main", "down")
+HAPROXY_SITES = ("main", "down", "broken")
 
 
-def haproxy_conf(fds: dict[str, int], upstream: int, dead: int) -> str:
+def haproxy_conf(fds: dict[str, int], upstream: int, dead: int, broken: int) -> str:
     return f"""global
     maxconn 1024
 defaults
@@ -423,20 +428,26 @@ frontend main
 frontend down
     bind fd@{fds["down"]}
     default_backend dead
+frontend broken
+    bind fd@{fds["broken"]}
+    default_backend broken
 backend up
     server s1 127.0.0.1:{upstream}
 backend dead
     retries 0
     server s1 127.0.0.1:{dead}
+backend broken
+    retries 0
+    server s1 127.0.0.1:{broken}
 """
 
 
-def start_haproxy(tmp: Path, upstream: int, dead: int) -> ServerProcess:
+def start_haproxy(tmp: Path, upstream: int, dead: int, broken: int) -> ServerProcess:
     exe = binary("haproxy")
     socks = [listener() for _ in HAPROXY_SITES]
     fds = {site: s.fileno() for site, s in zip(HAPROXY_SITES, socks, strict=True)}
     conf = tmp / "haproxy.cfg"
-    conf.write_text(haproxy_conf(fds, upstream, dead))
+    conf.write_text(haproxy_conf(fds, upstream, dead, broken))
     srv = ServerProcess("haproxy", [exe, "-db", "-f", str(conf)], tmp, socks)
     try:
         return srv.start()
@@ -453,33 +464,48 @@ class Proxied:
     proxy: ServerProcess
     upstream: ServerProcess
     sites: Sequence[str]
+    broken: ServerProcess
+    dead: socket.socket
+
+    def stop(self) -> None:
+        self.proxy.stop()
+        self.upstream.stop()
+        self.broken.stop()
+        self.dead.close()
 
     def url(self, site: str = "main") -> str:
         return self.proxy.url_of(list(self.sites).index(site))
 
 
-def start_proxied(kind: str, tmp: Path) -> tuple[Proxied, socket.socket]:
+def start_proxied(kind: str, tmp: Path) -> Proxied:
+    """A bundled server, a refusing port and a hanging-up upstream behind the proxy."""
     upstream = start_server("bundled", "rpc_app", tmp, name=f"{kind}-upstream")
     dead = _dead_port()
+    sock = listener()
+    broken = ServerProcess(
+        f"{kind}-broken",
+        [sys.executable, "-m", "tests.interop.app", "hangup", str(sock.fileno()), "-"],
+        tmp,
+        [sock],
+    )
     try:
+        broken.start(check_ready=False)
         starter = start_nginx if kind == "nginx" else start_haproxy
-        proxy = starter(tmp, upstream.port, dead.getsockname()[1])
+        proxy = starter(tmp, upstream.port, dead.getsockname()[1], broken.port)
     except BaseException:
         upstream.stop()
+        broken.stop()
         dead.close()
         raise
     sites = NGINX_SITES if kind == "nginx" else HAPROXY_SITES
-    return Proxied(kind, proxy, upstream, sites), dead
+    return Proxied(kind, proxy, upstream, sites, broken, dead)
 
 
 @pytest.fixture(scope="module", params=["nginx", "haproxy"])
 def proxied(request: Any, tmp_path_factory: Any) -> Iterator[Proxied]:
-    kind = str(request.param)
-    env, dead = start_proxied(kind, tmp_path_factory.mktemp(kind))
+    env = start_proxied(str(request.param), tmp_path_factory.mktemp(str(request.param)))
     yield env
-    env.proxy.stop()
-    env.upstream.stop()
-    dead.close()
+    env.stop()
 
 
 # -- load with executions counted by request id --------------------------------------------

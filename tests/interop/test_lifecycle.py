@@ -49,11 +49,9 @@ def gunicorn_gevent(tmp_path: Any) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def nginx_fresh(tmp_path: Any) -> Iterator[Proxied]:
-    env, dead = start_proxied("nginx", tmp_path)
+    env = start_proxied("nginx", tmp_path)
     yield env
-    env.proxy.stop()
-    env.upstream.stop()
-    dead.close()
+    env.stop()
 
 
 def wait_workers(srv: ServerProcess, count: int, old: set[int]) -> None:

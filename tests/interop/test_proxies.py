@@ -50,6 +50,15 @@ def test_upstream_down_is_http_status_error(proxied: Proxied, make_client: Any) 
     assert "html" in err.value.snippet.lower()
 
 
+def test_upstream_hangs_up_is_502(proxied: Proxied, make_client: Any) -> None:
+    """The upstream reads the request and closes without an answer: 502 from both."""
+    client = make_client(proxied.url("broken"), retry=NO_RETRY)
+    with pytest.raises(HTTPStatusError) as err:
+        client.call("t.echo", [1])
+    assert err.value.status == 502
+    assert "html" in err.value.snippet.lower()
+
+
 def test_upstream_stall_is_504(proxied: Proxied, make_client: Any) -> None:
     """The upstream sleeps 2.5 s; the proxy gives up at 1 s with its own 504 page."""
     client = make_client(proxied.url())
@@ -130,11 +139,9 @@ def test_keepalive_requests(make_client: Any, nginx: Proxied) -> None:
 
 @pytest.fixture(scope="module")
 def nginx(tmp_path_factory: Any) -> Any:
-    env, dead = start_proxied("nginx", tmp_path_factory.mktemp("nginx-only"))
+    env = start_proxied("nginx", tmp_path_factory.mktemp("nginx-only"))
     yield env
-    env.proxy.stop()
-    env.upstream.stop()
-    dead.close()
+    env.stop()
 
 
 def test_accept_encoding_gzip(
