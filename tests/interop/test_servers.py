@@ -1,8 +1,9 @@
 """The client against third-party WSGI servers, on every transport.
 
 gunicorn (gevent, sync and gthread workers), waitress and uWSGI (pyuwsgi,
-``--http-socket``), serving the bundled RPCApp and a Flask app that speaks
-wire protocol v1; the bundled server beside them as the reference.
+``--http11-socket``; ``--http-socket`` for its answer-then-close), serving the
+bundled RPCApp and a Flask app that speaks wire protocol v1; the bundled
+server beside them as the reference.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def test_exception_classes(server: tuple[Spec, ServerProcess], make_client: Any)
     with pytest.raises(ReadTimeout) as slow:
         client.call("t.slow", [0.6], timeout=Timeout(total=0.2))
     assert slow.value.may_have_reached_server
-    assert client.call("t.echo", ["next"]) == "next"  # the timed-out connection is not reused
+    assert client.call("t.echo", ["next"]) == "next"  # the late answer is never this one
     # Last: uWSGI closes after a 404 without saying so (see test_uwsgi_after_404).
     with pytest.raises(MethodNotFound) as nf:
         client.call("t.nope", [])
