@@ -94,12 +94,17 @@ def test_keepalive_reuse(server: tuple[Spec, ServerProcess], make_client: Any) -
 def test_concurrent_calls_get_their_own_answers(
     server: tuple[Spec, ServerProcess], make_client: Any
 ) -> None:
-    """50 greenlets on 10 connections, non-idempotent: every answer is the call's own."""
-    _, srv = server
+    """50 greenlets on 10 connections, non-idempotent: every answer is the call's own,
+    and the server saw at most 10 connections (where it keeps them alive)."""
+    spec, srv = server
     client = make_client(srv.url, pool_size=10, retry=Retry())
     outcomes = load(client, "conc", greenlets=50, calls=300)
     failed = check_counted(outcomes, srv.executions())
     assert not failed, f"{len(failed)} of 300 failed, first: {failed[0].error!r}"
+    ports = srv.client_ports()
+    used = {ports[out.request_id] for out in outcomes}
+    if spec.keepalive:
+        assert len(used) <= 10, f"300 calls on a pool of 10 came on {len(used)} connections"
 
 
 @pytest.fixture(scope="module")
