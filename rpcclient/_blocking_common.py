@@ -6,7 +6,7 @@ rpcclient's contract around it, the same way for both:
 
 **Bounds** (see :mod:`rpcclient._timeouts`):
 
-- *pool*: our own :class:`gevent.lock.BoundedSemaphore` of ``pool_size``
+- *pool*: our own first-come-first-served slots (:class:`EndpointSlots`), ``pool_size``
   slots per endpoint, acquired with the pool timeout before urllib3 is
   touched (expiry: PoolTimeout). urllib3's pool holds ``pool_size``
   connections in blocking mode behind it, so it never has to wait; should it
@@ -69,7 +69,6 @@ from time import monotonic
 from typing import Any, Protocol
 
 import gevent
-from gevent.lock import BoundedSemaphore
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
@@ -188,34 +187,36 @@ class EndpointSlots:
     A slot is taken before urllib3 is asked for a connection and given back
     when the exchange is over (its connection back in urllib3's pool or
     closed), so urllib3's own pool of the same size always has one ready.
+
+    First come, first served, as on the gevent transport (the slots are a
+    :class:`~rpcclient._pool.Pool` used for its slots only): a released slot
+    goes to the oldest waiter, and a greenlet that just released one queues
+    behind the waiters. With a plain semaphore the releaser took it straight
+    back, and waiters ran past their pool timeout behind busy greenlets.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._slots: dict[tuple[str, str, int], BoundedSemaphore] = {}
-        self.waiting = 0
+        self._slots: dict[tuple[str, str, int], Pool] = {}
 
     def acquire(self, key: tuple[str, str, int], timeout: float | None) -> bool:
         """Take a slot, waiting at most ``timeout`` seconds (None: forever)."""
-        sem = self._slots.get(key)
-        if sem is None:
-            sem = self._slots[key] = BoundedSemaphore(self.size)
-        if sem.acquire(blocking=False):
-            return True
-        if timeout is not None and timeout <= 0:
-            return False
-        self.waiting += 1
-        try:
-            return bool(sem.acquire(timeout=timeout))
-        finally:
-            self.waiting -= 1
+        pool = self._slots.get(key)
+        if pool is None:
+            pool = self._slots[key] = Pool(self.size, idle_timeout=None, max_age=None)
+        return bool(pool.acquire(timeout))
 
     def release(self, key: tuple[str, str, int]) -> None:
         self._slots[key].release()
 
     def in_use(self, key: tuple[str, str, int]) -> int:
-        sem = self._slots.get(key)
-        return 0 if sem is None else self.size - int(sem.counter)
+        pool = self._slots.get(key)
+        return 0 if pool is None else pool.in_use
+
+    @property
+    def waiting(self) -> int:
+        """Greenlets waiting for a slot, over all endpoints."""
+        return sum(pool.waiting for pool in self._slots.values())
 
     def stats(self) -> dict[str, dict[str, int]]:
         return {
@@ -226,7 +227,6 @@ class EndpointSlots:
     def reset(self) -> None:
         """Forget every slot (in a forked child: the parent's calls are not ours)."""
         self._slots = {}
-        self.waiting = 0
 
 
 # -- one exchange ---------------------------------------------------------------------
@@ -466,13 +466,47 @@ class MalformedHead(http.client.HTTPException):
     """A head http.client parsed leniently that llhttp would refuse."""
 
 
+#: interim (1xx) answers skipped before a final one; more is a ProtocolError
+MAX_INTERIM = 64
+#: header lines of one interim answer, and bytes per line (http.client's own bounds)
+_MAX_INTERIM_LINES = 100
+_MAX_LINE = 65536
+
+
 class _CheckedResponse(http.client.HTTPResponse):
     """http.client's response, refusing heads the gevent transport refuses.
 
     Framing must be unambiguous (one Content-Length of digits, never together
     with Transfer-Encoding), no line may be folded, and every line must have
-    parsed as a header. Raised errors end as ProtocolError.
+    parsed as a header. Interim answers are skipped: http.client skips
+    ``100 Continue`` only (without bound) and returns a ``103 Early Hints``
+    as if it were the answer, leaving the real one unread on a connection
+    that goes back to the pool, for the next call to take. Here every 1xx but
+    101 is skipped, at most :data:`MAX_INTERIM` of them; an unasked-for
+    ``101 Switching Protocols`` is refused. Raised errors end as
+    ProtocolError, and the connection is closed.
     """
+
+    def _read_status(self) -> tuple[str, int, str]:
+        for _ in range(MAX_INTERIM + 1):
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if status == 101:
+                raise MalformedHead("101 Switching Protocols, but no upgrade was asked for")
+            if not 100 <= status < 200:
+                return version, status, reason
+            self._skip_interim_head()
+        raise MalformedHead(f"more than {MAX_INTERIM} interim (1xx) answers")
+
+    def _skip_interim_head(self) -> None:
+        for _ in range(_MAX_INTERIM_LINES + 1):
+            line = self.fp.readline(_MAX_LINE + 1)
+            if len(line) > _MAX_LINE:
+                raise http.client.LineTooLong("interim answer header line")
+            if line in (b"\r\n", b"\n", b""):
+                if not line:
+                    raise http.client.IncompleteRead(b"")
+                return
+        raise MalformedHead(f"more than {_MAX_INTERIM_LINES} header lines in an interim answer")
 
     def begin(self) -> None:
         super().begin()
