@@ -87,6 +87,7 @@ def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         "content_type": environ.get("CONTENT_TYPE") or None,
         "authorization": environ.get("HTTP_AUTHORIZATION"),
         "cookie": environ.get("HTTP_COOKIE"),
+        "host": environ.get("HTTP_HOST"),
         "x": {k: v for k, v in environ.items() if k.startswith("HTTP_X_")},
     }
     start_response("200 OK", [("Content-Type", "application/json; charset=utf-8")])
@@ -314,6 +315,10 @@ def response_built_by_hand(rq: Any, url: str) -> Any:
     return r.json(), r.links, r.ok, info.value.response is r
 
 
+def host_header(rq: Any, url: str) -> Any:
+    return summary(rq.get(url + "/echo", headers={"Host": "virtual.example:8080"}))
+
+
 def codes_and_session_function(rq: Any, url: str) -> Any:
     with rq.session() as s:
         return rq.codes.ok, rq.codes["not_found"], s.max_redirects, type(s).__name__
@@ -356,6 +361,7 @@ SCENARIOS: list[Scenario] = [
     prepared_and_sent,
     response_built_by_hand,
     codes_and_session_function,
+    host_header,
 ]
 
 
@@ -441,6 +447,16 @@ def test_truncated_body(raw_server: Any, answer: bytes) -> None:
     srv: RawServer = raw_server(truncate)
     err = same_error(lambda rq: rq.get(srv.url + "/x", timeout=2))
     assert isinstance(err, real.exceptions.ChunkedEncodingError)
+
+
+def test_two_content_lengths_are_an_invalid_header(raw_server: Any) -> None:
+    def two(sock: Any, server: RawServer) -> None:
+        if read_request(sock) is not None:
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 4\r\n\r\nabcd")
+
+    srv: RawServer = raw_server(two)
+    err = same_error(lambda rq: rq.get(srv.url + "/x", timeout=2))
+    assert isinstance(err, shim.exceptions.InvalidHeader)
 
 
 @pytest.mark.parametrize("status_line", [b"HTTX/1.1 200 OK", b"HTTP/1.1 abc OK", b"garbage"])
@@ -563,14 +579,14 @@ def test_a_slow_body_is_a_read_timeout(raw_server: Any) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"proxies": {"http": "http://proxy:3128"}}, {"headers": {"Host": "other.example"}}],
-    ids=lambda kw: next(iter(kw)),
+    [{"proxies": {"http": "http://proxy:3128"}}, {"proxies": {"all": "socks5://p:1"}}],
+    ids=["http", "all"],
 )
 def test_unsupported_arguments_raise_before_sending(
     raw_server: Any, kwargs: dict[str, Any]
 ) -> None:
     srv: RawServer = raw_server(keepalive_answering(lambda h, b: http_response(b"")))
-    with pytest.raises(shim.UnsupportedArgument, match=r"proxies|Host"):
+    with pytest.raises(shim.UnsupportedArgument, match=r"proxies"):
         shim.get(srv.url, **kwargs)
     assert srv.connections == 0
     assert isinstance(shim.UnsupportedArgument("x"), NotImplementedError)

@@ -178,6 +178,7 @@ def main() -> int:
         )
     if args.baseline:
         print(json.dumps(dict(collections.Counter(outcomes.values())), indent=1))
+        print("\n".join(sorted(t for t, o in outcomes.items() if o in FAILED)))
         return 0
     print(json.dumps(counts(outcomes, expected, deselect), indent=1))
     problems = compare(outcomes, expected, deselect)
