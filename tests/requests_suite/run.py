@@ -38,6 +38,7 @@ SERVER_PACKAGES = (
     "decorator==5.3.1",
     "six==1.17.0",
     "brotlicffi==1.2.1.0",
+    "PySocks==1.7.1",  # requests' [socks] extra, which its dev requirements install
 )
 FAILED = frozenset({"failed", "error"})
 
