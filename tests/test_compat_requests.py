@@ -269,7 +269,9 @@ def iter_content_without_stream(rq: Any, url: str) -> Any:
 
 def streamed(rq: Any, url: str) -> Any:
     with rq.get(url + "/gzip", headers={"Accept-Encoding": "gzip"}, stream=True) as r:
-        return b"".join(r.iter_content(100)), r.headers["content-encoding"]
+        decoded = b"".join(r.iter_content(100)), r.headers["content-encoding"]
+    with rq.get(url + "/gzip", headers={"Accept-Encoding": "gzip"}, stream=True) as r:
+        return decoded, gzip.decompress(r.raw.read())  # raw: the body as sent
 
 
 def cookies_kept_by_a_session(rq: Any, url: str) -> Any:

@@ -20,8 +20,7 @@ Where it differs from requests (README "What differs from requests", and
 ``tests/requests_suite/expected_refusals.txt`` for requests' own tests):
 
 - refused before anything is sent (:class:`~.exceptions.UnsupportedArgument`,
-  a ``NotImplementedError``): proxies (``proxies=`` or the environment), a
-  ``Host`` header;
+  a ``NotImplementedError``): proxies (``proxies=`` or the environment);
 - the whole answer is read before a call returns, also with ``stream=True``,
   up to ``max_response_size`` (64 MiB on the wire; above it
   :class:`~.exceptions.ResponseTooLarge`);

@@ -16,10 +16,12 @@ on the wire per answer) and ``idle_timeout`` (1.5 s).
 Contract of :meth:`HTTPAdapter.send`:
 
 - refused before anything is sent: a proxy for the URL (``proxies=`` or the
-  environment) raises :class:`~.exceptions.UnsupportedArgument`, as does a
-  ``Host`` header; a bad ``timeout`` raises ``ValueError`` (requests'
-  message); a missing CA bundle, certificate or key file raises ``OSError``
-  (requests' messages);
+  environment) raises :class:`~.exceptions.UnsupportedArgument`; a bad
+  ``timeout`` raises ``ValueError`` (requests' message); a missing CA
+  bundle, certificate or key file raises ``OSError`` (requests' messages);
+- a caller's ``Host`` header replaces the URL's host in ``Host:`` (the
+  connection still goes to the URL's host); Content-Length and
+  Transfer-Encoding are the transport's, computed from the body;
 - each request leaves in one write on a pooled keep-alive connection; the
   whole answer is read before ``send`` returns (also with ``stream=True``:
   ``raw``, ``iter_content`` and ``iter_lines`` then read from memory), so
@@ -45,6 +47,7 @@ import os
 import ssl
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -57,10 +60,14 @@ from requests.utils import DEFAULT_CA_BUNDLE_PATH, select_proxy
 from urllib3 import HTTPHeaderDict, HTTPResponse
 from urllib3.exceptions import (
     ConnectTimeoutError,
+    EmptyPoolError,
     MaxRetryError,
     NewConnectionError,
+    ReadTimeoutError,
     ResponseError,
 )
+from urllib3.exceptions import ProtocolError as Urllib3ProtocolError
+from urllib3.exceptions import SSLError as Urllib3SSLError
 from urllib3.util import Timeout as TimeoutSauce
 from urllib3.util.retry import Retry
 
@@ -224,8 +231,9 @@ class _Target:
         except _rpc.InvalidRequest as exc:
             raise InvalidURL(exc.message, request=request) from None
         self.path = request.path_url
-        kind = "HTTPSConnectionPool" if scheme == "https" else "HTTPConnectionPool"
-        self.pool = f"{kind}(host={host!r}, port={self.port})"
+        kind = "HTTPS" if scheme == "https" else "HTTP"
+        self.pool = f"{kind}ConnectionPool(host={host!r}, port={self.port})"
+        self.conn = f"{kind}Connection(host={host!r}, port={self.port})"
 
     def max_retries(self, cause: str) -> str:
         return f"{self.pool}: Max retries exceeded with url: {self.path} (Caused by {cause})"
@@ -244,6 +252,8 @@ class HTTPAdapter(_upstream.HTTPAdapter):
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         idle_timeout: float | None = 1.5,
     ) -> None:
+        if not isinstance(pool_maxsize, int) or pool_maxsize < 1:
+            raise ValueError(f"pool_maxsize must be an int >= 1, not {pool_maxsize!r}")
         super().__init__(pool_connections, pool_maxsize, max_retries, pool_block)
         self.max_response_size = max_response_size
         self.idle_timeout = idle_timeout
@@ -320,6 +330,14 @@ class HTTPAdapter(_upstream.HTTPAdapter):
                 "environment); set session.trust_env = False or remove it"
             )
         target = _Target(request)
+        host = request.headers.get("Host")
+        if host is not None:  # the caller's Host (virtual hosting), checked like any header
+            text = host.decode("latin-1") if isinstance(host, bytes) else str(host)
+            try:
+                check_header("Host", text)
+            except _rpc.InvalidRequest as exc:
+                raise InvalidHeader(exc.message, request=request) from None
+            target.endpoint = replace(target.endpoint, host_header=text.strip())
         connect, read = _timeouts(timeout)
         _check_files(url, verify, cert)
         headers = self._headers(request)
@@ -367,10 +385,7 @@ class HTTPAdapter(_upstream.HTTPAdapter):
             if low in _FRAMING:
                 continue
             if low == "host":
-                raise UnsupportedArgument(
-                    "rpcclient.compat.requests does not support a Host header: "
-                    "the Host header always names the URL's host"
-                )
+                continue  # goes into the endpoint (see send)
             text_value = value.decode("latin-1") if isinstance(value, bytes) else str(value)
             try:
                 checked.append(check_header(text_name, text_value.rstrip(" \t")))
@@ -390,7 +405,9 @@ class HTTPAdapter(_upstream.HTTPAdapter):
             version=11 if answer.http_version == "1.1" else 10,
             reason=answer.reason,
             preload_content=False,
-            decode_content=True,
+            # as requests asks urllib3: ``raw.read()`` gives the body as sent;
+            # ``iter_content`` / ``content`` decode it
+            decode_content=False,
             original_response=_Original(fields),  # type: ignore[arg-type]
             enforce_content_length=False,
         )
@@ -425,32 +442,43 @@ def _translate(
     connect: float | None,
     read: float | None,
 ) -> Exception:
-    """requests' exception, with requests' message, for an rpcclient error."""
+    """requests' exception for an rpcclient error, built as requests builds it.
+
+    ``args[0]`` is the urllib3 error requests would wrap (so ``str()`` and
+    ``e.args[0].args[0]`` read as with requests); it names the pool and the
+    path, never the URL's credentials.
+    """
     kw: dict[str, Any] = {"request": request}
     detail = err.message
+    pool: Any = target.pool  # urllib3 formats its pool with str()
+    path = target.path
     if isinstance(err, _rpc.PoolTimeout):
-        return PoolTimeout(f"{target.pool}: Pool is full: {detail}", **kw)
+        return PoolTimeout(EmptyPoolError(pool, f"Pool is full: {detail}"), **kw)
     if isinstance(err, _rpc.ConnectTimeout):
-        cause = (
-            f"ConnectTimeoutError('Connection to {target.host} timed out. "
-            f"(connect timeout={connect})')"
+        reason = ConnectTimeoutError(
+            f"Connection to {target.host} timed out. (connect timeout={connect})"
         )
-        return ConnectTimeout(target.max_retries(cause), **kw)
+        return ConnectTimeout(MaxRetryError(pool, path, reason), **kw)
     if isinstance(err, _rpc.ReadTimeout):
-        return ReadTimeout(f"{target.pool}: Read timed out. (read timeout={read})", **kw)
+        message = f"Read timed out. (read timeout={read})"
+        return ReadTimeout(ReadTimeoutError(pool, path, message), **kw)
     if isinstance(err, _rpc.ConnectError):
         context = err.__cause__ or err.__context__
         if isinstance(context, ssl.SSLError | ssl.CertificateError) or "TLS" in detail:
-            return SSLError(target.max_retries(f"SSLError({detail!r})"), **kw)
-        cause = f"NewConnectionError('Failed to establish a new connection: {detail}')"
-        return ConnectionError(target.max_retries(cause), **kw)
+            return SSLError(MaxRetryError(pool, path, Urllib3SSLError(detail)), **kw)
+        conn: Any = target.conn
+        reason = NewConnectionError(conn, f"Failed to establish a new connection: {detail}")
+        return ConnectionError(MaxRetryError(pool, path, reason), **kw)
     if isinstance(err, _rpc.ResponseTooLarge):
         return ResponseTooLarge(detail, **kw)
-    if isinstance(err, _rpc.ProtocolError) and _is_truncation(err):
-        return ChunkedEncodingError(f"('Connection broken: IncompleteRead', {detail!r})", **kw)
-    if isinstance(err, _rpc.ConnectionLost | _rpc.ProtocolError):
-        return ConnectionError(f"('Connection aborted.', {detail!r})", **kw)
-    return ConnectionError(detail, **kw)
+    if isinstance(err, _rpc.ProtocolError):
+        if _is_truncation(err):
+            broken = Urllib3ProtocolError("Connection broken: IncompleteRead", detail)
+            return ChunkedEncodingError(broken, **kw)
+        if "content-length" in detail.lower():
+            return InvalidHeader(detail, **kw)
+    aborted = Urllib3ProtocolError("Connection aborted.", detail)
+    return ConnectionError(aborted, **kw)
 
 
 def _is_truncation(err: _rpc.ProtocolError) -> bool:
