@@ -785,3 +785,19 @@ def test_module_functions_and_a_shared_session_from_many_threads() -> None:
     result = run_python(THREADS, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "threads ok" in result.stdout
+
+
+def test_a_streamed_body_is_never_sent_twice(raw_server: Any) -> None:
+    from urllib3.util.retry import Retry
+
+    srv: RawServer = raw_server(
+        keepalive_answering(lambda h, b: http_response(b, status="503 S", content_type="text/x"))
+    )
+    with shim.Session() as s:
+        retry = Retry(3, status_forcelist=[503], backoff_factor=0)
+        s.mount("http://", shim.adapters.HTTPAdapter(max_retries=retry))
+        r = s.put(srv.url, data=(c for c in [b"one-", b"shot"]))
+        assert r.status_code == 503 and r.content == b"one-shot"
+        with pytest.raises(shim.exceptions.RetryError):
+            s.put(srv.url, data=b"bytes", timeout=5)
+    assert [body for _, body in srv.requests] == [b"one-shot"] + [b"bytes"] * 4

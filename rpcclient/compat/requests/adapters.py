@@ -9,8 +9,9 @@ the same arguments: ``pool_connections``, ``pool_maxsize`` (connections per
 host), ``max_retries`` (an int or a urllib3 ``Retry``: connect failures,
 which provably sent nothing, are retried as its ``connect``/``total`` allow;
 a status in its ``status_forcelist`` is retried as urllib3 would, ending in
-``RetryError``), ``pool_block`` (accepted: the pool always blocks, within the
-connect timeout). Keyword-only extras: ``max_response_size`` (64 MiB: bytes
+``RetryError``; a streamed body, which cannot be sent twice, never is),
+``pool_block`` (accepted: the pool always blocks, within the connect
+timeout). Keyword-only extras: ``max_response_size`` (64 MiB: bytes
 on the wire per answer) and ``idle_timeout`` (1.5 s).
 
 Contract of :meth:`HTTPAdapter.send`:
@@ -343,8 +344,10 @@ class HTTPAdapter(_upstream.HTTPAdapter):
         headers = self._headers(request)
         length_known = "content-length" in (k.lower() for k in request.headers)
         retries: Retry = self.max_retries
+        body = _wire_body(request.body, length_known)
+        # a streamed body may be partly consumed by a failed attempt: never re-sent
+        resendable = body is None or isinstance(body, bytes)
         while True:
-            body = _wire_body(request.body, length_known)
             prepared = Request(
                 endpoint=target.endpoint,
                 method=request.method or "GET",
@@ -359,12 +362,15 @@ class HTTPAdapter(_upstream.HTTPAdapter):
                     prepared, deadline
                 )
             except _rpc.RPCError as exc:
+                if not resendable:
+                    retries = Retry(0, read=False)
                 retries = self._retry_or_raise(exc, retries, request, target, (connect, read))
                 gevent.sleep(retries.get_backoff_time())
                 continue
             raw = self._raw(answer)
             has_retry_after = "retry-after" in (k.lower() for k, _ in answer.headers.raw_items())
-            if retries.is_retry(request.method or "GET", answer.status, has_retry_after):
+            status_retry = retries.is_retry(request.method or "GET", answer.status, has_retry_after)
+            if resendable and status_retry:
                 try:
                     retries = retries.increment(request.method, url, response=raw)
                 except MaxRetryError as exc:
