@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "requests_suite"))
-import run as suite
+import suite_runner as suite
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 """pytest plugin that runs requests' own test suite here: loopback only, shim or real.
 
 Loaded with ``-p rpcclient_suite_plugin`` by ``tests/test_requests_suite.py``
-(see ``tests/requests_suite/run.py``). It does three things:
+(see ``tests/requests_suite/suite_runner.py``). It does three things:
 
 - **Loopback only.** Name lookups of anything but ``localhost`` and connects
   to anything but a loopback address fail at once (``socket.gaierror`` /

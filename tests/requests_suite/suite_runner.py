@@ -12,8 +12,8 @@ requests' suite that fails with the shim, ``<test id> <category>``; the
 categories are described at the top of that file and mirrored in README's
 "What differs from requests". Usage::
 
-    python tests/requests_suite/run.py            # the shim: counts by category
-    python tests/requests_suite/run.py --baseline # requests itself, offline
+    python tests/requests_suite/suite_runner.py            # the shim: counts by category
+    python tests/requests_suite/suite_runner.py --baseline # requests itself, offline
 """
 
 from __future__ import annotations
