@@ -6,7 +6,7 @@ rpcclient's contract around it, the same way for both:
 
 **Bounds** (see :mod:`rpcclient._timeouts`):
 
-- *pool*: our own :class:`gevent.lock.BoundedSemaphore` of ``pool_size``
+- *pool*: our own first-come-first-served slots (:class:`EndpointSlots`), ``pool_size``
   slots per endpoint, acquired with the pool timeout before urllib3 is
   touched (expiry: PoolTimeout). urllib3's pool holds ``pool_size``
   connections in blocking mode behind it, so it never has to wait; should it
@@ -42,6 +42,15 @@ its own socket (:func:`open_socket`): urllib3 closes a half-made socket on
 ``OSError`` only, so a ``gevent.Timeout`` or a kill landing in its connect
 would leave the socket to the garbage collector.
 
+**urllib3-future** (it installs itself as the ``urllib3`` package, e.g.
+with niquests) works too: its 4-tuple socket options are applied
+(:func:`apply_socket_options`), its extra pool keywords passed through, the
+idle clock started without its pool's help, and a connection given back
+before it is closed. It parses heads itself, without our response class: it
+skips 1xx answers on its own, and a 1xx that reaches us anyway (its 101) is
+refused in :func:`read_answer`. ``tests/test_urllib3_future.py`` runs the
+transports' tests on it.
+
 **Closing**: urllib3 2.x's ``PoolManager.clear()`` forgets its pools and
 leaves their idle sockets to the garbage collector; :class:`PoolFamily`
 keeps track of the pools it made, so ``close()`` closes them now.
@@ -69,7 +78,6 @@ from time import monotonic
 from typing import Any, Protocol
 
 import gevent
-from gevent.lock import BoundedSemaphore
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
@@ -85,6 +93,7 @@ from urllib3.exceptions import (
 from urllib3.exceptions import DecodeError as Urllib3DecodeError
 from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 from urllib3.response import BaseHTTPResponse
+from urllib3.util import SKIP_HEADER
 from urllib3.util.connection import allowed_gai_family
 from urllib3.util.response import assert_header_parsing
 
@@ -115,6 +124,7 @@ __all__ = [
     "exchange",
     "map_foreign_error",
     "PoolFamily",
+    "apply_socket_options",
     "open_socket",
     "read_answer",
     "request_body",
@@ -188,34 +198,36 @@ class EndpointSlots:
     A slot is taken before urllib3 is asked for a connection and given back
     when the exchange is over (its connection back in urllib3's pool or
     closed), so urllib3's own pool of the same size always has one ready.
+
+    First come, first served, as on the gevent transport (the slots are a
+    :class:`~rpcclient._pool.Pool` used for its slots only): a released slot
+    goes to the oldest waiter, and a greenlet that just released one queues
+    behind the waiters. With a plain semaphore the releaser took it straight
+    back, and waiters ran past their pool timeout behind busy greenlets.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._slots: dict[tuple[str, str, int], BoundedSemaphore] = {}
-        self.waiting = 0
+        self._slots: dict[tuple[str, str, int], Pool] = {}
 
     def acquire(self, key: tuple[str, str, int], timeout: float | None) -> bool:
         """Take a slot, waiting at most ``timeout`` seconds (None: forever)."""
-        sem = self._slots.get(key)
-        if sem is None:
-            sem = self._slots[key] = BoundedSemaphore(self.size)
-        if sem.acquire(blocking=False):
-            return True
-        if timeout is not None and timeout <= 0:
-            return False
-        self.waiting += 1
-        try:
-            return bool(sem.acquire(timeout=timeout))
-        finally:
-            self.waiting -= 1
+        pool = self._slots.get(key)
+        if pool is None:
+            pool = self._slots[key] = Pool(self.size, idle_timeout=None, max_age=None)
+        return bool(pool.acquire(timeout))
 
     def release(self, key: tuple[str, str, int]) -> None:
         self._slots[key].release()
 
     def in_use(self, key: tuple[str, str, int]) -> int:
-        sem = self._slots.get(key)
-        return 0 if sem is None else self.size - int(sem.counter)
+        pool = self._slots.get(key)
+        return 0 if pool is None else pool.in_use
+
+    @property
+    def waiting(self) -> int:
+        """Greenlets waiting for a slot, over all endpoints."""
+        return sum(pool.waiting for pool in self._slots.values())
 
     def stats(self) -> dict[str, dict[str, int]]:
         return {
@@ -226,7 +238,6 @@ class EndpointSlots:
     def reset(self) -> None:
         """Forget every slot (in a forked child: the parent's calls are not ours)."""
         self._slots = {}
-        self.waiting = 0
 
 
 # -- one exchange ---------------------------------------------------------------------
@@ -237,12 +248,13 @@ class Exchange:
 
     The phase is ``"connect"`` until the connection hook reports the first
     write, then ``"read"`` (the read bound covers the write and the answer).
-    Transports set ``raw`` as soon as urllib3 returns the answer, and
-    ``complete`` once its body was read to the end.
+    Transports set ``raw`` (and ``conn``, its connection) as soon as urllib3
+    returns the answer, and ``complete`` once its body was read to the end.
     """
 
     __slots__ = (
         "complete",
+        "conn",
         "deadline",
         "first_write_failed",
         "phase",
@@ -260,6 +272,7 @@ class Exchange:
         self.written = False
         self.first_write_failed = False
         self.raw: BaseHTTPResponse | None = None
+        self.conn: Any = None  # the raw answer's connection, once known
         self.complete = False
 
     def start(self) -> None:
@@ -297,10 +310,20 @@ class Exchange:
         raw = self.raw
         if raw is not None:
             self.raw = None
+            conn = self.conn
+            if self.complete:
+                # the idle clock starts now (urllib3-future gives connections
+                # back without the pool's ``_put_conn``, where 2.x stamps them)
+                PoolFamily.stamp(conn)
+            # Back to urllib3's pool first, so its capacity stays whole:
+            # urllib3-future's ``raw.close()`` forgets the connection, which
+            # ``release_conn()`` then never gives back. Our slot is still held,
+            # so nobody can take the connection before it is closed below.
+            raw.release_conn()
             if not self.complete:
                 raw.close()
-            # back to urllib3's pool (closed, unless complete): its capacity stays whole
-            raw.release_conn()
+                if conn is not None:
+                    conn.close()
 
 
 class _Closable(Protocol):
@@ -466,13 +489,47 @@ class MalformedHead(http.client.HTTPException):
     """A head http.client parsed leniently that llhttp would refuse."""
 
 
+#: interim (1xx) answers skipped before a final one; more is a ProtocolError
+MAX_INTERIM = 64
+#: header lines of one interim answer, and bytes per line (http.client's own bounds)
+_MAX_INTERIM_LINES = 100
+_MAX_LINE = 65536
+
+
 class _CheckedResponse(http.client.HTTPResponse):
     """http.client's response, refusing heads the gevent transport refuses.
 
     Framing must be unambiguous (one Content-Length of digits, never together
     with Transfer-Encoding), no line may be folded, and every line must have
-    parsed as a header. Raised errors end as ProtocolError.
+    parsed as a header. Interim answers are skipped: http.client skips
+    ``100 Continue`` only (without bound) and returns a ``103 Early Hints``
+    as if it were the answer, leaving the real one unread on a connection
+    that goes back to the pool, for the next call to take. Here every 1xx but
+    101 is skipped, at most :data:`MAX_INTERIM` of them; an unasked-for
+    ``101 Switching Protocols`` is refused. Raised errors end as
+    ProtocolError, and the connection is closed.
     """
+
+    def _read_status(self) -> tuple[str, int, str]:
+        for _ in range(MAX_INTERIM + 1):
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if status == 101:
+                raise MalformedHead("101 Switching Protocols, but no upgrade was asked for")
+            if not 100 <= status < 200:
+                return version, status, reason
+            self._skip_interim_head()
+        raise MalformedHead(f"more than {MAX_INTERIM} interim (1xx) answers")
+
+    def _skip_interim_head(self) -> None:
+        for _ in range(_MAX_INTERIM_LINES + 1):
+            line = self.fp.readline(_MAX_LINE + 1)
+            if len(line) > _MAX_LINE:
+                raise http.client.LineTooLong("interim answer header line")
+            if line in (b"\r\n", b"\n", b""):
+                if not line:
+                    raise http.client.IncompleteRead(b"")
+                return
+        raise MalformedHead(f"more than {_MAX_INTERIM_LINES} header lines in an interim answer")
 
     def begin(self) -> None:
         super().begin()
@@ -493,6 +550,24 @@ class _CheckedResponse(http.client.HTTPResponse):
                 raise MalformedHead(f"folded header line in {name!r}")
 
 
+def apply_socket_options(sock: socket.socket, options: Iterable[tuple[Any, ...]] | None) -> None:
+    """Set urllib3's ``socket_options`` on a TCP socket, in either dialect.
+
+    urllib3 2.x gives ``(level, option, value)``; urllib3-future (which
+    installs itself as the ``urllib3`` package, e.g. with niquests) adds a
+    fourth item naming the transport (``"tcp"`` or ``"udp"``): only the TCP
+    ones apply here. Anything else is refused, naming the option.
+    """
+    for option in options or ():
+        if len(option) == 3:
+            sock.setsockopt(*option)
+        elif len(option) == 4 and isinstance(option[3], str):
+            if option[3].lower() == "tcp":
+                sock.setsockopt(*option[:3])
+        else:
+            raise ValueError(f"socket option {option!r} is not (level, option, value[, proto])")
+
+
 def open_socket(conn: HTTPConnection) -> socket.socket:
     """Connect ``conn``'s socket as urllib3 does, closing it on ANY failed exit.
 
@@ -510,8 +585,7 @@ def open_socket(conn: HTTPConnection) -> socket.socket:
         sock = socket.socket(family, kind, proto)
         connected = False
         try:
-            for option in conn.socket_options or ():
-                sock.setsockopt(*option)
+            apply_socket_options(sock, conn.socket_options)
             sock.settimeout(conn.timeout)
             if conn.source_address:
                 sock.bind(conn.source_address)
@@ -596,11 +670,13 @@ class PoolFamily:
                 super().__init__(*args, **kw)
                 family._pools.add(self)  # type: ignore[arg-type]
 
-            def _get_conn(self, timeout: float | None = None) -> Any:
-                return family._fresh(super()._get_conn(family._pool_wait(timeout)))  # type: ignore[misc]
+            # urllib3-future adds keywords (``heb_timeout``): passed through
+            def _get_conn(self, timeout: float | None = None, **kw: Any) -> Any:
+                wait = family._pool_wait(timeout)
+                return family._fresh(super()._get_conn(wait, **kw))  # type: ignore[misc]
 
             def _put_conn(self, conn: Any) -> None:
-                family._stamp(conn)
+                family.stamp(conn)
                 super()._put_conn(conn)  # type: ignore[misc]
 
         class _Pool(_Family, HTTPConnectionPool):
@@ -627,7 +703,8 @@ class PoolFamily:
         return conn
 
     @staticmethod
-    def _stamp(conn: Any) -> None:
+    def stamp(conn: Any) -> None:
+        """Start ``conn``'s idle clock (it is idle from now on)."""
         if conn is not None:
             conn.last_used = monotonic()
 
@@ -656,6 +733,10 @@ def read_answer(
     :func:`exchange` closes the connection of an unfinished answer.
     """
     kw: dict[str, Any] = {"name": request.name, "endpoint": request.endpoint.url}
+    if raw.status < 200:
+        # never an answer (urllib3-future parses heads itself, without our
+        # response class, and returns an unasked-for 101 as one)
+        raise ProtocolError(f"an interim {raw.status} answer where the final one was due", **kw)
     fields = list(raw.headers.items())
     head_size = len(raw.reason or "") + 15 + sum(len(k) + len(v) + 4 for k, v in fields)
     if head_size > max_head_size:
@@ -751,8 +832,14 @@ class BlockingTransport(Transport):
             name.decode("latin-1"): value.decode("latin-1")
             for name, value in (*request.fixed_headers, *request.headers)
         }
+        if not any(name.lower() == "accept-encoding" for name in headers):
+            # as the gevent transport: no Accept-Encoding unless the caller
+            # sets one (http.client would send "identity", requests its
+            # "gzip, deflate, br"); a caller's goes out as written
+            headers["Accept-Encoding"] = SKIP_HEADER
         with exchange(request, deadline, self._slots, self) as ex:
             raw = ex.raw = self._open(request, deadline, body, chunked, headers)
+            ex.conn = getattr(raw, "connection", None)
             return read_answer(raw, ex, request, self.max_response_size, self.max_head_size)
 
     def close(self) -> None:

@@ -6,7 +6,9 @@
 requests' own retries are off, retries belong to the Client). Its wire
 behaviour is requests' own and deliberately left alone: the head and the
 body leave in two writes, with requests' default headers (``Accept``,
-``Accept-Encoding``, ``Connection``) next to the client's.
+``Connection``) next to the client's. ``Accept-Encoding`` is sent only
+when the caller sets one (as on every transport); a compressed answer is
+decoded within ``max_response_size``.
 
 **Cooperative only under** ``gevent.monkey.patch_all()``: requests blocks
 on stdlib sockets, so in a process that is not monkey-patched each call

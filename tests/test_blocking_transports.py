@@ -28,6 +28,7 @@ from .conftest import (
     http_response,
     keepalive_answering,
     raw_request,
+    read_request,
     run_python,
     silent,
 )
@@ -265,3 +266,140 @@ def test_a_pool_pushed_out_by_other_endpoints_closes_its_sockets(
                 gevent.sleep(0.01)
         assert client.call("a.echo", 3) == 3  # and comes back on a new connection
     assert first.connections == 2
+
+
+# -- interim (1xx) answers ----------------------------------------------------------------
+
+
+def _interim_then(interims: bytes) -> Any:
+    """Each request is answered by ``interims`` and then its echo."""
+
+    def answer(head: bytes, body: bytes) -> bytes:
+        return interims + http_response(body)
+
+    return keepalive_answering(answer)
+
+
+@pytest.mark.parametrize(
+    "interims",
+    [
+        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n",
+        b"HTTP/1.1 102 Processing\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n" * 3,
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+        b"HTTP/1.1 199 Whatever\r\nX-A: 1\r\n\r\n",
+    ],
+    ids=["103", "102", "100x3", "mixed"],
+)
+def test_interim_answers_are_skipped(raw_server: Any, transport: str, interims: bytes) -> None:
+    """A 1xx is never the answer; the next call never gets the previous call's answer."""
+    srv: RawServer = raw_server(_interim_then(interims))
+    with Client(srv.url, transport=transport) as client:
+        for i in range(4):
+            assert client.call("a.b", [i]) == [i]
+    assert srv.connections == 1 and len(srv.requests) == 4
+
+
+def test_endless_interim_answers_are_refused(raw_server: Any, transport: str) -> None:
+    """A flood of 1xx ends in a bounded count: ProtocolError, the connection dropped."""
+    srv: RawServer = raw_server(_interim_then(b"HTTP/1.1 103 Early Hints\r\n\r\n" * 1000))
+    with Client(srv.url, transport=transport, timeout=Timeout(total=5)) as client:
+        with pytest.raises(E.ProtocolError):
+            client.call("a.b", 1)
+        (pool,) = client.transport.stats()["pools"].values()
+        assert pool["in_use"] == 0
+    with gevent.Timeout(5):
+        while srv._socks:  # the client dropped the connection
+            gevent.sleep(0.01)
+
+
+def test_switching_protocols_unasked_drops_the_connection(raw_server: Any, transport: str) -> None:
+    srv: RawServer = raw_server(_interim_then(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"))
+    with Client(srv.url, transport=transport, timeout=Timeout(total=5)) as client:
+        with pytest.raises(E.ProtocolError):
+            client.call("a.b", 1)
+        with pytest.raises(E.ProtocolError):
+            client.call("a.b", 2)
+    assert srv.connections == 2
+
+
+# -- first come, first served ---------------------------------------------------------------
+
+
+def test_endpoint_slots_are_first_come_first_served() -> None:
+    """A released slot goes to the oldest waiter, not back to the releaser."""
+    slots = EndpointSlots(1)
+    key = ("http", "h", 1)
+    order: list[str] = []
+    assert slots.acquire(key, None)
+
+    def waiter(tag: str) -> None:
+        assert slots.acquire(key, 5)
+        order.append(tag)
+        gevent.sleep(0.01)
+        slots.release(key)
+
+    jobs = [gevent.spawn(waiter, t) for t in "abc"]
+    gevent.sleep(0.01)
+    slots.release(key)
+    assert not slots.acquire(key, 0)  # the releaser queues behind a, b and c
+    assert slots.acquire(key, 5)
+    order.append("me")
+    slots.release(key)
+    gevent.joinall(jobs, raise_error=True)
+    assert order == ["a", "b", "c", "me"]
+    assert slots.in_use(key) == 0
+
+
+def test_no_pool_timeouts_with_fifty_greenlets_on_ten_connections(
+    raw_server: Any, transport: str
+) -> None:
+    """50 greenlets, 10 connections, a healthy 5 ms server, total=1.0: no PoolTimeout."""
+
+    def slow_echo(sock: Any, server: RawServer) -> None:
+        buf = bytearray()
+        while True:
+            req = read_request(sock, buf)
+            if req is None:
+                return
+            gevent.sleep(0.005)
+            sock.sendall(echo(*req))
+
+    srv: RawServer = raw_server(slow_echo)
+    errors: list[BaseException] = []
+    with Client(srv.url, transport=transport, pool_size=10, timeout=Timeout(total=1.0)) as client:
+
+        def work() -> None:
+            for i in range(30):
+                try:
+                    assert client.call("a.b", i) == i
+                except E.RPCError as exc:
+                    errors.append(exc)
+
+        jobs = [gevent.spawn(work) for _ in range(50)]
+        gevent.joinall(jobs, timeout=60, raise_error=True)
+    pool_timeouts = [e for e in errors if isinstance(e, E.PoolTimeout)]
+    assert not pool_timeouts, f"{len(pool_timeouts)} PoolTimeouts of 1500 calls"
+    assert not errors, errors[:3]
+
+
+# -- Accept-Encoding ---------------------------------------------------------------------
+
+
+def test_accept_encoding_only_as_the_caller_asks(raw_server: Any, transport: str) -> None:
+    """No Accept-Encoding unless the caller sets one (as the gevent transport);
+    a caller's ``gzip`` goes out as written and a gzip answer is decoded."""
+    import gzip
+
+    def answer(head: bytes, body: bytes) -> bytes:
+        if b"accept-encoding: gzip" in head.lower():
+            return http_response(gzip.compress(body), headers=[("Content-Encoding", "gzip")])
+        return http_response(body)
+
+    srv: RawServer = raw_server(keepalive_answering(answer))
+    with Client(srv.url, transport=transport) as client:
+        assert client.call("a.b", [1]) == [1]
+        assert client.call("a.b", [2], headers={"Accept-Encoding": "gzip"}) == [2]
+    first, second = (head.lower() for head, _ in srv.requests)
+    assert b"accept-encoding" not in first
+    assert second.count(b"accept-encoding") == 1 and b"accept-encoding: gzip\r\n" in second

@@ -1,0 +1,505 @@
+"""``requests.adapters``: an :class:`HTTPAdapter` that sends on rpcclient's gevent transport.
+
+requests' own Session, models, cookies, auth, hooks and redirects do the
+rest, unchanged; this adapter is the one piece that does I/O. It is
+requests' ``HTTPAdapter`` with ``send`` and ``close`` replaced (what only
+builds urllib3 pools, such as ``init_poolmanager`` or ``cert_verify``, is
+inherited and harmless), so it mounts on any ``requests.Session`` and takes
+the same arguments: ``pool_connections``, ``pool_maxsize`` (connections per
+host), ``max_retries`` (an int or a urllib3 ``Retry``: connect failures,
+which provably sent nothing, are retried as its ``connect``/``total`` allow;
+a status in its ``status_forcelist`` is retried as urllib3 would, ending in
+``RetryError``; a streamed body, which cannot be sent twice, never is),
+``pool_block`` (accepted: the pool always blocks, within the connect
+timeout). Keyword-only extras: ``max_response_size`` (64 MiB: bytes
+on the wire per answer) and ``idle_timeout`` (1.5 s).
+
+Contract of :meth:`HTTPAdapter.send`:
+
+- refused before anything is sent: a proxy for the URL (``proxies=`` or the
+  environment) raises :class:`~.exceptions.UnsupportedArgument`; a bad
+  ``timeout`` raises ``ValueError`` (requests' message); a missing CA
+  bundle, certificate or key file raises ``OSError`` (requests' messages);
+- a caller's ``Host`` header replaces the URL's host in ``Host:`` (the
+  connection still goes to the URL's host); Content-Length and
+  Transfer-Encoding are the transport's, computed from the body;
+- each request leaves in one write on a pooled keep-alive connection; the
+  whole answer is read before ``send`` returns (also with ``stream=True``:
+  ``raw``, ``iter_content`` and ``iter_lines`` then read from memory), so
+  the connection is back in the pool at once;
+- the read bound covers the whole answer from the first byte written
+  (requests bounds each ``recv``): a server dripping bytes cannot stretch it;
+- errors are requests' classes with requests' messages (``"...: Read timed
+  out. (read timeout=0.5)"``), ``request=`` set, the rpcclient error as
+  ``__cause__``; a body cut short is ``ChunkedEncodingError``; no URL
+  credentials in any message.
+
+Threads: each OS thread gets its own transports (a gevent hub is per
+thread), so one adapter, and one Session, serve many threads. ``close()``
+closes the calling thread's connections at once; other threads' are closed
+when they next use the adapter.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import os
+import ssl
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlsplit
+
+import gevent
+import gevent.monkey
+import requests.adapters as _upstream
+from requests.adapters import BaseAdapter
+from requests.models import PreparedRequest, Response
+from requests.utils import DEFAULT_CA_BUNDLE_PATH, select_proxy
+from urllib3 import HTTPHeaderDict, HTTPResponse
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    EmptyPoolError,
+    MaxRetryError,
+    NewConnectionError,
+    ReadTimeoutError,
+    ResponseError,
+)
+from urllib3.exceptions import ProtocolError as Urllib3ProtocolError
+from urllib3.exceptions import SSLError as Urllib3SSLError
+from urllib3.util import Timeout as TimeoutSauce
+from urllib3.util.retry import Retry
+
+from ... import exceptions as _rpc
+from ..._gevent_transport import TLSConfig
+from ..._models import Endpoint, Request, check_header
+from ..._public import GeventTransport
+from ..._timeouts import Timeout as _Timeout
+from .exceptions import (
+    ChunkedEncodingError,
+    ConnectionError,
+    ConnectTimeout,
+    InvalidHeader,
+    InvalidURL,
+    PoolTimeout,
+    ReadTimeout,
+    ResponseTooLarge,
+    RetryError,
+    SSLError,
+    UnsupportedArgument,
+)
+
+__all__ = ["DEFAULT_MAX_RESPONSE_SIZE", "BaseAdapter", "HTTPAdapter"]
+
+MIB = 1024 * 1024
+DEFAULT_MAX_RESPONSE_SIZE = 64 * MIB
+DEFAULT_POOLSIZE = _upstream.DEFAULT_POOLSIZE
+DEFAULT_RETRIES = _upstream.DEFAULT_RETRIES
+DEFAULT_POOLBLOCK = _upstream.DEFAULT_POOLBLOCK
+# the transport frames the body itself and always names the URL's host
+_FRAMING = frozenset({"content-length", "transfer-encoding"})
+_READ_CHUNK = 64 * 1024
+# the OS thread's id and lock, also in a monkey-patched process
+_os_thread_id = gevent.monkey.get_original("_thread", "get_ident")
+_os_lock = gevent.monkey.get_original("_thread", "allocate_lock")
+
+
+def _file_chunks(body: Any) -> Iterator[bytes]:
+    while True:
+        chunk = body.read(_READ_CHUNK)
+        if not chunk:
+            return
+        yield chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
+
+
+def _iter_chunks(body: Any) -> Iterator[bytes]:
+    for chunk in body:
+        if chunk:
+            yield chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
+
+
+def _wire_body(body: Any, length_known: bool) -> Any:
+    """The prepared body as the transport takes it: bytes, or an iterable sent chunked."""
+    if body is None:
+        return None
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, bytes | bytearray | memoryview):
+        return bytes(body)
+    if hasattr(body, "read"):
+        if length_known:  # requests announced its length: send it whole
+            data = body.read()
+            return data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        return _file_chunks(body)
+    return _iter_chunks(body)
+
+
+def _timeouts(timeout: Any) -> tuple[float | None, float | None]:
+    """``(connect, read)`` from requests' ``timeout=``; its ValueErrors for bad ones."""
+    if isinstance(timeout, tuple):
+        try:
+            connect, read = timeout
+            sauce = TimeoutSauce(connect=connect, read=read)
+        except ValueError:
+            raise ValueError(
+                f"Invalid timeout {timeout}. Pass a (connect, read) timeout tuple, "
+                f"or a single float to set both timeouts to the same value."
+            ) from None
+    elif isinstance(timeout, TimeoutSauce):
+        sauce = timeout
+    else:
+        sauce = TimeoutSauce(connect=timeout, read=timeout)
+    connect_s = sauce.connect_timeout
+    read_s = sauce.read_timeout
+    return (
+        connect_s if isinstance(connect_s, int | float) else None,
+        read_s if isinstance(read_s, int | float) else None,
+    )
+
+
+def _check_files(url: str, verify: Any, cert: Any) -> None:
+    """requests' checks of TLS file options, before anything is sent (OSError)."""
+    if url.lower().startswith("https") and verify:
+        location = verify if verify is not True else DEFAULT_CA_BUNDLE_PATH
+        if not location or not os.path.exists(location):
+            raise OSError(
+                f"Could not find a suitable TLS CA certificate bundle, invalid path: {location}"
+            )
+    if cert:
+        cert_file, key_file = (cert, None) if isinstance(cert, str) else (cert[0], cert[1])
+        if cert_file and not os.path.exists(cert_file):
+            raise OSError(f"Could not find the TLS certificate file, invalid path: {cert_file}")
+        if key_file and not os.path.exists(key_file):
+            raise OSError(f"Could not find the TLS key file, invalid path: {key_file}")
+
+
+def _tls(verify: Any, cert: Any) -> TLSConfig:
+    import gevent.ssl
+
+    if verify:
+        location = verify if verify is not True else DEFAULT_CA_BUNDLE_PATH
+        if os.path.isdir(location):
+            context = gevent.ssl.create_default_context(capath=location)
+        else:
+            context = gevent.ssl.create_default_context(cafile=location)
+    else:
+        context = gevent.ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = gevent.ssl.CERT_NONE
+    if cert:
+        if isinstance(cert, str):
+            context.load_cert_chain(cert)
+        else:
+            context.load_cert_chain(cert[0], cert[1])
+    return TLSConfig(context=context)
+
+
+class _Original:
+    """What requests' cookie code reads of http.client's response: ``msg``."""
+
+    def __init__(self, fields: list[tuple[str, str]]) -> None:
+        self.msg = http.client.HTTPMessage()
+        for name, value in fields:
+            self.msg[name] = value
+
+    def isclosed(self) -> bool:
+        return True
+
+
+class _Target:
+    """Where a prepared request goes, and how requests names it in messages."""
+
+    def __init__(self, request: PreparedRequest) -> None:
+        url = request.url or ""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise InvalidURL(f"Invalid URL {url!r}: {exc}", request=request) from None
+        host = parts.hostname or ""
+        if not host:
+            raise InvalidURL(f"Invalid URL {url!r}: No host supplied", request=request)
+        self.scheme = scheme
+        self.host = host
+        self.port = port or (443 if scheme == "https" else 80)
+        shown = f"[{host}]" if ":" in host else host
+        base = f"{scheme}://{shown}" + (f":{port}" if port is not None else "")
+        try:
+            self.endpoint = Endpoint.parse(base)
+        except _rpc.InvalidRequest as exc:
+            raise InvalidURL(exc.message, request=request) from None
+        self.path = request.path_url
+        kind = "HTTPS" if scheme == "https" else "HTTP"
+        self.pool = f"{kind}ConnectionPool(host={host!r}, port={self.port})"
+        self.conn = f"{kind}Connection(host={host!r}, port={self.port})"
+
+    def max_retries(self, cause: str) -> str:
+        return f"{self.pool}: Max retries exceeded with url: {self.path} (Caused by {cause})"
+
+
+class HTTPAdapter(_upstream.HTTPAdapter):
+    """requests' adapter, sending on rpcclient's gevent transport (see the module docstring)."""
+
+    def __init__(
+        self,
+        pool_connections: int = DEFAULT_POOLSIZE,
+        pool_maxsize: int = DEFAULT_POOLSIZE,
+        max_retries: int | Retry = DEFAULT_RETRIES,
+        pool_block: bool = DEFAULT_POOLBLOCK,
+        *,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
+        idle_timeout: float | None = 1.5,
+    ) -> None:
+        if not isinstance(pool_maxsize, int) or pool_maxsize < 1:
+            raise ValueError(f"pool_maxsize must be an int >= 1, not {pool_maxsize!r}")
+        super().__init__(pool_connections, pool_maxsize, max_retries, pool_block)
+        self.max_response_size = max_response_size
+        self.idle_timeout = idle_timeout
+        self._reset_threads()
+
+    def _reset_threads(self) -> None:
+        self._lock = _os_lock()
+        self._by_thread: dict[int, tuple[int, dict[tuple[Any, ...], GeventTransport]]] = {}
+        self._generation = 0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # type: ignore[misc]
+        self.max_response_size = DEFAULT_MAX_RESPONSE_SIZE
+        self.idle_timeout = 1.5
+        self._reset_threads()
+
+    # -- transports, one set per OS thread ------------------------------------------
+    # Keyed by the OS thread's id (never threading.local: monkey-patched, that is
+    # per greenlet, and each greenlet would get a pool of its own).
+    def _transports(self) -> dict[tuple[Any, ...], GeventTransport]:
+        ident = _os_thread_id()
+        entry = self._by_thread.get(ident)
+        if entry is not None and entry[0] == self._generation:
+            return entry[1]
+        with self._lock:
+            live = sys._current_frames().keys()
+            for other in [t for t in self._by_thread if t not in live]:
+                del self._by_thread[other]  # the thread is gone; so is its hub
+            transports: dict[tuple[Any, ...], GeventTransport] = {}
+            self._by_thread[ident] = (self._generation, transports)
+        for transport in (entry[1] if entry is not None else {}).values():
+            transport.close()
+        return transports
+
+    def _transport(self, tls: bool, verify: Any, cert: Any) -> GeventTransport:
+        # plain HTTP needs no TLS context (loading a CA bundle takes milliseconds)
+        key: tuple[Any, ...] = ()
+        if tls:
+            key = (verify, cert if cert is None or isinstance(cert, str) else tuple(cert))
+        transports = self._transports()
+        transport = transports.get(key)
+        if transport is None:
+            transport = transports[key] = GeventTransport(
+                pool_size=self._pool_maxsize,  # type: ignore[attr-defined]
+                idle_timeout=self.idle_timeout,
+                max_response_size=self.max_response_size,
+                tls=_tls(verify, cert) if tls else TLSConfig(),
+            )
+        return transport
+
+    def close(self) -> None:
+        """Close this thread's connections now, other threads' when they next send."""
+        self._generation += 1
+        self._transports()
+        super().close()
+
+    # -- one request -----------------------------------------------------------------
+    def send(  # noqa: PLR0917 - requests' signature
+        self,
+        request: PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
+    ) -> Response:
+        """Send ``request`` on the gevent transport; the whole answer read (see above)."""
+        url = request.url or ""
+        proxy = select_proxy(url, proxies)
+        if proxy:
+            raise UnsupportedArgument(
+                "rpcclient.compat.requests does not send through proxies "
+                f"(a proxy is configured for {urlsplit(url).scheme} by proxies= or the "
+                "environment); set session.trust_env = False or remove it"
+            )
+        target = _Target(request)
+        host = request.headers.get("Host")
+        if host is not None:  # the caller's Host (virtual hosting), checked like any header
+            text = host.decode("latin-1") if isinstance(host, bytes) else str(host)
+            try:
+                check_header("Host", text)
+            except _rpc.InvalidRequest as exc:
+                raise InvalidHeader(exc.message, request=request) from None
+            target.endpoint = replace(target.endpoint, host_header=text.strip())
+        connect, read = _timeouts(timeout)
+        _check_files(url, verify, cert)
+        headers = self._headers(request)
+        length_known = "content-length" in (k.lower() for k in request.headers)
+        retries: Retry = self.max_retries
+        body = _wire_body(request.body, length_known)
+        # a streamed body may be partly consumed by a failed attempt: never re-sent
+        resendable = body is None or isinstance(body, bytes)
+        while True:
+            prepared = Request(
+                endpoint=target.endpoint,
+                method=request.method or "GET",
+                target=target.path,
+                headers=headers,
+                body=body,
+                name=f"{request.method} {target.pool}{target.path}",
+            )
+            deadline = _Timeout(connect=connect, read=read, pool=connect, total=None).start()
+            try:
+                answer = self._transport(target.scheme == "https", verify, cert).send(
+                    prepared, deadline
+                )
+            except _rpc.RPCError as exc:
+                if not resendable:
+                    retries = Retry(0, read=False)
+                retries = self._retry_or_raise(exc, retries, request, target, (connect, read))
+                gevent.sleep(retries.get_backoff_time())
+                continue
+            raw = self._raw(answer)
+            has_retry_after = "retry-after" in (k.lower() for k, _ in answer.headers.raw_items())
+            status_retry = retries.is_retry(request.method or "GET", answer.status, has_retry_after)
+            if resendable and status_retry:
+                try:
+                    retries = retries.increment(request.method, url, response=raw)
+                except MaxRetryError as exc:
+                    if retries.raise_on_status:
+                        cause = target.max_retries(repr(exc.reason))
+                        raise RetryError(cause, request=request) from None
+                    return self.build_response(request, raw)
+                after = retries.get_retry_after(raw) if retries.respect_retry_after_header else None
+                gevent.sleep(after if after is not None else retries.get_backoff_time())
+                continue
+            return self.build_response(request, raw)
+
+    def _headers(self, request: PreparedRequest) -> list[tuple[bytes, bytes]]:
+        checked = []
+        for name, value in request.headers.items():
+            text_name = name.decode("ascii") if isinstance(name, bytes) else str(name)
+            low = text_name.lower()
+            if low in _FRAMING:
+                continue
+            if low == "host":
+                continue  # goes into the endpoint (see send)
+            text_value = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+            try:
+                checked.append(check_header(text_name, text_value.rstrip(" \t")))
+            except _rpc.InvalidRequest as exc:
+                raise InvalidHeader(exc.message, request=request) from None
+        return checked
+
+    def _raw(self, answer: Any) -> HTTPResponse:
+        fields = list(answer.headers.raw_items())
+        headers = HTTPHeaderDict()
+        for name, value in fields:
+            headers.add(name, value)
+        return HTTPResponse(
+            body=io.BytesIO(bytes(answer.body)),
+            headers=headers,
+            status=answer.status,
+            version=11 if answer.http_version == "1.1" else 10,
+            reason=answer.reason,
+            preload_content=False,
+            # as requests asks urllib3: ``raw.read()`` gives the body as sent;
+            # ``iter_content`` / ``content`` decode it
+            decode_content=False,
+            original_response=_Original(fields),  # type: ignore[arg-type]
+            enforce_content_length=False,
+        )
+
+    @staticmethod
+    def _retry_or_raise(
+        exc: _rpc.RPCError,
+        retries: Retry,
+        request: PreparedRequest,
+        target: _Target,
+        bounds: tuple[float | None, float | None],
+    ) -> Retry:
+        """The Retry for the next attempt after ``exc``, or raise requests' error for it."""
+        error = _translate(exc, request, target, *bounds)
+        if exc.may_have_reached_server or isinstance(error, PoolTimeout):
+            raise error from exc
+        reason: Exception = (
+            ConnectTimeoutError(str(error))
+            if isinstance(exc, _rpc.ConnectTimeout)
+            else NewConnectionError(None, str(error))  # type: ignore[arg-type]
+        )
+        try:
+            return retries.increment(request.method, request.url, error=reason)
+        except (MaxRetryError, ConnectTimeoutError, NewConnectionError, ResponseError):
+            raise error from exc
+
+
+def _translate(
+    err: _rpc.RPCError,
+    request: PreparedRequest,
+    target: _Target,
+    connect: float | None,
+    read: float | None,
+) -> Exception:
+    """requests' exception for an rpcclient error, built as requests builds it.
+
+    ``args[0]`` is the urllib3 error requests would wrap (so ``str()`` and
+    ``e.args[0].args[0]`` read as with requests); it names the pool and the
+    path, never the URL's credentials.
+    """
+    kw: dict[str, Any] = {"request": request}
+    detail = err.message
+    pool: Any = target.pool  # urllib3 formats its pool with str()
+    path = target.path
+    if isinstance(err, _rpc.PoolTimeout):
+        return PoolTimeout(EmptyPoolError(pool, f"Pool is full: {detail}"), **kw)
+    if isinstance(err, _rpc.ConnectTimeout):
+        reason = ConnectTimeoutError(
+            f"Connection to {target.host} timed out. (connect timeout={connect})"
+        )
+        return ConnectTimeout(MaxRetryError(pool, path, reason), **kw)
+    if isinstance(err, _rpc.ReadTimeout):
+        message = f"Read timed out. (read timeout={read})"
+        return ReadTimeout(ReadTimeoutError(pool, path, message), **kw)
+    if isinstance(err, _rpc.ConnectError):
+        context = err.__cause__ or err.__context__
+        if isinstance(context, ssl.SSLError | ssl.CertificateError) or "TLS" in detail:
+            return SSLError(MaxRetryError(pool, path, Urllib3SSLError(detail)), **kw)
+        conn: Any = target.conn
+        reason = NewConnectionError(conn, f"Failed to establish a new connection: {detail}")
+        return ConnectionError(MaxRetryError(pool, path, reason), **kw)
+    if isinstance(err, _rpc.ResponseTooLarge):
+        return ResponseTooLarge(detail, **kw)
+    if isinstance(err, _rpc.ProtocolError):
+        if _is_truncation(err):
+            broken = Urllib3ProtocolError("Connection broken: IncompleteRead", detail)
+            return ChunkedEncodingError(broken, **kw)
+        if "content-length" in detail.lower():
+            return InvalidHeader(detail, **kw)
+    aborted = Urllib3ProtocolError("Connection aborted.", detail)
+    return ConnectionError(aborted, **kw)
+
+
+def _is_truncation(err: _rpc.ProtocolError) -> bool:
+    # The gevent transport reports an answer cut short by the peer's close as
+    # a ProtocolError caused by EOFError, or by the C parser's EOF complaints.
+    cause = err.__cause__
+    if isinstance(cause, EOFError):
+        return True
+    text = f"{err.message} {cause or ''}"
+    return any(
+        mark in text
+        for mark in ("Incomplete response", "Invalid EOF state", "closed the connection in the")
+    )
+
+
+def __getattr__(name: str) -> Any:
+    # the rest of requests.adapters (its imports and helpers)
+    return getattr(_upstream, name)
