@@ -24,7 +24,7 @@ from mypy_extensions import mypyc_attr
 from ._balance import EndpointGroup, Host, ResolvingGroup, resolve_addresses
 from ._codec import DEFAULT_CODEC, Codec
 from ._gevent_transport import TLSConfig
-from ._models import Endpoint, Request, Response, check_header
+from ._models import FRAMING_HEADERS, Endpoint, Request, Response, check_header, check_header_pair
 from ._observe import REQUEST_IDS, CallEvent, HookSet, Stats, run_hooks
 from ._protocol import (
     DEFAULT_PATH_TEMPLATE,
@@ -46,6 +46,12 @@ MIB: Final = 1024 * 1024
 ENV_TRANSPORT = "RPCCLIENT_TRANSPORT"
 _ROUTE_CACHE_MAX: Final = 10_000
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,200}\Z")
+#: headers the client writes itself, and where the caller sets them instead
+_OWN_HEADERS: Final = {
+    b"x-request-id": "pass request_id= to the call instead",
+    b"x-rpc-timeout-ms": "the client sends the call's remaining time (deadline_header=False "
+    "turns it off)",
+}
 
 TransportFactory = Callable[..., Transport]
 _TRANSPORTS: dict[str, TransportFactory] = {}
@@ -178,7 +184,11 @@ class ClientCore:
         self.max_request_size = max_request_size
         fixed = [("User-Agent", f"rpcclient/{__version__}"), ("Content-Type", codec.content_type)]
         fixed += list((headers or {}).items())
-        self._fixed_headers = tuple(check_header(k, v) for k, v in _dedupe(fixed))
+        self._fixed_headers = tuple(
+            _check_user_header(None, check_header(k, v)) for k, v in _dedupe(fixed)
+        )
+        #: lower-cased names of the fixed headers, which a call's own replace
+        self._fixed_names = frozenset(k.lower() for k, _ in self._fixed_headers)
         self._routes: dict[str, tuple[EndpointGroup, str]] = {}
         self._closed = False
         self._transport = _build_transport(
@@ -298,7 +308,16 @@ class ClientCore:
         body = self._codec.pack(args, name=name)
         if len(body) > self.max_request_size:
             self._encode(name, args)  # raises RequestTooLarge
-        extra = self._check_headers(name, headers) if headers else []
+        fixed = self._fixed_headers
+        cache_key: object = self
+        if headers:
+            extra = self._check_headers(name, headers)
+            if not self._fixed_names.isdisjoint([k.lower() for k, _ in extra]):
+                # the call's own replace the client's of the same name: a one-off head
+                fixed = self._fixed_without(extra)
+                cache_key = None
+        else:
+            extra = []
         if request_id is None:
             request_id = REQUEST_IDS.next()
         elif not _REQUEST_ID.match(request_id):
@@ -315,7 +334,6 @@ class ClientCore:
         group.budget.deposit()
         transport = self._transport
         stats = self._stats if self._stats.enabled else None
-        fixed = self._fixed_headers
         expires = deadline.expires if self._deadline_header else None
         # the first attempt is timed from the call's start: one clock read less,
         # and the call and its host share one histogram bucket (Stats.record)
@@ -325,6 +343,7 @@ class ClientCore:
         ok = False
         host: Host | None = None
         counted = False  # whether the last attempt is already in its host's figures
+        reached = False  # whether an earlier attempt may have reached the server
         try:
             tried: list[Host] = []
             while True:
@@ -337,9 +356,15 @@ class ClientCore:
                     ms = int(left * 1000) if left > 0 else 0
                     request_headers = [*extra, (b"X-Rpc-Timeout-Ms", b"%d" % ms)]
                 if event is not None:
-                    request_headers = self._before_attempt(
-                        event, attempt, endpoint, request_headers
-                    )
+                    try:
+                        request_headers = self._before_attempt(
+                            event, attempt, endpoint, request_headers, fixed
+                        )
+                    except RPCError as exc:
+                        exc.attempts = attempt
+                        exc.request_id = request_id
+                        exc.may_have_reached_server = reached
+                        raise
                 base = endpoint.base_path
                 request = Request(
                     endpoint,
@@ -349,7 +374,7 @@ class ClientCore:
                     body,
                     name,
                     fixed,
-                    self,
+                    cache_key,
                 )
                 host.outstanding += 1
                 host.calls += 1
@@ -376,6 +401,9 @@ class ClientCore:
                     exc.with_context(name=name, endpoint=endpoint.url)
                     exc.attempts = attempt
                     exc.request_id = request_id
+                    if reached:
+                        # the call's verdict, not this attempt's: an earlier one may have run
+                        exc.may_have_reached_server = True
                     if stats is not None:
                         # counted on its host now, before any backoff (the
                         # call's own figures come in the finally below)
@@ -387,6 +415,7 @@ class ClientCore:
                         exc, policy, attempt, idempotent, group, host, deadline
                     ):
                         raise  # as it is: its __cause__ is the transport's own error
+                    reached = exc.may_have_reached_server
                     tried.append(host)
                 finally:
                     host.outstanding -= 1
@@ -422,6 +451,7 @@ class ClientCore:
         attempt: int,
         endpoint: Endpoint,
         request_headers: list[tuple[bytes, bytes]],
+        fixed: tuple[tuple[bytes, bytes], ...],
     ) -> list[tuple[bytes, bytes]]:
         event.attempt = attempt
         event.endpoint = endpoint.url
@@ -429,7 +459,31 @@ class ClientCore:
         event.error = None
         event.status = None
         run_hooks(self._hooks.before_attempt, event)
-        return [*request_headers, *event.headers] if event.headers else request_headers
+        if not event.headers:
+            return request_headers
+        # checked like the caller's own: a hook may add headers, never a line
+        # break, a framing header or a second copy of one already there
+        taken = {k.lower() for k, _ in (*fixed, *request_headers)}
+        added = []
+        for item in event.headers:
+            try:
+                k, v = item
+            except (TypeError, ValueError):
+                raise InvalidRequest(
+                    f"a before_attempt hook added {item!r}, not a (name, value) pair",
+                    name=event.name,
+                ) from None
+            pair = _check_user_header(event.name, check_header_pair(k, v))
+            low = pair[0].lower()
+            if low in taken:
+                raise InvalidRequest(
+                    f"a before_attempt hook added header {pair[0].decode()!r}, "
+                    "which the request already has",
+                    name=event.name,
+                )
+            taken.add(low)
+            added.append(pair)
+        return [*request_headers, *added]
 
     def _after_attempt(
         self,
@@ -473,6 +527,8 @@ class ClientCore:
         """Sleep the backoff; False when the deadline would pass first."""
         delay = policy.delay(attempt)
         if retry_after is not None:
+            if not retry_after <= policy.retry_after_max:  # also NaN and inf
+                return False  # the server asks for longer than we wait: its 503 stands
             delay = max(delay, retry_after)
         left = deadline.remaining()
         if left is not None and delay >= left:
@@ -562,13 +618,24 @@ class ClientCore:
     @staticmethod
     def _check_headers(name: str, headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
         checked = []
+        seen = set()
         for k, v in headers.items():
             try:
-                checked.append(check_header(k, v))
+                pair = _check_user_header(name, check_header(k, v))
             except InvalidRequest as exc:
                 exc.with_context(name=name)
                 raise
+            low = pair[0].lower()
+            if low in seen:
+                raise InvalidRequest(f"header {k!r} given twice", name=name)
+            seen.add(low)
+            checked.append(pair)
         return checked
+
+    def _fixed_without(self, headers: list[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
+        """The client's fixed headers less those a call's own headers replace."""
+        replaced = {k.lower() for k, _ in headers}
+        return tuple(pair for pair in self._fixed_headers if pair[0].lower() not in replaced)
 
     def _route(self, name: str) -> tuple[EndpointGroup, str]:
         service, method = split_name(name)
@@ -634,6 +701,21 @@ class ClientCore:
         groups = ", ".join(f"{k}={v!r}" for k, v in self._groups.items())
         closed = " closed" if self._closed else ""
         return f"<Client {groups} transport={self._transport!r}{closed}>"
+
+
+def _check_user_header(name: str | None, pair: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
+    """Refuse a header the transport or the client writes itself (see README, Names)."""
+    low = pair[0].lower()
+    if low in FRAMING_HEADERS:
+        raise InvalidRequest(
+            f"header {pair[0].decode()!r} is the transport's to write (it frames the "
+            "request or manages the connection)",
+            name=name,
+        )
+    why = _OWN_HEADERS.get(low)
+    if why is not None:
+        raise InvalidRequest(f"header {pair[0].decode()!r} is the client's own: {why}", name=name)
+    return pair
 
 
 def _dedupe(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:

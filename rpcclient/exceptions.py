@@ -38,6 +38,7 @@ transport was involved). The caller's own ``gevent.Timeout`` and
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 __all__ = [
@@ -61,11 +62,29 @@ __all__ = [
 ]
 
 
+# what must never reach a log line raw: C0 and C1 controls, DEL, and the
+# Unicode line and paragraph separators (a remote error's text is the server's)
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\x0a``): one log line, never two."""
+    return _UNPRINTABLE.sub(_escape_char, text)
+
+
 class RPCError(Exception):
     """Base of every rpcclient error.
 
     ``str()`` of an error names the call, the endpoint and whether the request
-    may have reached the server, so a log line alone is enough to act on.
+    may have reached the server, so a log line alone is enough to act on. It
+    escapes control characters (CR, LF, ESC...): text a server sent (a remote
+    error's type and message) cannot forge log lines; ``message`` and the
+    remote fields keep the raw values.
     """
 
     #: class default; instances may override it (e.g. a ConnectionLost raised
@@ -94,7 +113,7 @@ class RPCError(Exception):
         self.retry_after: float | None = None
 
     def __str__(self) -> str:
-        parts = [self.message]
+        parts = [printable(self.message)]
         where = []
         if self.name:
             where.append(f"call {self.name}")

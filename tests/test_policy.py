@@ -1,0 +1,319 @@
+"""The client's policies against real loopback servers (issue 12, items 4-9).
+
+- what an error says about reaching the server, over every attempt;
+- input refused before anything is sent (headers, hooks, templates, hosts,
+  Retry-After, log forging through a remote error's text);
+- the pool handover on a connection the server closes after its answer;
+- ejection: one probe at a time per resting host;
+- deadline accuracy of the watchdog under load;
+- one Client shared by several OS threads.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gevent
+import msgpack
+import pytest
+
+import rpcclient
+from rpcclient import Client, Hook, Retry, Timeout
+
+from .conftest import RawServer, http_response, keepalive_answering, silent
+
+TRANSPORTS = ["gevent", "requests", "urllib3"]
+
+
+def ok(value: Any) -> bytes:
+    return http_response(msgpack.packb(value))
+
+
+def envelope(status: str, etype: str, message: str, data: Any = None, headers: Any = None) -> bytes:
+    body = msgpack.packb({"error": {"type": etype, "message": message, "data": data}})
+    return http_response(body, status, headers=headers)
+
+
+# -- item 5: may_have_reached_server is the call's, over every attempt ---------------
+
+
+def test_a_retry_that_never_left_keeps_the_first_attempts_may_have_run(raw_server: Any) -> None:
+    srv: RawServer = raw_server(silent)
+    first = Timeout(connect=1, read=0.2, pool=0.1, total=3)
+    holder = Timeout(connect=1, read=1.5, pool=2, total=2)
+    retry = Retry(attempts=2, backoff=0)
+    with Client(srv.url, pool_size=1, retry=retry) as client:
+        result: list[BaseException] = []
+
+        def victim() -> None:
+            try:
+                client.call("acct.get", timeout=first, idempotent=True)
+            except rpcclient.RPCError as exc:
+                result.append(exc)
+
+        def hog() -> None:
+            # queued behind the victim's first attempt: gets the only slot when it
+            # times out, and holds it past the victim's pool bound
+            with pytest.raises(rpcclient.ReadTimeout):
+                client.call("acct.hold", timeout=holder)
+
+        jobs = [gevent.spawn(victim)]
+        gevent.sleep(0.05)
+        jobs.append(gevent.spawn(hog))
+        gevent.joinall(jobs, timeout=5, raise_error=True)
+    (exc,) = result
+    assert isinstance(exc, rpcclient.PoolTimeout), exc
+    assert exc.attempts == 2
+    # the first attempt's request was on the wire: the call may have run
+    assert exc.may_have_reached_server, exc
+    assert "may have reached" in str(exc)
+    assert srv.requests[0][0].split(b" ")[1] == b"/acct/get"
+
+
+# -- item 8: input refused before anything is sent ----------------------------------
+
+FRAMING = [
+    "Content-Length",
+    "content-length",
+    "Host",
+    "Transfer-Encoding",
+    "Connection",
+    "TE",
+    "Upgrade",
+    "Expect",
+    "Keep-Alive",
+    "Trailer",
+    "Proxy-Connection",
+]
+
+
+@pytest.fixture
+def recording(raw_server: Any) -> RawServer:
+    return raw_server(keepalive_answering(lambda head, body: ok("fine")))  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("header", FRAMING)
+def test_framing_headers_are_refused_before_anything_is_sent(
+    recording: RawServer, transport: str, header: str
+) -> None:
+    with Client(recording.url, transport=transport) as client:
+        with pytest.raises(rpcclient.InvalidRequest, match=header) as info:
+            client.call("a.b", [1], headers={header: "0"})
+        assert not info.value.may_have_reached_server
+        with pytest.raises(rpcclient.InvalidRequest, match=header):
+            Client(recording.url, transport=transport, headers={header: "0"})
+    assert recording.connections == 0
+
+
+@pytest.mark.parametrize("header", ["X-Request-Id", "x-rpc-timeout-ms"])
+def test_the_clients_own_headers_are_refused_and_say_what_to_use(
+    recording: RawServer, header: str
+) -> None:
+    with Client(recording.url) as client:
+        with pytest.raises(rpcclient.InvalidRequest, match=r"request_id=|deadline_header"):
+            client.call("a.b", headers={header: "abc"})
+    with pytest.raises(rpcclient.InvalidRequest, match=header):
+        Client(recording.url, headers={header: "abc"})
+    assert recording.connections == 0
+
+
+def _fields(head: bytes, name: bytes) -> list[bytes]:
+    lines = head.split(b"\r\n")[1:]
+    return [v.strip() for k, _, v in (line.partition(b":") for line in lines) if k.lower() == name]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_calls_content_type_and_user_agent_replace_the_clients(
+    recording: RawServer, transport: str
+) -> None:
+    with Client(recording.url, transport=transport, headers={"User-Agent": "app/1"}) as client:
+        assert client.call("a.b", [1], headers={"Content-Type": "application/msgpack"}) == "fine"
+        assert client.call("a.b", [1], headers={"user-agent": "app/2"}) == "fine"
+        assert client.call("a.b", [1]) == "fine"
+    heads = [head for head, _ in recording.requests]
+    assert _fields(heads[0], b"content-type") == [b"application/msgpack"]
+    assert _fields(heads[0], b"user-agent") == [b"app/1"]
+    assert _fields(heads[1], b"content-type") == [b"application/x-msgpack"]
+    assert _fields(heads[1], b"user-agent") == [b"app/2"]
+    # the one-off heads did not leak into the cached one
+    assert _fields(heads[2], b"content-type") == [b"application/x-msgpack"]
+    assert _fields(heads[2], b"user-agent") == [b"app/1"]
+    for head in heads:
+        assert len(_fields(head, b"content-length")) == 1
+        assert len(_fields(head, b"x-request-id")) == 1
+
+
+class AddHeader(Hook):
+    def __init__(self, *pairs: Any) -> None:
+        self.pairs = pairs
+
+    def before_attempt(self, event: Any) -> None:
+        event.headers.extend(self.pairs)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize(
+    ("pair", "match"),
+    [
+        ((b"X-Trace", b"1\r\nX-Injected: yes"), "X-Trace"),
+        ((b"X-Trace", b"1\nX"), "X-Trace"),
+        ((b"X Trace", b"1"), "X Trace"),
+        (("X-Trace", "1\r\n"), "X-Trace"),
+        ((b"Content-Length", b"0"), "Content-Length"),
+        ((b"Transfer-Encoding", b"chunked"), "Transfer-Encoding"),
+        ((b"X-Request-Id", b"other"), "request_id="),
+        ((b"Content-Type", b"text/plain"), "already has"),
+        ((b"X-Trace", 1), "pair of str or of bytes"),
+        ("not a pair", "not a \\(name, value\\) pair"),
+    ],
+)
+def test_headers_a_hook_adds_are_checked_like_the_callers(
+    recording: RawServer, transport: str, pair: Any, match: str
+) -> None:
+    with Client(recording.url, transport=transport, hooks=[AddHeader(pair)]) as client:
+        with pytest.raises(rpcclient.InvalidRequest, match=match) as info:
+            client.call("a.b", [1])
+        assert not info.value.may_have_reached_server
+    assert recording.connections == 0
+
+
+def test_a_hooks_valid_headers_still_go_out(recording: RawServer) -> None:
+    hook = AddHeader((b"traceparent", b"00-abc-def-01"), ("X-Str", "v"))
+    with Client(recording.url, hooks=[hook]) as client:
+        assert client.call("a.b") == "fine"
+    ((head, _),) = recording.requests
+    assert _fields(head, b"traceparent") == [b"00-abc-def-01"]
+    assert _fields(head, b"x-str") == [b"v"]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "/{service.__class__}/{method}",
+        "/{service:>4}/{method}",
+        "/{service}/{method!r}",
+        "/{service[0]}/{method}",
+        "/{0}/{method}",
+        "/{}/{method}",
+        "/{other}/{method}",
+        "/rpc\x01/{service}/{method}",
+        "/rpc\x7f/{service}/{method}",
+        "/r\u00e9pc/{service}/{method}",
+        "/rpc /{service}/{method}",
+        "/rpc?x=1/{service}/{method}",
+        "/rpc/%zz/{service}",
+        "/{service",
+        "rpc/{service}/{method}",
+    ],
+)
+def test_path_templates_that_would_break_the_request_line_are_refused(template: str) -> None:
+    with pytest.raises(rpcclient.InvalidRequest, match="path template"):
+        Client("http://127.0.0.1:9", path_template=template)
+
+
+def test_plain_path_templates_still_work(recording: RawServer) -> None:
+    with Client(recording.url, path_template="/rpc/v1;x=%20/{service}:{method}") as client:
+        assert client.call("user.get") == "fine"
+    ((head, _),) = recording.requests
+    assert head.split(b" ")[1] == b"/rpc/v1;x=%20/user:get"
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [
+        ("http://b\u00fccher.example:8000", "xn--bcher-kva.example"),
+        ("http://\u0440\u0444.example", "IDNA"),
+        ("http://a\x01b:8000", "control"),
+        ("http://ab\x7f:8000", "control"),
+        ("http://a\x85b:8000", "control"),
+        ("http://a%0d%0ab:8000", "host may hold only"),
+        ("http://a,b:8000", "host may hold only"),
+        ("http://127.0.0.1:8000/b\u00e4se", "path"),
+        ("http://127.0.0.1:8000/a%0", "path"),
+    ],
+)
+def test_endpoint_hosts_and_paths_that_would_reach_the_wire_raw_are_refused(
+    url: str, match: str
+) -> None:
+    with pytest.raises(rpcclient.InvalidRequest, match=match):
+        Client(url)
+
+
+def test_an_ascii_idna_host_and_ipv6_are_accepted() -> None:
+    Client("http://xn--bcher-kva.example:8000").close()
+    Client("http://[::1]:8000/base").close()
+    Client("http://my_host.internal:8000").close()
+
+
+@pytest.mark.parametrize("value", ["1e9", "inf", "1e400", "86400"])
+def test_an_unbounded_retry_after_is_not_slept_on(raw_server: Any, value: str) -> None:
+    busy = envelope("503 Busy", "Busy", "busy", {"not_run": True}, [("Retry-After", value)])
+    srv: RawServer = raw_server(keepalive_answering(lambda head, body: busy))
+    with Client(srv.url, timeout=Timeout(connect=1, read=1, pool=1, total=None)) as client:
+        with gevent.Timeout(5, AssertionError("slept on Retry-After")):
+            with pytest.raises(rpcclient.RemoteError) as info:
+                client.call("a.b")
+    assert info.value.status == 503 and info.value.attempts == 1
+    assert len(srv.requests) == 1
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "-inf", "soon"])
+def test_a_meaningless_retry_after_falls_back_to_the_backoff(raw_server: Any, value: str) -> None:
+    busy = envelope("503 Busy", "Busy", "busy", {"not_run": True}, [("Retry-After", value)])
+    srv: RawServer = raw_server(keepalive_answering(lambda head, body: busy))
+    policy = Retry(attempts=3, backoff=0.001)
+    with Client(srv.url, retry=policy, timeout=Timeout(1, total=None)) as client:
+        with gevent.Timeout(5, AssertionError("slept on Retry-After")):
+            with pytest.raises(rpcclient.RemoteError) as info:
+                client.call("a.b")
+    assert info.value.attempts == 3 and len(srv.requests) == 3
+
+
+def test_retry_after_within_retry_after_max_is_honoured(raw_server: Any) -> None:
+    busy = envelope("503 Busy", "Busy", "busy", {"not_run": True}, [("Retry-After", "0.2")])
+    served: list[float] = []
+
+    def answer(head: bytes, body: bytes) -> bytes:
+        served.append(time.monotonic())
+        return busy if len(served) == 1 else ok("later")
+
+    srv: RawServer = raw_server(keepalive_answering(answer))
+    with Client(srv.url, timeout=Timeout(1, total=None)) as client:
+        assert client.call("a.b") == "later"
+    assert served[1] - served[0] >= 0.19
+    with Client(srv.url, retry=Retry(retry_after_max=0.1), timeout=Timeout(1, total=None)) as c:
+        served.clear()
+        with pytest.raises(rpcclient.RemoteError):
+            c.call("a.b")
+    assert len(served) == 1
+    with pytest.raises(ValueError, match="retry_after_max"):
+        Retry(retry_after_max=float("inf"))
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_remote_errors_text_cannot_forge_log_lines(raw_server: Any, transport: str) -> None:
+    etype = "Bad\r\n2026-12-02 ERROR forged"
+    message = "line one\nline two\x1b[31m\u2028end\x85"
+    answer = envelope("500 Internal Server Error", etype, message)
+    srv: RawServer = raw_server(keepalive_answering(lambda head, body: answer))
+    with Client(srv.url, transport=transport) as client:
+        with pytest.raises(rpcclient.RemoteError) as info:
+            client.call("a.b")
+    exc = info.value
+    text = str(exc)
+    for char in "\r\n\x1b\u2028\x85":
+        assert char not in text, (char, text)
+    assert "Bad\\x0d\\x0a2026" in text and "line one\\x0aline two" in text
+    # the raw values stay on the attributes
+    assert exc.type == etype and exc.remote_message == message
+
+
+def test_a_proxy_pages_control_characters_are_escaped(raw_server: Any) -> None:
+    page = http_response(b"<h1>bad\x1b[2Jgateway</h1>", "502 Bad Gateway", content_type="text/html")
+    srv: RawServer = raw_server(keepalive_answering(lambda head, body: page))
+    with Client(srv.url) as client:
+        with pytest.raises(rpcclient.HTTPStatusError) as info:
+            client.call("a.b")
+    assert "\x1b" not in str(info.value) and "\\x1b[2J" in str(info.value)
