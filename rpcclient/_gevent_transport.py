@@ -415,6 +415,12 @@ class GeventTransportCore(Transport):
         if read_for is not None and read_for <= 0:
             pool.checkin(conn)  # out of time already: let the waiter find that out
             return False
+        if conn.is_stale():
+            # the server closed (or wrote more) right after its answer, as uWSGI's
+            # --http-socket does with no "Connection: close": the same check as
+            # before any reuse, so the waiter's request goes out on a new one
+            conn.close()
+            return False
         data = job.head + job.body
         try:
             sent = conn.raw.send(data)

@@ -21,7 +21,7 @@ import pytest
 import rpcclient
 from rpcclient import Client, Hook, Retry, Timeout
 
-from .conftest import RawServer, http_response, keepalive_answering, silent
+from .conftest import RawServer, http_response, keepalive_answering, read_request, silent
 
 TRANSPORTS = ["gevent", "requests", "urllib3"]
 
@@ -317,3 +317,45 @@ def test_a_proxy_pages_control_characters_are_escaped(raw_server: Any) -> None:
         with pytest.raises(rpcclient.HTTPStatusError) as info:
             client.call("a.b")
     assert "\x1b" not in str(info.value) and "\\x1b[2J" in str(info.value)
+
+
+# -- item 6: no handover onto a connection the server closes after its answer -------
+
+
+def answer_then_close(pause: bool) -> Any:
+    """Answer one request (keep-alive framing, no ``Connection: close``), then close,
+    as uWSGI's ``--http-socket`` does; ``pause``: let other greenlets run between."""
+
+    def handler(sock: Any, server: RawServer) -> None:
+        req = read_request(sock)
+        if req is None:
+            return
+        server.requests.append(req)
+        sock.sendall(ok(msgpack.unpackb(req[1])))
+        if pause:
+            gevent.sleep(0)
+
+    return handler
+
+
+@pytest.mark.parametrize("pause", [False, True])
+def test_no_false_failures_when_the_server_closes_after_each_answer(
+    raw_server: Any, pause: bool
+) -> None:
+    srv: RawServer = raw_server(answer_then_close(pause))
+    errors: list[BaseException] = []
+    results: dict[int, Any] = {}
+
+    def one(i: int) -> None:
+        try:
+            results[i] = client.call("a.b", i)
+        except rpcclient.RPCError as exc:
+            errors.append(exc)
+
+    with Client(srv.url, timeout=Timeout(5)) as client:
+        gevent.joinall([gevent.spawn(one, i) for i in range(200)], timeout=30, raise_error=True)
+        pool = client.stats()["pools"][f"http://127.0.0.1:{srv.port}"]
+    assert not errors, f"{len(errors)} of 200 failed, first: {errors[0]!r}"
+    assert results == {i: i for i in range(200)}
+    assert len(srv.requests) == 200  # no call ran twice
+    assert pool["in_use"] == 0 and pool["waiting"] == 0
