@@ -38,7 +38,14 @@ from ._retry import Retry, RetryBudget
 from ._timeouts import Deadline, Timeout
 from ._transport import Transport
 from ._version import __version__
-from .exceptions import ClientClosed, ConnectError, InvalidRequest, RequestTooLarge, RPCError
+from .exceptions import (
+    ClientClosed,
+    ConnectError,
+    InvalidRequest,
+    PoolTimeout,
+    RequestTooLarge,
+    RPCError,
+)
 
 __all__ = ["ServiceProxy", "register_transport"]  # Client: _public
 
@@ -349,6 +356,8 @@ class ClientCore:
             while True:
                 attempt += 1
                 host = group.pick(tried)
+                if host is None:
+                    raise self._all_out(group, name, attempt, request_id, reached)
                 endpoint = host.endpoint
                 request_headers = extra
                 if expires is not None:
@@ -419,6 +428,8 @@ class ClientCore:
                     tried.append(host)
                 finally:
                     host.outstanding -= 1
+                    if host.probing:  # this attempt probed a rested host (EndpointGroup)
+                        group.probe_ended(host, ok or _connected(attempt_error))
                     if event is not None:
                         if attempt_error is None and not ok:
                             attempt_error = sys.exc_info()[1]  # the caller's Timeout, a kill
@@ -444,6 +455,21 @@ class ClientCore:
                 event.error = failure
                 event.received = received
                 run_hooks(hooks.after_call, event)
+
+    @staticmethod
+    def _all_out(
+        group: EndpointGroup, name: str, attempt: int, request_id: str, reached: bool
+    ) -> ConnectError:
+        urls = ", ".join(h.endpoint.url for h in group.hosts)
+        exc = ConnectError(
+            f"every host of the service is resting after failed connects and each is "
+            f"being probed ({urls}): failing fast",
+            name=name,
+            may_have_reached_server=reached,
+            attempts=attempt,
+        )
+        exc.request_id = request_id
+        return exc
 
     def _before_attempt(
         self,
@@ -701,6 +727,13 @@ class ClientCore:
         groups = ", ".join(f"{k}={v!r}" for k, v in self._groups.items())
         closed = " closed" if self._closed else ""
         return f"<Client {groups} transport={self._transport!r}{closed}>"
+
+
+def _connected(error: BaseException | None) -> bool:
+    """Whether an attempt that ended with ``error`` got a connection to its host."""
+    return isinstance(error, RPCError) and not isinstance(
+        error, ConnectError | PoolTimeout | ClientClosed | InvalidRequest
+    )
 
 
 def _check_user_header(name: str | None, pair: tuple[bytes, bytes]) -> tuple[bytes, bytes]:

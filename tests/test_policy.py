@@ -11,17 +11,27 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
 import gevent
+import gevent.server
+import gevent.socket
 import msgpack
 import pytest
 
 import rpcclient
 from rpcclient import Client, Hook, Retry, Timeout
 
-from .conftest import RawServer, http_response, keepalive_answering, read_request, silent
+from .conftest import (
+    RawServer,
+    free_port,
+    http_response,
+    keepalive_answering,
+    read_request,
+    silent,
+)
 
 TRANSPORTS = ["gevent", "requests", "urllib3"]
 
@@ -359,3 +369,151 @@ def test_no_false_failures_when_the_server_closes_after_each_answer(
     assert results == {i: i for i in range(200)}
     assert len(srv.requests) == 200  # no call ran twice
     assert pool["in_use"] == 0 and pool["waiting"] == 0
+
+
+# -- item 7: one probe at a time per resting host ------------------------------------
+
+
+class InFlight(Hook):
+    """Attempts in flight per endpoint, and the most seen at once after ``armed``."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.now = 0
+        self.peak = 0
+        self.started = 0
+        self.armed = False
+
+    def before_attempt(self, event: Any) -> None:
+        if event.endpoint == self.url:
+            self.now += 1
+            if self.armed:
+                self.started += 1
+                self.peak = max(self.peak, self.now)
+
+    def after_attempt(self, event: Any) -> None:
+        if event.endpoint == self.url:
+            self.now -= 1
+
+
+def dropping_listener() -> Any:
+    """A loopback listener whose accept queue is full: the kernel drops every SYN."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    filler = socket.socket()
+    filler.connect(listener.getsockname())  # the one place in the queue, never accepted
+    return listener, filler
+
+
+@pytest.fixture(params=["refused", "drops-syn"])
+def dead_url(request: pytest.FixtureRequest) -> Any:
+    if request.param == "refused":
+        yield f"http://127.0.0.1:{free_port()}"
+        return
+    listener, filler = dropping_listener()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    filler.close()
+    listener.close()
+
+
+def _dead_host(client: Client, url: str) -> dict[str, Any]:
+    hosts = client.stats()["groups"]["svc"]["hosts"]
+    return next(h for h in hosts if h["url"] == url)  # type: ignore[no-any-return]
+
+
+def test_a_resting_host_is_probed_by_one_call_at_a_time(raw_server: Any, dead_url: str) -> None:
+    srv: RawServer = raw_server(keepalive_answering(lambda head, body: ok(1)))
+    watch = InFlight(dead_url)
+    cooldown = 0.3  # longer than the connect bound: no attempt from before a rest is left
+    client = Client(
+        {"svc": [dead_url, srv.url]},
+        timeout=Timeout(connect=0.2, read=2, pool=2, total=3),
+        eject_after=3,
+        cooldown=cooldown,
+        hooks=[watch],
+    )
+    errors: list[BaseException] = []
+    stop = time.monotonic() + 1.5
+    armed_at: list[float] = []
+
+    def worker() -> None:
+        while time.monotonic() < stop:
+            try:
+                assert client.call("svc.m") == 1
+            except rpcclient.RPCError as exc:
+                errors.append(exc)
+            if not watch.armed and _dead_host(client, dead_url)["ejections"]:
+                watch.armed = True  # from the first ejection on: probes only
+                armed_at.append(time.monotonic())
+            gevent.sleep(0.001)
+
+    with client:
+        gevent.joinall([gevent.spawn(worker) for _ in range(20)], timeout=10, raise_error=True)
+        dead = _dead_host(client, dead_url)
+    assert not errors, errors[:3]  # a failed connect is retried on the live host
+    assert watch.armed and dead["ejections"] >= 2
+    assert watch.peak == 1, f"{watch.peak} attempts at once at a resting host"
+    # at most one probe per cool-down (each failed probe rests it again)
+    cycles = (stop - armed_at[0]) / cooldown + 1
+    assert watch.started <= cycles, (watch.started, cycles)
+    assert dead["calls"] >= 2
+
+
+def test_a_rested_host_comes_back_after_one_good_probe(raw_server: Any) -> None:
+    good: RawServer = raw_server(keepalive_answering(lambda head, body: ok(1)))
+    port = free_port()
+    late = f"http://127.0.0.1:{port}"
+    with Client({"svc": [late, good.url]}, eject_after=2, cooldown=0.1) as client:
+        for _ in range(10):
+            assert client.call("svc.m") == 1
+        assert _dead_host(client, late)["ejected"]
+        # the same port now answers
+        sock = gevent.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(16)
+        handler = keepalive_answering(lambda head, body: ok(2))
+        server = gevent.server.StreamServer(sock, lambda s, a: handler(s, good))
+        server.start()
+        try:
+            gevent.sleep(0.15)
+            seen = {client.call("svc.m") for _ in range(40)}
+            assert seen == {1, 2}
+            assert not _dead_host(client, late)["ejected"]
+        finally:
+            server.stop(timeout=1)
+
+
+def test_when_every_host_rests_calls_fail_fast_beside_one_probe(dead_url: str) -> None:
+    other = f"http://127.0.0.1:{free_port()}"
+    watch = InFlight(dead_url)
+    client = Client(
+        {"svc": [dead_url, other]},
+        timeout=Timeout(connect=0.2, read=1, pool=1, total=2),
+        retry=Retry(attempts=1),
+        eject_after=1,
+        cooldown=5,
+        hooks=[watch],
+    )
+    with client:
+        for _ in range(4):  # both rest now
+            with pytest.raises(rpcclient.ConnectError):
+                client.call("svc.m")
+        assert _dead_host(client, dead_url)["ejected"] and _dead_host(client, other)["ejected"]
+        watch.armed = True
+        errors: list[BaseException] = []
+
+        def one() -> None:
+            try:
+                client.call("svc.m")
+            except rpcclient.RPCError as exc:
+                errors.append(exc)
+
+        t0 = time.monotonic()
+        gevent.joinall([gevent.spawn(one) for _ in range(20)], timeout=5, raise_error=True)
+        assert time.monotonic() - t0 < 1.5  # nobody waited for more than one connect bound
+    assert len(errors) == 20 and all(isinstance(e, rpcclient.ConnectError) for e in errors)
+    assert all(not e.may_have_reached_server for e in errors)
+    assert watch.peak <= 1
+    assert sum("resting" in str(e) for e in errors) >= 18
