@@ -51,6 +51,7 @@ from ._http11 import (
 )
 from ._models import Endpoint, Request, Response
 from ._pool import Connection, Job, Pool
+from ._threads import PerThread, thread_ident
 from ._timeouts import Deadline
 from ._transport import Transport
 from .exceptions import (
@@ -259,6 +260,20 @@ class GeventTransportCore(Transport):
         watchdog_tick: float = 0.001,
     ) -> None:
         Pool(pool_size, idle_timeout=idle_timeout, max_age=max_connection_age)  # validates
+        # what another OS thread's own transport is made with (see _threads)
+        self._options: dict[str, Any] = {
+            "pool_size": pool_size,
+            "idle_timeout": idle_timeout,
+            "max_connection_age": max_connection_age,
+            "max_response_size": max_response_size,
+            "max_head_size": max_head_size,
+            "tls": tls,
+            "socket_factory": socket_factory,
+            "deadline_mode": deadline_mode,
+            "watchdog_tick": watchdog_tick,
+        }
+        self._thread = thread_ident()  # the OS thread whose hub this transport uses
+        self._threads: PerThread | None = None
         self.pool_size = pool_size
         self.idle_timeout = idle_timeout
         self.max_connection_age = max_connection_age
@@ -281,7 +296,13 @@ class GeventTransportCore(Transport):
 
     # -- the seam -----------------------------------------------------------
     def send(self, request: Request, deadline: Deadline) -> Response:
-        """Send one request; see :class:`~rpcclient._transport.Transport`."""
+        """Send one request; see :class:`~rpcclient._transport.Transport`.
+
+        From an OS thread other than the one that made this transport, the
+        request goes to that thread's own transport (see rpcclient._threads).
+        """
+        if thread_ident() != self._thread:
+            return GeventTransportCore._this_thread(self).send(request, deadline)
         endpoint = request.endpoint
         pool = self._pools.get(endpoint.key)
         if pool is None:
@@ -397,6 +418,18 @@ class GeventTransportCore(Transport):
             if not slot_passed:
                 pool.release()
 
+    def _this_thread(self) -> Transport:
+        """The calling OS thread's own transport (made on its first call)."""
+        threads = self._threads
+        if threads is None:
+            # made from the options alone: no reference back to this transport
+            threads = self._threads = PerThread(partial(GeventTransportCore, **self._options))
+        if self._closed:
+            threads.close()
+            raise ClientClosed("transport is closed")
+        transport: Transport = threads.get()
+        return transport
+
     # -- the handover: a released connection carries the next waiter's request --
     def _job(self, request: Request, deadline: Deadline) -> Job | None:
         """What a waiting call offers to have sent for it, or None.
@@ -478,6 +511,8 @@ class GeventTransportCore(Transport):
         _close_pools(self._pools)  # emptied, not replaced: the fork hook holds it
         if self._watchdog is not None:
             self._watchdog.stop_if_idle()
+        if self._threads is not None:
+            self._threads.close()  # other threads' transports (see _threads)
 
     # -- helpers ------------------------------------------------------------
     def _new_pool(self, endpoint: Endpoint, name: str) -> Pool:
@@ -557,9 +592,12 @@ class GeventTransportCore(Transport):
         return [(info[0], info[4]) for info in infos]
 
     def stats(self) -> dict[str, Any]:
+        """Pool state; ``threads``: the transports other OS threads use, each's pools."""
+        others = [] if self._threads is None else self._threads.transports()
         return {
             "transport": self.name,
             "pools": {f"{s}://{h}:{p}": pool.stats() for (s, h, p), pool in self._pools.items()},
+            "threads": [t.stats()["pools"] for t in others],
         }
 
     def __repr__(self) -> str:

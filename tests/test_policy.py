@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import time
 from typing import Any
@@ -527,8 +528,18 @@ def _hold_the_slot(client: Client) -> None:
         client.call("a.hold", timeout=Timeout(connect=1, read=3, pool=1, total=3))
 
 
-def _lateness(url: str, mode: str, *, calls: int, pool: int, gap: float, hold: bool) -> list[float]:
-    """How late (ms) each of ``calls`` stalled calls with total=0.05 came back."""
+def _lateness(mode: str, *, calls: int, pool: int, gap: float, hold: bool) -> list[float]:
+    """How late (ms) each of ``calls`` stalled calls with total=0.05 came back.
+
+    The server is a listener that never accepts: the kernel completes each
+    connect and buffers each request, and nothing in this process runs for
+    it, so the figures are the client's alone.
+    """
+    gc.collect()  # a full collection of the test process inside a run is noise
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1024)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     transport = rpcclient.GeventTransport(deadline_mode=mode, pool_size=pool)
     bounds = Timeout(connect=1, read=5, pool=5, total=0.05)
     client = Client(url, transport=transport, timeout=bounds, retry=rpcclient.NO_RETRY)
@@ -551,6 +562,7 @@ def _lateness(url: str, mode: str, *, calls: int, pool: int, gap: float, hold: b
         gevent.joinall(jobs, timeout=10, raise_error=True)
         if holder is not None:
             holder.kill()
+    listener.close()
     assert len(late) == calls
     return sorted(late)
 
@@ -560,17 +572,14 @@ def _pct(values: list[float], q: float) -> float:
 
 
 @pytest.mark.parametrize("waiters", [False, True], ids=["exchanges", "pool-waiters"])
-def test_staggered_deadlines_are_met_as_closely_as_by_timers(
-    raw_server: Any, waiters: bool
-) -> None:
+def test_staggered_deadlines_are_met_as_closely_as_by_timers(waiters: bool) -> None:
     # deadlines 2.3 ms apart: a watchdog that sleeps at least 10 ms between
     # wakes made them 5 ms late at the median, timers under 1 ms
-    srv: RawServer = raw_server(silent)
     kw: dict[str, Any] = {"calls": 40, "pool": 1 if waiters else 50, "gap": 0.0023, "hold": waiters}
     rounds = {"watchdog": [], "timer": []}  # type: dict[str, list[list[float]]]
     for _ in range(3):
         for mode, runs in rounds.items():
-            runs.append(_lateness(srv.url, mode, **kw))
+            runs.append(_lateness(mode, **kw))
     best = {mode: min(_pct(r, 0.5) for r in runs) for mode, runs in rounds.items()}
     best90 = {mode: min(_pct(r, 0.9) for r in runs) for mode, runs in rounds.items()}
     assert best["watchdog"] <= best["timer"] + 2.0, (best, best90)
@@ -578,20 +587,117 @@ def test_staggered_deadlines_are_met_as_closely_as_by_timers(
 
 
 @pytest.mark.parametrize("pool", [400, 10], ids=["exchanges", "pool-waiters"])
-def test_four_hundred_stalled_calls_come_back_near_their_deadline(
-    raw_server: Any, pool: int
-) -> None:
-    srv: RawServer = raw_server(silent)
+def test_four_hundred_stalled_calls_come_back_near_their_deadline(pool: int) -> None:
     kw: dict[str, Any] = {"calls": 400, "pool": pool, "gap": 0.0, "hold": False}
-    _lateness(srv.url, "watchdog", **kw)  # connections made, code paths warm
+    _lateness("watchdog", **kw)  # connections made, code paths warm
     rounds = {"watchdog": [], "timer": []}  # type: dict[str, list[list[float]]]
     for _ in range(3):
         for mode, runs in rounds.items():
-            runs.append(_lateness(srv.url, mode, **kw))
-    p50 = {mode: sorted(_pct(r, 0.5) for r in runs)[1] for mode, runs in rounds.items()}
-    p99 = {mode: sorted(_pct(r, 0.99) for r in runs)[1] for mode, runs in rounds.items()}
+            runs.append(_lateness(mode, **kw))
+    # the best of 3 interleaved runs of each: this machine's other load only adds
+    p50 = {mode: min(_pct(r, 0.5) for r in runs) for mode, runs in rounds.items()}
+    p99 = {mode: min(_pct(r, 0.99) for r in runs) for mode, runs in rounds.items()}
     # each call's error path costs CPU after its deadline in both modes; the
     # watchdog may not add more than a few ms on top of what timers cost
     assert p50["watchdog"] <= p50["timer"] + 8.0, (p50, p99)
     assert p99["watchdog"] <= p99["timer"] + 15.0, (p50, p99)
     assert p99["watchdog"] < 150, (p50, p99)
+
+
+# -- item 9: one Client shared by OS threads ------------------------------------------
+
+THREADS_SCRIPT = r"""
+import gc, json, os, sys, threading
+from concurrent.futures import ThreadPoolExecutor
+import rpcclient
+
+def fds():
+    return len(os.listdir("/proc/self/fd"))
+
+url = sys.argv[1]
+client = rpcclient.Client(url, timeout=rpcclient.Timeout(5), pool_size=2)
+assert client.call("math.add", [0, 0]) == 0  # the creating thread uses it too
+baseline = fds()
+
+def work(t):
+    out = []
+    for i in range(50):
+        try:
+            out.append(client.call("math.add", [t, i]) == t + i)
+        except Exception as exc:
+            out.append(repr(exc)[:300])
+    return out
+
+report = {"rounds": []}
+for _ in range(2):
+    with ThreadPoolExecutor(4) as pool:
+        results = [r for rs in pool.map(work, range(16)) for r in rs]
+    gc.collect()
+    report["rounds"].append({
+        "calls": len(results),
+        "bad": [r for r in results if r is not True][:3],
+        "bad_count": sum(r is not True for r in results),
+        "thread_transports": len(client.stats()["threads"]),
+        "fds_over_baseline": fds() - baseline,
+    })
+# a fork from a thread that used the client: the child's call goes out anew
+def fork_and_call():
+    assert client.call("math.add", [1, 1]) == 2
+    pid = os.fork()
+    if pid == 0:
+        try:
+            code = 0 if client.call("math.add", [2, 2]) == 4 else 1
+        except BaseException:
+            code = 2
+        os._exit(code)
+    return os.waitpid(pid, 0)[1]
+with ThreadPoolExecutor(1) as pool:
+    report["fork_child_status"] = pool.submit(fork_and_call).result()
+# threads alive while the client closes: their calls then refuse, nothing sent
+pool = ThreadPoolExecutor(2)
+assert all(pool.map(lambda i: client.call("math.add", [i, 1]) == i + 1, range(8)))
+client.close()
+def after_close(i):
+    try:
+        client.call("math.add", [i, 1])
+    except rpcclient.ClientClosed:
+        return True
+    return False
+report["closed_refused"] = all(pool.map(after_close, range(4)))
+pool.shutdown()
+gc.collect()
+report["threads_after_close"] = len(client.stats()["threads"])
+report["main_thread_ok"] = True
+print(json.dumps(report))
+"""
+
+
+def test_a_client_shared_by_os_threads_works_in_each(bundled_server: str) -> None:
+    import json
+
+    from .conftest import run_python
+
+    proc = run_python(THREADS_SCRIPT, bundled_server, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    for rnd in report["rounds"]:
+        assert rnd["calls"] == 16 * 50
+        assert rnd["bad_count"] == 0, rnd["bad"]
+        # each thread's transport went with its thread, its hub and sockets too
+        assert rnd["thread_transports"] == 0, rnd
+        assert rnd["fds_over_baseline"] <= 0, rnd
+    assert report["closed_refused"] and report["threads_after_close"] == 0
+    assert report["fork_child_status"] == 0
+
+
+def test_threads_in_a_patched_process_share_the_one_transport(bundled_server: str) -> None:
+    # under gevent.monkey (as this suite runs) "threads" are greenlets of one OS
+    # thread: they use the client's own pools, no per-thread copies
+    from concurrent.futures import ThreadPoolExecutor
+
+    with Client(bundled_server, pool_size=2) as client:
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(lambda i: client.call("math.add", [i, 1]), range(40))) == [
+                i + 1 for i in range(40)
+            ]
+        assert client.stats()["threads"] == []
