@@ -620,15 +620,17 @@ class ClientCore:
             raise ClientClosed("client is closed", name=name if isinstance(name, str) else None)
         group, path = self._routes.get(name) or self._route(name)
         endpoint = group.hosts[0].endpoint
+        extra = self._check_headers(name, headers) if headers else []
+        replaces = not self._fixed_names.isdisjoint([k.lower() for k, _ in extra])
         return Request(
             endpoint=endpoint,
             method="POST",
             target=endpoint.base_path + path,
-            headers=self._check_headers(name, headers) if headers else [],
+            headers=extra,
             body=self._encode(name, args),
             name=name,
-            fixed_headers=self._fixed_headers,
-            cache_key=self,
+            fixed_headers=self._fixed_without(extra) if replaces else self._fixed_headers,
+            cache_key=None if replaces else self,
         )
 
     def _encode(self, name: str, args: Any) -> bytes:

@@ -701,3 +701,10 @@ def test_threads_in_a_patched_process_share_the_one_transport(bundled_server: st
                 i + 1 for i in range(40)
             ]
         assert client.stats()["threads"] == []
+
+
+def test_prepare_shows_a_replaced_header_once() -> None:
+    with Client("http://127.0.0.1:9") as client:
+        request = client.prepare("a.b", [1], headers={"Content-Type": "application/msgpack"})
+    names = [k.lower() for k, _ in (*request.fixed_headers, *request.headers)]
+    assert names.count(b"content-type") == 1 and request.cache_key is None
