@@ -369,10 +369,13 @@ class ClientCore:
                         request_headers = self._before_attempt(
                             event, attempt, endpoint, request_headers, fixed
                         )
-                    except RPCError as exc:
-                        exc.attempts = attempt
-                        exc.request_id = request_id
-                        exc.may_have_reached_server = reached
+                    except BaseException as exc:
+                        if host.probing:  # no attempt: the next call probes it
+                            group.probe_ended(host, False)
+                        if isinstance(exc, RPCError):
+                            exc.attempts = attempt
+                            exc.request_id = request_id
+                            exc.may_have_reached_server = reached
                         raise
                 base = endpoint.base_path
                 request = Request(

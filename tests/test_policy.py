@@ -708,3 +708,30 @@ def test_prepare_shows_a_replaced_header_once() -> None:
         request = client.prepare("a.b", [1], headers={"Content-Type": "application/msgpack"})
     names = [k.lower() for k, _ in (*request.fixed_headers, *request.headers)]
     assert names.count(b"content-type") == 1 and request.cache_key is None
+
+
+def test_a_probe_that_never_started_leaves_the_host_to_the_next_call(raw_server: Any) -> None:
+    good: RawServer = raw_server(keepalive_answering(lambda head, body: ok(1)))
+    dead = f"http://127.0.0.1:{free_port()}"
+
+    class BadOnDead(Hook):
+        armed = False
+
+        def before_attempt(self, event: Any) -> None:
+            if self.armed and event.endpoint == dead:
+                event.headers.append((b"X-Bad", b"\r\n"))
+
+    hook = BadOnDead()
+    with Client({"svc": [dead, good.url]}, eject_after=1, cooldown=0.05, hooks=[hook]) as client:
+        for _ in range(5):
+            assert client.call("svc.m") == 1
+        assert _dead_host(client, dead)["ejected"]
+        gevent.sleep(0.06)
+        hook.armed = True
+        with pytest.raises(rpcclient.InvalidRequest):
+            client.call("svc.m")  # took the probe, refused before it was sent
+        assert not _dead_host(client, dead)["probing"]
+        hook.armed = False
+        for _ in range(3):
+            assert client.call("svc.m") == 1  # the next call probes (and fails over)
+        assert _dead_host(client, dead)["calls"] >= 2
