@@ -466,8 +466,10 @@ def test_a_rested_host_comes_back_after_one_good_probe(raw_server: Any) -> None:
     port = free_port()
     late = f"http://127.0.0.1:{port}"
     with Client({"svc": [late, good.url]}, eject_after=2, cooldown=0.1) as client:
-        for _ in range(10):
+        for _ in range(100):  # until the balancer has tried it twice
             assert client.call("svc.m") == 1
+            if _dead_host(client, late)["ejected"]:
+                break
         assert _dead_host(client, late)["ejected"]
         # the same port now answers
         sock = gevent.socket.socket()
@@ -723,8 +725,10 @@ def test_a_probe_that_never_started_leaves_the_host_to_the_next_call(raw_server:
 
     hook = BadOnDead()
     with Client({"svc": [dead, good.url]}, eject_after=1, cooldown=0.05, hooks=[hook]) as client:
-        for _ in range(5):
+        for _ in range(50):  # until the balancer has tried the dead host once
             assert client.call("svc.m") == 1
+            if _dead_host(client, dead)["ejected"]:
+                break
         assert _dead_host(client, dead)["ejected"]
         gevent.sleep(0.06)
         hook.armed = True
