@@ -34,7 +34,7 @@ from ._protocol import (
     decode_response,
     split_name,
 )
-from ._retry import Retry, RetryBudget
+from ._retry import Retry, RetryBudget, was_not_run
 from ._timeouts import Deadline, Timeout
 from ._transport import Transport
 from ._version import __version__
@@ -413,9 +413,6 @@ class ClientCore:
                     exc.with_context(name=name, endpoint=endpoint.url)
                     exc.attempts = attempt
                     exc.request_id = request_id
-                    if reached:
-                        # the call's verdict, not this attempt's: an earlier one may have run
-                        exc.may_have_reached_server = True
                     if stats is not None:
                         # counted on its host now, before any backoff (the
                         # call's own figures come in the finally below)
@@ -426,8 +423,12 @@ class ClientCore:
                     if not self._should_retry(
                         exc, policy, attempt, idempotent, group, host, deadline
                     ):
+                        if reached:
+                            # the call's verdict, not this attempt's: an earlier one may have run
+                            exc.may_have_reached_server = True
                         raise  # as it is: its __cause__ is the transport's own error
-                    reached = exc.may_have_reached_server
+                    if exc.may_have_reached_server and not was_not_run(exc):
+                        reached = True  # (a 503 "not run" says it did not)
                     tried.append(host)
                 finally:
                     host.outstanding -= 1

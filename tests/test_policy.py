@@ -739,3 +739,31 @@ def test_a_probe_that_never_started_leaves_the_host_to_the_next_call(raw_server:
         for _ in range(3):
             assert client.call("svc.m") == 1  # the next call probes (and fails over)
         assert _dead_host(client, dead)["calls"] >= 2
+
+
+def test_a_503_not_run_then_a_refused_connect_says_the_call_did_not_run(raw_server: Any) -> None:
+    busy = envelope("503 Busy", "Busy", "busy", {"not_run": True})
+    srv: RawServer = raw_server(keepalive_answering(lambda head, body: busy))
+    dead = f"http://127.0.0.1:{free_port()}"
+
+    class Order(Hook):
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def before_attempt(self, event: Any) -> None:
+            self.seen.append(event.endpoint)
+
+    order = Order()
+    policy = Retry(attempts=2, backoff=0)
+    # pinned: the first attempt to the 503 server, the retry to the refused port
+    with Client({"svc": [srv.url, dead]}, retry=policy, hooks=[order]) as client:
+        for _ in range(20):
+            order.seen.clear()
+            try:
+                client.call("svc.debit")
+            except rpcclient.RPCError as exc:
+                if order.seen == [srv.url, dead]:
+                    assert isinstance(exc, rpcclient.ConnectError), exc
+                    assert not exc.may_have_reached_server, exc
+                    return
+    pytest.fail("the balancer never tried the 503 server first")
