@@ -495,7 +495,8 @@ class ClientCore:
         # break, a framing header or a second copy of one already there
         taken = {k.lower() for k, _ in (*fixed, *request_headers)}
         added = []
-        for item in event.headers:
+        items: Any = event.headers  # whatever a hook appended: checked here, not cast
+        for item in items:
             try:
                 k, v = item
             except (TypeError, ValueError):
