@@ -457,6 +457,9 @@ class GeventTransportCore(Transport):
         it: the waiter gets the slot as before and sends its request itself
         (a request cut short is never run by a server).
         """
+        if (pool.single_use_until != 0.0 or pool.closed_after_one) and pool.single_use(conn):
+            conn.close()  # the server closes after each answer (see _pool)
+            return False
         job = pool.first_job()
         if job is None or self._closed or pool.closed:
             pool.checkin(conn)
@@ -469,6 +472,7 @@ class GeventTransportCore(Transport):
             # the server closed (or wrote more) right after its answer, as uWSGI's
             # --http-socket does with no "Connection: close": the same check as
             # before any reuse, so the waiter's request goes out on a new one
+            pool.went_stale(conn)
             conn.close()
             return False
         data = job.head + job.body

@@ -767,3 +767,71 @@ def test_a_503_not_run_then_a_refused_connect_says_the_call_did_not_run(raw_serv
                     assert not exc.may_have_reached_server, exc
                     return
     pytest.fail("the balancer never tried the 503 server first")
+
+
+CLOSING_SERVER = r"""
+import socket, sys
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(512)
+print(listener.getsockname()[1], flush=True)
+while True:
+    conn, _ = listener.accept()
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += conn.recv(65536)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-msgpack\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body) + body)  # echo, then close
+    conn.close()
+"""
+
+
+def test_no_false_failures_against_a_closing_server_in_its_own_process() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLOSING_SERVER], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        errors: list[BaseException] = []
+        with Client(f"http://127.0.0.1:{port}", timeout=Timeout(5)) as client:
+
+            def one(i: int) -> None:
+                try:
+                    assert client.call("a.b", i) == i
+                except rpcclient.RPCError as exc:
+                    errors.append(exc)
+
+            for _ in range(3):
+                gevent.joinall([gevent.spawn(one, i) for i in range(200)], timeout=30)
+        assert not errors, f"{len(errors)} of 600 failed, first: {errors[0]!r}"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_server_that_closes_after_each_answer_gets_single_use_connections(
+    raw_server: Any,
+) -> None:
+    srv: RawServer = raw_server(answer_then_close(False))
+    with Client(srv.url, timeout=Timeout(5)) as client:
+        gevent.joinall([gevent.spawn(client.call, "a.b", i) for i in range(50)], timeout=10)
+        (pool,) = client.stats()["pools"].values()
+        assert pool["single_use"], pool
+    # a keep-alive server never gets there
+    keep: RawServer = raw_server(keepalive_answering(lambda head, body: ok(1)))
+    with Client(keep.url, timeout=Timeout(5)) as client:
+        gevent.joinall([gevent.spawn(client.call, "a.b") for _ in range(50)], timeout=10)
+        (pool,) = client.stats()["pools"].values()
+        assert not pool["single_use"] and pool["connections_created"] <= 10, pool
