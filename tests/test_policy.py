@@ -756,7 +756,8 @@ def test_a_503_not_run_then_a_refused_connect_says_the_call_did_not_run(raw_serv
     order = Order()
     policy = Retry(attempts=2, backoff=0)
     # pinned: the first attempt to the 503 server, the retry to the refused port
-    with Client({"svc": [srv.url, dead]}, retry=policy, hooks=[order]) as client:
+    endpoints = {"svc": [srv.url, dead]}
+    with Client(endpoints, retry=policy, hooks=[order], eject_after=1000) as client:
         for _ in range(20):
             order.seen.clear()
             try:
