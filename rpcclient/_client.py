@@ -120,7 +120,8 @@ class ClientCore:
     ``retry`` is the :class:`Retry` policy; ``idempotent`` names the methods
     (``"service.method"``) that may be re-sent after they may have run.
     Hosts of a group that fail to connect ``eject_after`` times in a row
-    rest for ``cooldown`` seconds. ``spread_dns=30.0`` turns each DNS name
+    rest for ``cooldown`` seconds, then one call at a time probes each back
+    (see rpcclient._balance). ``spread_dns=30.0`` turns each DNS name
     into one host per address it resolves to (re-resolved every 30 s;
     ``resolver(host, port) -> [ip, ...]`` replaces gevent's; gevent
     transport only).
@@ -131,7 +132,10 @@ class ClientCore:
 
     ``call`` raises only :mod:`rpcclient.exceptions` errors (and the caller's
     own ``gevent.Timeout``/``GreenletExit``), and never re-sends a call that
-    may have run unless it is idempotent.
+    may have run unless it is idempotent; an error's ``may_have_reached_server``
+    is True when any attempt may have reached the server. A Client may be
+    shared by greenlets and by OS threads (the gevent transport keeps one set
+    of pools per thread, see rpcclient._threads).
     """
 
     def __init__(
