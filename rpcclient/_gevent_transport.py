@@ -272,7 +272,7 @@ class GeventTransportCore(Transport):
             "deadline_mode": deadline_mode,
             "watchdog_tick": watchdog_tick,
         }
-        self._thread = thread_ident()  # the OS thread whose hub this transport uses
+        self._owner_thread = thread_ident()  # the OS thread whose hub this transport uses
         self._threads: PerThread | None = None
         self.pool_size = pool_size
         self.idle_timeout = idle_timeout
@@ -301,7 +301,7 @@ class GeventTransportCore(Transport):
         From an OS thread other than the one that made this transport, the
         request goes to that thread's own transport (see rpcclient._threads).
         """
-        if thread_ident() != self._thread:
+        if thread_ident() != self._owner_thread:
             return GeventTransportCore._this_thread(self).send(request, deadline)
         endpoint = request.endpoint
         pool = self._pools.get(endpoint.key)
