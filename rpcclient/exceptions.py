@@ -32,7 +32,9 @@ Remote and HTTP status errors say ``True`` (a server answered).
 Every error carries ``name`` (``"service.method"`` or the URL for raw requests),
 ``endpoint`` (the base URL used, or ``None``), ``may_have_reached_server`` and
 ``attempts`` (how many times the request was sent or tried, at least 1 once a
-transport was involved). The caller's own ``gevent.Timeout`` and
+transport was involved). After retries ``may_have_reached_server`` is the
+call's: True when any attempt may have reached the server (a ``PoolTimeout``
+after a ``ReadTimeout`` says True). The caller's own ``gevent.Timeout`` and
 ``GreenletExit`` are never turned into one of these.
 """
 
