@@ -4,12 +4,15 @@ Picking is "power of two choices" on the least outstanding calls: draw two
 hosts at random, take the one with fewer calls in flight. It needs no global
 view and keeps a slow host from piling up work.
 
-A host that fails to connect ``eject_after`` times in a row is ejected for
-``cooldown`` seconds; after that one call probes it, and a success brings it
-back (a failure ejects it again). When every host is ejected the one whose
-cool-down ends first is tried anyway: failing fast on a stale verdict helps
-nobody. A retry never picks a host the call already tried while another is
-available.
+A host that fails to connect ``eject_after`` times in a row is ejected: it
+rests for ``cooldown`` seconds, then exactly one call at a time probes it
+(the first pick after the rest takes the probe; every other pick goes to
+the hosts in service). A probe that connects brings the host back; one whose
+connect fails rests it again at once. When every host of the group is out
+of service, one call at a time probes the host whose rest ends first and
+every other call fails fast with ConnectError (nothing sent): a host that
+drops SYNs costs one connect bound per cool-down, not one per call. A retry
+never picks a host the call already tried while another is available.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Host:
         "endpoint",
         "failures",
         "outstanding",
+        "probing",
     )
 
     def __init__(self, endpoint: Endpoint) -> None:
@@ -46,8 +50,10 @@ class Host:
         self.calls = 0
         self.failures = 0
         self.connect_failures = 0  # consecutive
+        #: 0.0 in service; else out of service, resting until then (then probed)
         self.ejected_until = 0.0
         self.ejections = 0
+        self.probing = False  # a call is probing it back (see EndpointGroup)
 
     def stats(self, now: float) -> dict[str, Any]:
         return {
@@ -56,7 +62,9 @@ class Host:
             "calls": self.calls,
             "failures": self.failures,
             "consecutive_connect_failures": self.connect_failures,
-            "ejected": self.ejected_until > now,
+            "ejected": self.ejected_until != 0.0,
+            "resting": self.ejected_until > now,
+            "probing": self.probing,
             "ejections": self.ejections,
         }
 
@@ -80,24 +88,36 @@ class EndpointGroup:
         self.eject_after = eject_after
         self.cooldown = cooldown
         self._rng = rng or random.Random()
-        #: the latest end of any cool-down, 0.0 when no host is resting
-        self._ejected_until = 0.0
+        #: how many hosts are out of service (0: the common case, no clock read)
+        self._out = 0
 
-    def pick(self, tried: Sequence[Host] = ()) -> Host:
-        """The host for the next attempt (see the module docstring)."""
+    def pick(self, tried: Sequence[Host] = ()) -> Host | None:
+        """The host for the next attempt, or None: every host is out of service
+        and each is being probed (the caller fails fast; see the module docstring).
+
+        A host returned with ``probing`` set is this attempt's probe: the
+        caller reports how it went (:meth:`connect_failed`, :meth:`probe_ended`).
+        """
         hosts = self.hosts
         if len(hosts) == 1:
             return hosts[0]
-        if not tried and (self._ejected_until == 0.0 or not self._resting()):
+        if not tried and self._out == 0:
             live = hosts  # the common case: no list built, no membership tests
         else:
             now = monotonic()
-            live = [h for h in hosts if h.ejected_until <= now and h not in tried]
+            live = []
+            for h in hosts:
+                until = h.ejected_until
+                if until == 0.0:
+                    if h not in tried:
+                        live.append(h)
+                elif until <= now and not h.probing and h not in tried:
+                    h.probing = True  # rested: this call probes it
+                    return h
             if not live:
-                live = [h for h in hosts if h.ejected_until <= now] or [
-                    min(hosts, key=lambda h: h.ejected_until)
-                ]
-                live = [h for h in live if h not in tried] or live
+                live = [h for h in hosts if h.ejected_until == 0.0]
+                if not live:
+                    return self._probe_early()
             if len(live) == 1:
                 return live[0]
         # two distinct hosts drawn at random (random.sample costs ~5x this)
@@ -111,35 +131,60 @@ class EndpointGroup:
             a, b = live[i], live[j + 1 if j >= i else j]
         return a if a.outstanding <= b.outstanding else b
 
-    def _resting(self) -> bool:
-        """Whether any host may still be ejected; no clock read when none ever was."""
-        until = self._ejected_until
-        if until == 0.0:
-            return False
-        if until <= monotonic():
-            self._ejected_until = 0.0  # every cool-down is over
-            return False
-        return True
+    def _probe_early(self) -> Host | None:
+        """Every host is out: the one whose rest ends first, unless all are probed."""
+        waiting = [h for h in self.hosts if not h.probing]
+        if not waiting:
+            return None
+        host = min(waiting, key=_rest_end)
+        host.probing = True
+        return host
 
     def connect_failed(self, host: Host) -> None:
+        if host.probing:
+            host.probing = False
+            self._eject(host)  # the probe failed: rest again
+            return
         host.connect_failures += 1
-        if host.connect_failures >= self.eject_after and len(self.hosts) > 1:
-            host.ejected_until = monotonic() + self.cooldown
-            self._ejected_until = max(self._ejected_until, host.ejected_until)
-            host.ejections += 1
+        if (
+            host.connect_failures >= self.eject_after
+            and len(self.hosts) > 1
+            and host.ejected_until == 0.0
+        ):
+            self._eject(host)
+
+    def probe_ended(self, host: Host, connected: bool) -> None:
+        """A probe ended without a failed connect; ``connected``: it reached the host."""
+        host.probing = False
+        if connected and host.ejected_until != 0.0:
+            host.ejected_until = 0.0
             host.connect_failures = 0
+            self._count_out()
+
+    def _eject(self, host: Host) -> None:
+        host.ejected_until = monotonic() + self.cooldown
+        host.ejections += 1
+        host.connect_failures = 0
+        self._count_out()
+
+    def _count_out(self) -> None:
+        self._out = sum(1 for h in self.hosts if h.ejected_until != 0.0)
 
     def stats(self) -> list[dict[str, Any]]:
         now = monotonic()
         return [h.stats(now) for h in self.hosts]
 
     def __repr__(self) -> str:
-        now = monotonic()
         inner = ", ".join(
-            f"{h.endpoint.url} out={h.outstanding}{' ejected' if h.ejected_until > now else ''}"
+            f"{h.endpoint.url} out={h.outstanding}{' ejected' if h.ejected_until else ''}"
+            f"{' probing' if h.probing else ''}"
             for h in self.hosts
         )
         return f"<EndpointGroup [{inner}]>"
+
+
+def _rest_end(host: Host) -> float:
+    return host.ejected_until
 
 
 def resolve_addresses(host: str, port: int) -> list[str]:
@@ -187,7 +232,7 @@ class ResolvingGroup(EndpointGroup):
         self._resolver = resolver
         self._next_refresh = 0.0
 
-    def pick(self, tried: Sequence[Host] = ()) -> Host:
+    def pick(self, tried: Sequence[Host] = ()) -> Host | None:
         if monotonic() >= self._next_refresh:
             self.resolve()
         return super().pick(tried)
@@ -218,3 +263,4 @@ class ResolvingGroup(EndpointGroup):
                 spread = endpoint.with_address(address)
                 hosts.append(known.get(spread.key) or Host(spread))
         self.hosts = hosts
+        self._count_out()

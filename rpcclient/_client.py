@@ -24,7 +24,7 @@ from mypy_extensions import mypyc_attr
 from ._balance import EndpointGroup, Host, ResolvingGroup, resolve_addresses
 from ._codec import DEFAULT_CODEC, Codec
 from ._gevent_transport import TLSConfig
-from ._models import Endpoint, Request, Response, check_header
+from ._models import FRAMING_HEADERS, Endpoint, Request, Response, check_header, check_header_pair
 from ._observe import REQUEST_IDS, CallEvent, HookSet, Stats, run_hooks
 from ._protocol import (
     DEFAULT_PATH_TEMPLATE,
@@ -34,11 +34,18 @@ from ._protocol import (
     decode_response,
     split_name,
 )
-from ._retry import Retry, RetryBudget
+from ._retry import Retry, RetryBudget, was_not_run
 from ._timeouts import Deadline, Timeout
 from ._transport import Transport
 from ._version import __version__
-from .exceptions import ClientClosed, ConnectError, InvalidRequest, RequestTooLarge, RPCError
+from .exceptions import (
+    ClientClosed,
+    ConnectError,
+    InvalidRequest,
+    PoolTimeout,
+    RequestTooLarge,
+    RPCError,
+)
 
 __all__ = ["ServiceProxy", "register_transport"]  # Client: _public
 
@@ -46,6 +53,12 @@ MIB: Final = 1024 * 1024
 ENV_TRANSPORT = "RPCCLIENT_TRANSPORT"
 _ROUTE_CACHE_MAX: Final = 10_000
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,200}\Z")
+#: headers the client writes itself, and where the caller sets them instead
+_OWN_HEADERS: Final = {
+    b"x-request-id": "pass request_id= to the call instead",
+    b"x-rpc-timeout-ms": "the client sends the call's remaining time (deadline_header=False "
+    "turns it off)",
+}
 
 TransportFactory = Callable[..., Transport]
 _TRANSPORTS: dict[str, TransportFactory] = {}
@@ -107,7 +120,8 @@ class ClientCore:
     ``retry`` is the :class:`Retry` policy; ``idempotent`` names the methods
     (``"service.method"``) that may be re-sent after they may have run.
     Hosts of a group that fail to connect ``eject_after`` times in a row
-    rest for ``cooldown`` seconds. ``spread_dns=30.0`` turns each DNS name
+    rest for ``cooldown`` seconds, then one call at a time probes each back
+    (see rpcclient._balance). ``spread_dns=30.0`` turns each DNS name
     into one host per address it resolves to (re-resolved every 30 s;
     ``resolver(host, port) -> [ip, ...]`` replaces gevent's; gevent
     transport only).
@@ -118,7 +132,10 @@ class ClientCore:
 
     ``call`` raises only :mod:`rpcclient.exceptions` errors (and the caller's
     own ``gevent.Timeout``/``GreenletExit``), and never re-sends a call that
-    may have run unless it is idempotent.
+    may have run unless it is idempotent; an error's ``may_have_reached_server``
+    is True when any attempt may have reached the server. A Client may be
+    shared by greenlets and by OS threads (the gevent transport keeps one set
+    of pools per thread, see rpcclient._threads).
     """
 
     def __init__(
@@ -178,7 +195,11 @@ class ClientCore:
         self.max_request_size = max_request_size
         fixed = [("User-Agent", f"rpcclient/{__version__}"), ("Content-Type", codec.content_type)]
         fixed += list((headers or {}).items())
-        self._fixed_headers = tuple(check_header(k, v) for k, v in _dedupe(fixed))
+        self._fixed_headers = tuple(
+            _check_user_header(None, check_header(k, v)) for k, v in _dedupe(fixed)
+        )
+        #: lower-cased names of the fixed headers, which a call's own replace
+        self._fixed_names = frozenset(k.lower() for k, _ in self._fixed_headers)
         self._routes: dict[str, tuple[EndpointGroup, str]] = {}
         self._closed = False
         self._transport = _build_transport(
@@ -298,7 +319,16 @@ class ClientCore:
         body = self._codec.pack(args, name=name)
         if len(body) > self.max_request_size:
             self._encode(name, args)  # raises RequestTooLarge
-        extra = self._check_headers(name, headers) if headers else []
+        fixed = self._fixed_headers
+        cache_key: object = self
+        if headers:
+            extra = self._check_headers(name, headers)
+            if not self._fixed_names.isdisjoint([k.lower() for k, _ in extra]):
+                # the call's own replace the client's of the same name: a one-off head
+                fixed = self._fixed_without(extra)
+                cache_key = None
+        else:
+            extra = []
         if request_id is None:
             request_id = REQUEST_IDS.next()
         elif not _REQUEST_ID.match(request_id):
@@ -315,7 +345,6 @@ class ClientCore:
         group.budget.deposit()
         transport = self._transport
         stats = self._stats if self._stats.enabled else None
-        fixed = self._fixed_headers
         expires = deadline.expires if self._deadline_header else None
         # the first attempt is timed from the call's start: one clock read less,
         # and the call and its host share one histogram bucket (Stats.record)
@@ -325,11 +354,14 @@ class ClientCore:
         ok = False
         host: Host | None = None
         counted = False  # whether the last attempt is already in its host's figures
+        reached = False  # whether an earlier attempt may have reached the server
         try:
             tried: list[Host] = []
             while True:
                 attempt += 1
                 host = group.pick(tried)
+                if host is None:
+                    raise self._all_out(group, name, attempt, request_id, reached)
                 endpoint = host.endpoint
                 request_headers = extra
                 if expires is not None:
@@ -337,9 +369,18 @@ class ClientCore:
                     ms = int(left * 1000) if left > 0 else 0
                     request_headers = [*extra, (b"X-Rpc-Timeout-Ms", b"%d" % ms)]
                 if event is not None:
-                    request_headers = self._before_attempt(
-                        event, attempt, endpoint, request_headers
-                    )
+                    try:
+                        request_headers = self._before_attempt(
+                            event, attempt, endpoint, request_headers, fixed
+                        )
+                    except BaseException as exc:
+                        if host.probing:  # no attempt: the next call probes it
+                            group.probe_ended(host, False)
+                        if isinstance(exc, RPCError):
+                            exc.attempts = attempt
+                            exc.request_id = request_id
+                            exc.may_have_reached_server = reached
+                        raise
                 base = endpoint.base_path
                 request = Request(
                     endpoint,
@@ -349,7 +390,7 @@ class ClientCore:
                     body,
                     name,
                     fixed,
-                    self,
+                    cache_key,
                 )
                 host.outstanding += 1
                 host.calls += 1
@@ -386,10 +427,17 @@ class ClientCore:
                     if not self._should_retry(
                         exc, policy, attempt, idempotent, group, host, deadline
                     ):
+                        if reached:
+                            # the call's verdict, not this attempt's: an earlier one may have run
+                            exc.may_have_reached_server = True
                         raise  # as it is: its __cause__ is the transport's own error
+                    if exc.may_have_reached_server and not was_not_run(exc):
+                        reached = True  # (a 503 "not run" says it did not)
                     tried.append(host)
                 finally:
                     host.outstanding -= 1
+                    if host.probing:  # this attempt probed a rested host (EndpointGroup)
+                        group.probe_ended(host, ok or _connected(attempt_error))
                     if event is not None:
                         if attempt_error is None and not ok:
                             attempt_error = sys.exc_info()[1]  # the caller's Timeout, a kill
@@ -416,12 +464,28 @@ class ClientCore:
                 event.received = received
                 run_hooks(hooks.after_call, event)
 
+    @staticmethod
+    def _all_out(
+        group: EndpointGroup, name: str, attempt: int, request_id: str, reached: bool
+    ) -> ConnectError:
+        urls = ", ".join(h.endpoint.url for h in group.hosts)
+        exc = ConnectError(
+            f"every host of the service is resting after failed connects and each is "
+            f"being probed ({urls}): failing fast",
+            name=name,
+            may_have_reached_server=reached,
+            attempts=attempt,
+        )
+        exc.request_id = request_id
+        return exc
+
     def _before_attempt(
         self,
         event: CallEvent,
         attempt: int,
         endpoint: Endpoint,
         request_headers: list[tuple[bytes, bytes]],
+        fixed: tuple[tuple[bytes, bytes], ...],
     ) -> list[tuple[bytes, bytes]]:
         event.attempt = attempt
         event.endpoint = endpoint.url
@@ -429,7 +493,32 @@ class ClientCore:
         event.error = None
         event.status = None
         run_hooks(self._hooks.before_attempt, event)
-        return [*request_headers, *event.headers] if event.headers else request_headers
+        if not event.headers:
+            return request_headers
+        # checked like the caller's own: a hook may add headers, never a line
+        # break, a framing header or a second copy of one already there
+        taken = {k.lower() for k, _ in (*fixed, *request_headers)}
+        added = []
+        items: Any = event.headers  # whatever a hook appended: checked here, not cast
+        for item in items:
+            try:
+                k, v = item
+            except (TypeError, ValueError):
+                raise InvalidRequest(
+                    f"a before_attempt hook added {item!r}, not a (name, value) pair",
+                    name=event.name,
+                ) from None
+            pair = _check_user_header(event.name, check_header_pair(k, v))
+            low = pair[0].lower()
+            if low in taken:
+                raise InvalidRequest(
+                    f"a before_attempt hook added header {pair[0].decode()!r}, "
+                    "which the request already has",
+                    name=event.name,
+                )
+            taken.add(low)
+            added.append(pair)
+        return [*request_headers, *added]
 
     def _after_attempt(
         self,
@@ -473,6 +562,8 @@ class ClientCore:
         """Sleep the backoff; False when the deadline would pass first."""
         delay = policy.delay(attempt)
         if retry_after is not None:
+            if not retry_after <= policy.retry_after_max:  # also NaN and inf
+                return False  # the server asks for longer than we wait: its 503 stands
             delay = max(delay, retry_after)
         left = deadline.remaining()
         if left is not None and delay >= left:
@@ -538,15 +629,17 @@ class ClientCore:
             raise ClientClosed("client is closed", name=name if isinstance(name, str) else None)
         group, path = self._routes.get(name) or self._route(name)
         endpoint = group.hosts[0].endpoint
+        extra = self._check_headers(name, headers) if headers else []
+        replaces = not self._fixed_names.isdisjoint([k.lower() for k, _ in extra])
         return Request(
             endpoint=endpoint,
             method="POST",
             target=endpoint.base_path + path,
-            headers=self._check_headers(name, headers) if headers else [],
+            headers=extra,
             body=self._encode(name, args),
             name=name,
-            fixed_headers=self._fixed_headers,
-            cache_key=self,
+            fixed_headers=self._fixed_without(extra) if replaces else self._fixed_headers,
+            cache_key=None if replaces else self,
         )
 
     def _encode(self, name: str, args: Any) -> bytes:
@@ -562,13 +655,24 @@ class ClientCore:
     @staticmethod
     def _check_headers(name: str, headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
         checked = []
+        seen = set()
         for k, v in headers.items():
             try:
-                checked.append(check_header(k, v))
+                pair = _check_user_header(name, check_header(k, v))
             except InvalidRequest as exc:
                 exc.with_context(name=name)
                 raise
+            low = pair[0].lower()
+            if low in seen:
+                raise InvalidRequest(f"header {k!r} given twice", name=name)
+            seen.add(low)
+            checked.append(pair)
         return checked
+
+    def _fixed_without(self, headers: list[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
+        """The client's fixed headers less those a call's own headers replace."""
+        replaced = {k.lower() for k, _ in headers}
+        return tuple(pair for pair in self._fixed_headers if pair[0].lower() not in replaced)
 
     def _route(self, name: str) -> tuple[EndpointGroup, str]:
         service, method = split_name(name)
@@ -634,6 +738,28 @@ class ClientCore:
         groups = ", ".join(f"{k}={v!r}" for k, v in self._groups.items())
         closed = " closed" if self._closed else ""
         return f"<Client {groups} transport={self._transport!r}{closed}>"
+
+
+def _connected(error: BaseException | None) -> bool:
+    """Whether an attempt that ended with ``error`` got a connection to its host."""
+    return isinstance(error, RPCError) and not isinstance(
+        error, ConnectError | PoolTimeout | ClientClosed | InvalidRequest
+    )
+
+
+def _check_user_header(name: str | None, pair: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
+    """Refuse a header the transport or the client writes itself (see README, Names)."""
+    low = pair[0].lower()
+    if low in FRAMING_HEADERS:
+        raise InvalidRequest(
+            f"header {pair[0].decode()!r} is the transport's to write (it frames the "
+            "request or manages the connection)",
+            name=name,
+        )
+    why = _OWN_HEADERS.get(low)
+    if why is not None:
+        raise InvalidRequest(f"header {pair[0].decode()!r} is the client's own: {why}", name=name)
+    return pair
 
 
 def _dedupe(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -51,6 +51,7 @@ from ._http11 import (
 )
 from ._models import Endpoint, Request, Response
 from ._pool import Connection, Job, Pool
+from ._threads import PerThread, thread_ident
 from ._timeouts import Deadline
 from ._transport import Transport
 from .exceptions import (
@@ -91,8 +92,14 @@ class Watchdog:
     a kernel timer: about 2-3 us of CPU per sequential call on a VM. With the
     same bounds for every call, a new expiry is never the earliest, so
     ``watch`` is bookkeeping only; an earlier one wakes the greenlet to
-    recompute. Deadlines are met within ``tick`` (the shortest sleep); with
-    nothing in flight the greenlet ends at its next wakeup.
+    recompute. Deadlines are met within ``tick`` (the shortest sleep, 1 ms:
+    it only matters when expiries are that close together, and a 10 ms one
+    made staggered deadlines 5 ms late at the median); with nothing in
+    flight the greenlet ends at its next wakeup. Overdue exchanges are closed
+    earliest first: each close queues its greenlet's wakeup and the hub runs
+    them in that order, so under a burst of expiries the first overdue is
+    the first to return (in set order, 400 at once came back 16 ms late at
+    the median against 6 ms with a timer per call; now 4 ms).
     """
 
     __slots__ = ("_active", "_greenlet", "_poke", "_pools", "_wake_at", "tick")
@@ -101,7 +108,7 @@ class Watchdog:
     _greenlet: gevent.Greenlet | None
     _wake_at: float  # when the greenlet wakes next (inf: not running)
 
-    def __init__(self, tick: float = 0.01) -> None:
+    def __init__(self, tick: float = 0.001) -> None:
         self.tick = tick
         self.reset()
 
@@ -142,13 +149,20 @@ class Watchdog:
                 poke.wait(delay if delay > self.tick else self.tick)
                 now = monotonic()
                 wake_at = math.inf
-                for conn in list(active):
+                due: list[Connection] = []
+                for conn in active:
                     if conn.expires <= now:
+                        due.append(conn)
+                    elif conn.expires < wake_at:
+                        wake_at = conn.expires
+                if due:
+                    # the earliest first: each close queues its greenlet's wakeup, and
+                    # the hub runs them in that order
+                    due.sort(key=_expiry)
+                    for conn in due:
                         active.discard(conn)
                         conn.fired = True
                         conn.close()
-                    elif conn.expires < wake_at:
-                        wake_at = conn.expires
                 for pool in list(pools):
                     left = pool.expire_waiters(now)  # the next waiter's expiry, or inf
                     if left == math.inf:
@@ -173,6 +187,10 @@ class Watchdog:
         self._greenlet = None
         self._poke = gevent.event.Event()
         self._wake_at = math.inf
+
+
+def _expiry(conn: Connection) -> float:
+    return conn.expires
 
 
 class TLSConfig:
@@ -239,9 +257,23 @@ class GeventTransportCore(Transport):
         tls: TLSConfig | None = None,
         socket_factory: Callable[..., Any] | None = None,
         deadline_mode: str = "watchdog",
-        watchdog_tick: float = 0.01,
+        watchdog_tick: float = 0.001,
     ) -> None:
         Pool(pool_size, idle_timeout=idle_timeout, max_age=max_connection_age)  # validates
+        # what another OS thread's own transport is made with (see _threads)
+        self._options: dict[str, Any] = {
+            "pool_size": pool_size,
+            "idle_timeout": idle_timeout,
+            "max_connection_age": max_connection_age,
+            "max_response_size": max_response_size,
+            "max_head_size": max_head_size,
+            "tls": tls,
+            "socket_factory": socket_factory,
+            "deadline_mode": deadline_mode,
+            "watchdog_tick": watchdog_tick,
+        }
+        self._owner_thread = thread_ident()  # the OS thread whose hub this transport uses
+        self._threads: PerThread | None = None
         self.pool_size = pool_size
         self.idle_timeout = idle_timeout
         self.max_connection_age = max_connection_age
@@ -264,7 +296,13 @@ class GeventTransportCore(Transport):
 
     # -- the seam -----------------------------------------------------------
     def send(self, request: Request, deadline: Deadline) -> Response:
-        """Send one request; see :class:`~rpcclient._transport.Transport`."""
+        """Send one request; see :class:`~rpcclient._transport.Transport`.
+
+        From an OS thread other than the one that made this transport, the
+        request goes to that thread's own transport (see rpcclient._threads).
+        """
+        if thread_ident() != self._owner_thread:
+            return GeventTransportCore._this_thread(self).send(request, deadline)
         endpoint = request.endpoint
         pool = self._pools.get(endpoint.key)
         if pool is None:
@@ -380,6 +418,18 @@ class GeventTransportCore(Transport):
             if not slot_passed:
                 pool.release()
 
+    def _this_thread(self) -> Transport:
+        """The calling OS thread's own transport (made on its first call)."""
+        threads = self._threads
+        if threads is None:
+            # made from the options alone: no reference back to this transport
+            threads = self._threads = PerThread(partial(GeventTransportCore, **self._options))
+        if self._closed:
+            threads.close()
+            raise ClientClosed("transport is closed")
+        transport: Transport = threads.get()
+        return transport
+
     # -- the handover: a released connection carries the next waiter's request --
     def _job(self, request: Request, deadline: Deadline) -> Job | None:
         """What a waiting call offers to have sent for it, or None.
@@ -407,6 +457,9 @@ class GeventTransportCore(Transport):
         it: the waiter gets the slot as before and sends its request itself
         (a request cut short is never run by a server).
         """
+        if (pool.single_use_until != 0.0 or pool.closed_after_one) and pool.single_use(conn):
+            conn.close()  # the server closes after each answer (see _pool)
+            return False
         job = pool.first_job()
         if job is None or self._closed or pool.closed:
             pool.checkin(conn)
@@ -414,6 +467,13 @@ class GeventTransportCore(Transport):
         read_for = job.deadline.read_for()
         if read_for is not None and read_for <= 0:
             pool.checkin(conn)  # out of time already: let the waiter find that out
+            return False
+        if conn.is_stale():
+            # the server closed (or wrote more) right after its answer, as uWSGI's
+            # --http-socket does with no "Connection: close": the same check as
+            # before any reuse, so the waiter's request goes out on a new one
+            pool.went_stale(conn)
+            conn.close()
             return False
         data = job.head + job.body
         try:
@@ -455,6 +515,8 @@ class GeventTransportCore(Transport):
         _close_pools(self._pools)  # emptied, not replaced: the fork hook holds it
         if self._watchdog is not None:
             self._watchdog.stop_if_idle()
+        if self._threads is not None:
+            self._threads.close()  # other threads' transports (see _threads)
 
     # -- helpers ------------------------------------------------------------
     def _new_pool(self, endpoint: Endpoint, name: str) -> Pool:
@@ -472,9 +534,13 @@ class GeventTransportCore(Transport):
             addresses = self._resolve(endpoint, limit)
             last: Exception | None = None
             for family, address in addresses:
+                left = deadline.connect_for()
+                if left is not None and left <= 0:
+                    # a zero timeout would make the connect non-blocking (EINPROGRESS)
+                    raise TimeoutError("no time left to connect")
                 sock = self._socket_factory(family, _stdsocket.SOCK_STREAM)
                 try:
-                    sock.settimeout(deadline.connect_for())
+                    sock.settimeout(left)
                     sock.connect(address)
                     sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
                     if tls:
@@ -530,9 +596,12 @@ class GeventTransportCore(Transport):
         return [(info[0], info[4]) for info in infos]
 
     def stats(self) -> dict[str, Any]:
+        """Pool state; ``threads``: the transports other OS threads use, each's pools."""
+        others = [] if self._threads is None else self._threads.transports()
         return {
             "transport": self.name,
             "pools": {f"{s}://{h}:{p}": pool.stats() for (s, h, p), pool in self._pools.items()},
+            "threads": [t.stats()["pools"] for t in others],
         }
 
     def __repr__(self) -> str:

@@ -7,10 +7,11 @@ transports never check names or headers, they only move bytes. A
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, Final, Union
 from urllib.parse import urlsplit
 
 from .exceptions import InvalidRequest
@@ -25,6 +26,28 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 # RFC 9110 token for header names; values: visible ASCII, space, tab, obs-text
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+#: a path as it may appear in a request line: RFC 3986 pchar and "/" (ASCII
+#: only; a "%" only as the start of a percent-encoded octet)
+PATH_TEXT: Final = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*\Z")
+# a host name as it may appear in Host: (ASCII letters, digits, '-', '.', '_')
+_HOST_NAME = re.compile(r"[a-z0-9_\-.]+\Z")
+#: header fields the transport writes itself: the message's framing and the
+#: connection's management. A caller's copy would go out beside the
+#: transport's own (two Content-Length fields, CL and TE together): refused.
+FRAMING_HEADERS: Final = frozenset(
+    {
+        b"content-length",
+        b"transfer-encoding",
+        b"host",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"expect",
+    }
+)
 
 
 def reduce_by_init_fields(obj: Any) -> tuple[Any, ...]:
@@ -73,7 +96,7 @@ class Endpoint:
         """Parse and check a base URL; ``InvalidRequest`` names what is wrong."""
         if not isinstance(url, str):
             raise InvalidRequest(f"endpoint URL must be a str, not {type(url).__name__}")
-        if any(c in url for c in "\r\n\x00\t "):
+        if any(c <= " " or "\x7f" <= c <= "\x9f" for c in url):
             raise InvalidRequest(f"endpoint URL contains whitespace or control characters: {url!r}")
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
@@ -89,7 +112,13 @@ class Endpoint:
             port = parts.port or _DEFAULT_PORTS[scheme]
         except ValueError:
             raise InvalidRequest(f"endpoint URL has a bad port: {url!r}") from None
-        host = parts.hostname
+        host = _check_host(parts.hostname, url)
+        base_path = parts.path.rstrip("/")
+        if not PATH_TEXT.match(base_path):
+            raise InvalidRequest(
+                f"endpoint URL path must be plain ASCII path characters "
+                f"(percent-encode anything else): {url!r}"
+            )
         shown = f"[{host}]" if ":" in host else host
         host_header = shown if port == _DEFAULT_PORTS[scheme] else f"{shown}:{port}"
         return cls(
@@ -97,7 +126,7 @@ class Endpoint:
             scheme=scheme,
             host=host,
             port=port,
-            base_path=parts.path.rstrip("/"),
+            base_path=base_path,
             host_header=host_header,
         )
 
@@ -106,6 +135,36 @@ class Endpoint:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return reduce_by_init_fields(self)
+
+
+def _check_host(host: str, url: str) -> str:
+    """``host`` as it goes into ``Host:``; InvalidRequest unless it is a plain
+    ASCII name or an IP address.
+
+    A non-ASCII (internationalised) name is refused, not converted: IDNA 2003
+    (the standard library's codec) and IDNA 2008 map some names to different
+    hosts, and the message gives the ASCII form to write instead.
+    """
+    if ":" in host:  # only an IPv6 literal has one (urlsplit took the port)
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise InvalidRequest(f"endpoint URL has a bad IPv6 address: {url!r}") from None
+        return host
+    if host.isascii():
+        if _HOST_NAME.match(host):
+            return host
+        raise InvalidRequest(
+            f"endpoint URL host may hold only letters, digits, '-', '.' and '_': {url!r}"
+        )
+    try:
+        hint = f" (its IDNA form: {host.encode('idna').decode('ascii')!r})"
+    except UnicodeError:
+        hint = ""
+    raise InvalidRequest(
+        f"endpoint URL host must be ASCII: write an internationalised name in its "
+        f"IDNA (xn--) form{hint}: {url!r}"
+    )
 
 
 def check_header(name: str, value: str) -> tuple[bytes, bytes]:
@@ -125,6 +184,24 @@ def check_header(name: str, value: str) -> tuple[bytes, bytes]:
             f"invalid value for header {name!r}: control characters or surrounding whitespace"
         )
     return bname, bvalue
+
+
+def check_header_pair(name: object, value: object) -> tuple[bytes, bytes]:
+    """:func:`check_header` for a pair that may already be bytes (hooks append bytes)."""
+    if isinstance(name, bytes | bytearray) and isinstance(value, bytes | bytearray):
+        bname, bvalue = bytes(name), bytes(value)
+        if not _TOKEN.match(bname):
+            raise InvalidRequest(f"invalid header name {bname!r}")
+        if _BAD_VALUE.search(bvalue) or bvalue != bvalue.strip(b" \t"):
+            raise InvalidRequest(
+                f"invalid value for header {bname!r}: control characters or surrounding whitespace"
+            )
+        return bname, bvalue
+    if isinstance(name, str) and isinstance(value, str):
+        return check_header(name, value)
+    raise InvalidRequest(
+        f"a header must be a (name, value) pair of str or of bytes, not {name!r}: {value!r}"
+    )
 
 
 class Headers(Mapping[str, str]):

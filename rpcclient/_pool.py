@@ -21,7 +21,12 @@ Rules:
 - LIFO reuse keeps the working set small, so surplus connections age out;
 - a waiter may offer its request (a :class:`Job`): the greenlet that frees
   a connection then sends it there and the waiter wakes once, by its answer
-  (:meth:`Pool.hand_sent`; the transport does the I/O).
+  (:meth:`Pool.hand_sent`; the transport does the I/O);
+- a server that closes every connection right after its first answer
+  without saying so (uWSGI's ``--http-socket``) is noticed: after
+  ``SINGLE_USE_AFTER`` such connections in a row, connections to it are used
+  once for ``SINGLE_USE_FOR`` seconds, so no request races the server's
+  close (a stale check cannot see a FIN that is still to come).
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ _PEEK_FLAGS: Final = _stdsocket.MSG_PEEK | getattr(_stdsocket, "MSG_DONTWAIT", 0
 _TCP_INFO: int | None = getattr(_stdsocket, "TCP_INFO", None)
 _IPPROTO_TCP: Final = _stdsocket.IPPROTO_TCP
 _ESTABLISHED: Final = 1  # linux/tcp_states.h
+#: connections in a row found closed right after their first answer before
+#: the pool uses connections once (see the module docstring), and for how long
+SINGLE_USE_AFTER: Final = 3
+SINGLE_USE_FOR: Final = 10.0
 
 
 def _wake(waiter: Any) -> None:
@@ -180,6 +189,10 @@ class Pool:
         self.closed = False
         self.created = 0
         self.handovers = 0  # requests sent for a waiter by the releaser (hand_sent)
+        #: connections in a row found closed right after their first answer
+        self.closed_after_one = 0
+        #: until when each connection is used once (0.0: not so)
+        self.single_use_until = 0.0
 
     # -- slots --------------------------------------------------------------
     def acquire(
@@ -314,10 +327,34 @@ class Pool:
         now = monotonic()
         while idle:
             conn = idle.pop()
-            if not self._expired(conn, now) and not conn.is_stale():
-                return conn
+            if not self._expired(conn, now):
+                if not conn.is_stale():
+                    return conn
+                self.went_stale(conn)
             conn.close()
         return None
+
+    def went_stale(self, conn: Connection) -> None:
+        """Note that a stale check found ``conn`` closed (see the module docstring)."""
+        # one answer, and closed soon after it (not by an idle timeout)
+        if conn.requests == 1 and monotonic() - conn.last_used < 1.0:
+            self.closed_after_one += 1
+            if self.closed_after_one >= SINGLE_USE_AFTER:
+                self.single_use_until = monotonic() + SINGLE_USE_FOR
+        else:
+            self.closed_after_one = 0
+
+    def single_use(self, conn: Connection) -> bool:
+        """Whether ``conn``, its answer read, must be closed, not reused."""
+        if conn.requests > 1:
+            self.closed_after_one = 0  # the server keeps connections open after all
+        if self.single_use_until == 0.0:
+            return False
+        if monotonic() < self.single_use_until:
+            return True
+        self.single_use_until = 0.0  # try reuse again
+        self.closed_after_one = 0
+        return False
 
     def checkin(self, conn: Connection) -> None:
         """Give back a connection whose answer was read to the end."""
@@ -369,6 +406,7 @@ class Pool:
             "waiting": self.waiting,
             "connections_created": self.created,
             "handovers": self.handovers,
+            "single_use": self.single_use_until != 0.0,
         }
 
     def __repr__(self) -> str:

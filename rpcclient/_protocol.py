@@ -21,11 +21,12 @@ falls back to :class:`HTTPStatusError`.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Callable
 from typing import Any
 
 from ._codec import Codec
-from ._models import Headers, Response
+from ._models import PATH_TEXT, Headers, Response
 from ._retry import parse_retry_after
 from .exceptions import (
     DecodeError,
@@ -67,15 +68,33 @@ def split_name(name: object) -> tuple[str, str]:
 
 
 def check_path_template(template: str) -> str:
-    """Refuse a template that cannot produce a valid request target."""
-    if not template.startswith("/") or any(c in template for c in " \r\n\x00\t?#"):
-        raise InvalidRequest(f"path template must start with '/' and be a plain path: {template!r}")
+    """Refuse a template that cannot produce a valid request target.
+
+    Its text must be plain ASCII path characters (RFC 3986 ``pchar`` and
+    ``/``; anything else percent-encoded) starting with ``/``, and its only
+    fields ``{service}`` and ``{method}`` as they are: no attribute or index
+    (``{service.__class__}``), format spec (``{service:>4}``) or conversion
+    (``{method!r}``), which would put arbitrary text in the request line.
+    """
+    if not isinstance(template, str) or not template.startswith("/"):
+        raise InvalidRequest(f"path template must be a str starting with '/': {template!r}")
     try:
-        template.format(service="s", method="m")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise InvalidRequest(
-            f"path template may use only {{service}} and {{method}}: {template!r} ({exc})"
-        ) from None
+        pieces = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise InvalidRequest(f"malformed path template {template!r}: {exc}") from None
+    for text, field, spec, conversion in pieces:
+        if not PATH_TEXT.match(text):
+            raise InvalidRequest(
+                f"path template must be plain ASCII path characters (no spaces, control "
+                f"characters, '?' or '#'; percent-encode the rest): {template!r}"
+            )
+        if field is None:
+            continue
+        if field not in ("service", "method") or spec or conversion is not None:
+            raise InvalidRequest(
+                f"path template may use only {{service}} and {{method}}, without attributes, "
+                f"indexes, conversions or format specs: {template!r} (found {{{field}...}})"
+            )
     return template
 
 

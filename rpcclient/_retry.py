@@ -12,7 +12,9 @@ The rules (README.rst, "Retries"), applied by the client after each attempt:
 3. A 503 is retried only for idempotent calls, or when the server's error
    envelope says the call was not run (``data: {"not_run": true}``, as the
    bundled server says when it sheds load); ``Retry-After`` is honoured
-   when it fits in what is left of the deadline.
+   when it fits in what is left of the deadline and is at most
+   ``retry_after_max`` (a longer or infinite one ends the retries: the 503
+   is raised, never slept on without bound).
 4. Never past the deadline: a backoff that would end after it is not slept
    and no attempt starts after it. Never beyond the group's retry budget.
 
@@ -41,6 +43,8 @@ class Retry:
     ``budget_ratio`` and ``budget_min_per_second`` size each endpoint group's
     :class:`RetryBudget`: retries may add at most that share of calls, plus a
     small steady allowance, so a dead service never sees a retry storm.
+    ``retry_after_max`` is the longest ``Retry-After`` a retry waits for: a
+    503 asking for longer is raised as it is (even with no total deadline).
     """
 
     attempts: int = 3
@@ -49,6 +53,7 @@ class Retry:
     retry_503: bool = True
     budget_ratio: float = 0.2
     budget_min_per_second: float = 10.0
+    retry_after_max: float = 5.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.attempts, int) or self.attempts < 1:
@@ -57,6 +62,10 @@ class Retry:
             raise ValueError("Retry backoff values must be >= 0")
         if not 0 <= self.budget_ratio <= 1 or self.budget_min_per_second < 0:
             raise ValueError("Retry budget_ratio must be in [0, 1], budget_min_per_second >= 0")
+        if not 0 <= self.retry_after_max < float("inf"):
+            raise ValueError(
+                f"Retry.retry_after_max must be finite and >= 0, not {self.retry_after_max!r}"
+            )
 
     def with_(self, **changes: Any) -> Retry:
         return replace(self, **changes)
@@ -139,4 +148,4 @@ def parse_retry_after(value: str | None) -> float | None:
         seconds = float(value.strip())
     except ValueError:
         return None  # an HTTP date: not worth a clock comparison here
-    return seconds if seconds >= 0 else None
+    return seconds if seconds >= 0 else None  # NaN and negatives: no advice

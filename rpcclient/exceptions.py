@@ -32,12 +32,15 @@ Remote and HTTP status errors say ``True`` (a server answered).
 Every error carries ``name`` (``"service.method"`` or the URL for raw requests),
 ``endpoint`` (the base URL used, or ``None``), ``may_have_reached_server`` and
 ``attempts`` (how many times the request was sent or tried, at least 1 once a
-transport was involved). The caller's own ``gevent.Timeout`` and
+transport was involved). After retries ``may_have_reached_server`` is the
+call's: True when any attempt may have reached the server (a ``PoolTimeout``
+after a ``ReadTimeout`` says True). The caller's own ``gevent.Timeout`` and
 ``GreenletExit`` are never turned into one of these.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 __all__ = [
@@ -61,11 +64,29 @@ __all__ = [
 ]
 
 
+# what must never reach a log line raw: C0 and C1 controls, DEL, and the
+# Unicode line and paragraph separators (a remote error's text is the server's)
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\x0a``): one log line, never two."""
+    return _UNPRINTABLE.sub(_escape_char, text)
+
+
 class RPCError(Exception):
     """Base of every rpcclient error.
 
     ``str()`` of an error names the call, the endpoint and whether the request
-    may have reached the server, so a log line alone is enough to act on.
+    may have reached the server, so a log line alone is enough to act on. It
+    escapes control characters (CR, LF, ESC...): text a server sent (a remote
+    error's type and message) cannot forge log lines; ``message`` and the
+    remote fields keep the raw values.
     """
 
     #: class default; instances may override it (e.g. a ConnectionLost raised
@@ -94,7 +115,7 @@ class RPCError(Exception):
         self.retry_after: float | None = None
 
     def __str__(self) -> str:
-        parts = [self.message]
+        parts = [printable(self.message)]
         where = []
         if self.name:
             where.append(f"call {self.name}")
