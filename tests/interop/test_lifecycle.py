@@ -152,11 +152,6 @@ def test_nginx_reload_under_load(nginx_fresh: Proxied, make_client: Any) -> None
     print("nginx reload:", report)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 item 5: after a retry the error carries the last attempt's "
-    "may_have_reached_server (PoolTimeout: False), not any attempt's",
-)
 def test_may_have_reached_after_a_retry(gunicorn_gevent: ServerProcess, make_client: Any) -> None:
     """An idempotent call whose first attempt ran (its answer late: ReadTimeout) and
     whose retry then meets a full pool (PoolTimeout) may have run: it says so.

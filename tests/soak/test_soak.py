@@ -557,11 +557,6 @@ def test_not_reached_means_the_last_attempt_was_not_seen(soak: Soak) -> None:
     assert not bad, describe(soak, bad, "errors said False but a server saw their last attempt")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 item 5: after a retry may_have_reached_server is the last attempt's, "
-    "not any attempt's",
-)
 def test_not_reached_means_no_server_saw_it_after_retries(soak: Soak) -> None:
     """``may_have_reached_server=False`` on a retried call: no attempt was seen."""
     bad = _false_but_seen(soak, retried=True)
