@@ -69,7 +69,6 @@ import re
 import ssl
 import sys
 import types
-import zlib
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from datetime import timedelta
 from time import perf_counter
@@ -348,6 +347,8 @@ def _translate(err: _rpc.RPCError) -> RequestException:
         return ConnectionError(message)
     if isinstance(err, _rpc.ResponseTooLarge):
         return ResponseTooLarge(message)
+    if isinstance(err, _rpc.DecodeError):  # only a Content-Encoding reaches here
+        return ContentDecodingError(message)
     if isinstance(err, _rpc.ProtocolError):
         return ChunkedEncodingError(message) if _is_truncation(err) else ConnectionError(message)
     return RequestException(message)
@@ -566,32 +567,6 @@ class Response:
 
     def __repr__(self) -> str:
         return f"<Response [{self.status_code}]>"
-
-
-def _decode_content(content: bytes, coding: str, limit: int) -> bytes:
-    """Undo gzip/deflate Content-Encodings (last applied first), within ``limit``."""
-    for name in reversed([c.strip().lower() for c in coding.split(",") if c.strip()]):
-        if name == "identity":
-            continue
-        if name in ("gzip", "x-gzip"):
-            formats = [16 + zlib.MAX_WBITS]
-        elif name == "deflate":  # zlib-wrapped per the RFC; raw deflate in the wild
-            formats = [zlib.MAX_WBITS, -zlib.MAX_WBITS]
-        else:
-            raise ContentDecodingError(f"Content-Encoding {name!r} is not supported")
-        for wbits in formats:
-            decoder = zlib.decompressobj(wbits)
-            try:
-                out = decoder.decompress(content, limit + 1)
-            except zlib.error as exc:
-                if wbits == formats[-1]:
-                    raise ContentDecodingError(f"cannot decode {name} body: {exc}") from None
-                continue
-            if len(out) > limit or decoder.unconsumed_tail:
-                raise ResponseTooLarge(f"decoded response body above the limit of {limit} bytes")
-            content = out
-            break
-    return content
 
 
 # -- preparing a request --------------------------------------------------------------
@@ -859,10 +834,8 @@ class Session:
         except _rpc.RPCError as exc:
             raise _translate(exc) from exc
         elapsed = timedelta(seconds=perf_counter() - started)
+        # the transport undid any Content-Encoding, within max_response_size
         content = bytes(answer.body)
-        coding = answer.headers.get("content-encoding")
-        if coding and content:
-            content = _decode_content(content, coding, self.max_response_size)
         response = Response(
             status_code=answer.status,
             reason=answer.reason,
