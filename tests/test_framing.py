@@ -12,8 +12,11 @@ they keep sending while the client parses.
 
 from __future__ import annotations
 
+import gzip
 import socket
 import time
+import tracemalloc
+import zlib
 from typing import Any
 
 import gevent
@@ -21,9 +24,10 @@ import msgpack
 import pytest
 
 import rpcclient
-from rpcclient import Client, Timeout
+from rpcclient import Client, GeventTransport, Timeout
+from rpcclient._codec import Codec
 
-from .conftest import RawServer, http_response, keepalive_answering, read_request
+from .conftest import RawServer, http_response, keepalive_answering, raw_request, read_request
 from .hostile.peer import Peer, Ticker
 
 
@@ -186,3 +190,171 @@ def test_a_few_interim_answers_are_fine(raw_server: Any) -> None:
     with Client(srv.url) as client:
         assert [client.call("echo.echo", i) for i in range(3)] == [0, 1, 2]
     assert srv.connections == 1
+
+
+# -- item 3: every limit bounds memory -----------------------------------------------
+
+
+def _peak_during(fn: Any) -> tuple[int, Any]:
+    """tracemalloc's peak while ``fn()`` runs (its result or exception alongside)."""
+    tracemalloc.start()
+    try:
+        try:
+            result: Any = fn()
+        except rpcclient.RPCError as exc:
+            result = exc
+        return tracemalloc.get_traced_memory()[1], result
+    finally:
+        tracemalloc.stop()
+
+
+def _chunked(body: bytes, size: int) -> bytes:
+    out = bytearray(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for i in range(0, len(body), size):
+        piece = body[i : i + size]
+        out += b"%x\r\n%s\r\n" % (len(piece), piece)
+    return bytes(out + b"0\r\n\r\n")
+
+
+HTTP_SHAPES = {
+    # name: the answer that carries a msgpack value
+    "one-byte-chunks": lambda value: _chunked(value, 1),
+    "small-chunks": lambda value: _chunked(value, 7),
+    "framed-by-close": lambda value: b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + value,
+    "content-length": http_response,
+}
+
+
+@pytest.mark.parametrize("shape", sorted(HTTP_SHAPES))
+def test_an_answers_memory_follows_its_body_not_its_pieces(raw_server: Any, shape: str) -> None:
+    value = msgpack.packb(b"x" * (256 * 1024))
+    answer = HTTP_SHAPES[shape](value)
+
+    def handler(sock: Any, server: RawServer) -> None:
+        if read_request(sock) is not None:
+            sock.sendall(answer)
+
+    srv = raw_server(handler)
+    with Client(srv.url) as client:
+        peak, result = _peak_during(lambda: client.call("echo.echo", 0, timeout=5))
+    assert result == b"x" * (256 * 1024)
+    per_byte = peak / len(value)
+    assert per_byte < 6, f"{per_byte:.1f} bytes of memory per body byte"
+
+
+def test_the_reason_phrase_counts_against_the_head_limit(raw_server: Any) -> None:
+    answer = b"HTTP/1.1 200 " + b"r" * (4 * 1024 * 1024) + b"\r\nContent-Length: 1\r\n\r\n\xc0"
+    srv = raw_server(keepalive_answering(lambda h, b: answer))
+    with Client(srv.url) as client:
+        peak, result = _peak_during(lambda: client.call("echo.echo", 0, timeout=5))
+    assert isinstance(result, rpcclient.ResponseTooLarge), result
+    assert "head" in str(result)
+    assert peak < 2 * 1024 * 1024, f"{peak} bytes for a refused head"
+
+
+def test_a_reason_phrase_within_the_limit_is_kept(raw_server: Any) -> None:
+    answer = http_response(b"\xc0", status="200 " + "k" * 1000)
+    srv = raw_server(keepalive_answering(lambda h, b: answer))
+    transport = GeventTransport()
+    try:
+        response = transport.send(raw_request(srv.url), rpcclient.Timeout(total=5).start())
+    finally:
+        transport.close()
+    assert response.reason == "k" * 1000
+
+
+N = 1 << 20
+MSGPACK_SHAPES = {
+    "empty-maps": lambda: msgpack.packb([{}] * N),
+    "empty-arrays": lambda: msgpack.packb([[]] * N),
+    "one-int-arrays": lambda: msgpack.packb([[0]] * (N // 2)),
+    "pairs": lambda: msgpack.packb([[1, 2]] * (N // 3)),
+    "one-entry-maps": lambda: msgpack.packb([{0: 0}] * (N // 3)),
+    "nested-arrays": lambda: (
+        b"\xdd" + (20000).to_bytes(4, "big") + (b"\x91" * 500 + b"\xc0") * 20000
+    ),
+    "rows": lambda: msgpack.packb(
+        [{"id": i, "name": f"user{i}", "score": i * 1.5, "tags": ["a", "b"]} for i in range(20000)]
+    ),
+    "short-strings": lambda: msgpack.packb([f"ab{i % 10}" for i in range(N // 4)]),
+    "ints": lambda: msgpack.packb(list(range(1000, 1000 + N // 3))),
+    "fixext1": lambda: msgpack.packb([msgpack.ExtType(1, b"x")] * (N // 3)),
+    "bin": lambda: msgpack.packb(b"x" * N),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(MSGPACK_SHAPES))
+def test_decoded_memory_per_body_byte_is_bounded(shape: str) -> None:
+    """Whatever the shape of a body above 64 KiB: under 32 bytes of objects per body byte.
+
+    (Or DecodeError. Before the bound an array of empty maps made ~74.)
+    """
+    body = MSGPACK_SHAPES[shape]()
+    codec = Codec()
+    tracemalloc.start()
+    try:
+        try:
+            value: Any = codec.unpack(body)
+        except rpcclient.DecodeError as exc:
+            value = exc
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak / len(body) < 32, f"{peak / len(body):.1f} bytes per body byte"
+    if shape in ("pairs", "rows", "short-strings", "ints", "fixext1", "bin"):
+        assert not isinstance(value, Exception), value  # real payloads still decode
+    del value
+
+
+def test_a_dense_body_is_refused_with_a_clear_error() -> None:
+    with pytest.raises(rpcclient.DecodeError, match="more maps and arrays"):
+        Codec().unpack(msgpack.packb([{}] * 100_000))
+    assert Codec().unpack(msgpack.packb([{}] * 1000)) == [{}] * 1000  # a small one is fine
+
+
+# -- item 10, the gevent half: Content-Encoding --------------------------------------
+
+
+@pytest.mark.parametrize("coding", ["gzip", "x-gzip", "deflate", "raw-deflate", "identity"])
+def test_a_compressed_answer_is_decoded(raw_server: Any, coding: str) -> None:
+    value = msgpack.packb({"compressed": "yes" * 1000})
+    if coding in ("gzip", "x-gzip"):
+        body = gzip.compress(value)
+    elif coding == "deflate":
+        body = zlib.compress(value)
+    elif coding == "raw-deflate":
+        squeeze = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        body = squeeze.compress(value) + squeeze.flush()
+        coding = "deflate"
+    else:
+        body = value
+    answer = http_response(body, headers=[("Content-Encoding", coding)])
+    srv = raw_server(keepalive_answering(lambda h, b: answer))
+    with Client(srv.url) as client:
+        for _ in range(3):
+            got = client.call("echo.echo", 0, headers={"Accept-Encoding": "gzip, deflate"})
+            assert got == {"compressed": "yes" * 1000}
+    assert srv.connections == 1
+
+
+def test_a_gzip_bomb_is_response_too_large_not_memory(raw_server: Any) -> None:
+    bomb = gzip.compress(b"\x00" * (64 * 1024 * 1024))  # 64 KiB on the wire
+    answer = http_response(bomb, headers=[("Content-Encoding", "gzip")])
+    srv = raw_server(keepalive_answering(lambda h, b: answer))
+    with Client(srv.url, max_response_size=1024 * 1024) as client:
+        peak, result = _peak_during(lambda: client.call("echo.echo", 0, timeout=5))
+    assert isinstance(result, rpcclient.ResponseTooLarge), result
+    assert peak < 8 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("coding", "body", "match"),
+    [("br", b"xx", "'br' is not supported"), ("gzip", b"not gzip", "does not decode")],
+)
+def test_an_unknown_or_broken_coding_is_a_decode_error(
+    raw_server: Any, coding: str, body: bytes, match: str
+) -> None:
+    answer = http_response(body, headers=[("Content-Encoding", coding)])
+    srv = raw_server(keepalive_answering(lambda h, b: answer))
+    with Client(srv.url) as client, pytest.raises(rpcclient.DecodeError, match=match):
+        client.call("echo.echo", 0)
