@@ -14,9 +14,10 @@ Each request chooses its answer by headers (hex-encoded bytes):
 - ``late-duplicate``: as ``echo``, then the same answer again 0.5-3 ms later;
 - ``flood``: ``X-Prefix`` once, then ``X-Unit`` again and again until the
   client goes;
-- ``script``: ``X-Answer`` bytes, then ``X-Late`` bytes after ``X-Late-Ms``
-  ms, then ``X-Then``: ``keep`` (read the next request), ``close``, or
-  ``hang`` (wait for the client to close).
+- ``script``: the request's body is a msgpack map (:meth:`Peer.script`):
+  ``answer`` bytes, then ``late`` bytes after ``late_ms`` ms, then ``then``:
+  ``keep`` (read the next request), ``close``, or ``hang`` (wait for the
+  client to close).
 
 ``GET /stats`` answers ``{"connections": n}`` (that connection not counted).
 """
@@ -31,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 
@@ -125,12 +126,12 @@ class _Server:
                     while True:
                         sock.sendall(block)
                 elif case == b"script":
-                    sock.sendall(bytes.fromhex(fields.get(b"x-answer", b"").decode()))
-                    late = bytes.fromhex(fields.get(b"x-late", b"").decode())
-                    if late:
-                        time.sleep(int(fields.get(b"x-late-ms", b"0")) / 1000)
-                        sock.sendall(late)
-                    then = fields.get(b"x-then", b"keep")
+                    script = msgpack.unpackb(body)  # see Peer.script
+                    sock.sendall(script["answer"])
+                    if script["late"]:
+                        time.sleep(script["late_ms"] / 1000)
+                        sock.sendall(script["late"])
+                    then = script["then"].encode()
                     if then == b"close":
                         return
                     if then == b"hang":
@@ -201,16 +202,16 @@ class Peer:
         """Headers that make the peer send ``prefix`` then ``unit`` until the client goes."""
         return {"X-Case": "flood", "X-Prefix": prefix.hex(), "X-Unit": unit.hex()}
 
+    #: the headers of a scripted call: its script travels as the call's argument
+    SCRIPT: Final = {"X-Case": "script"}
+
     @staticmethod
     def script(
         answer: bytes, *, then: str = "keep", late: bytes = b"", late_ms: int = 0
-    ) -> dict[str, str]:
-        """Headers that make the peer send ``answer`` (and ``late`` later), then ``then``."""
-        headers = {"X-Case": "script", "X-Answer": answer.hex(), "X-Then": then}
-        if late:
-            headers["X-Late"] = late.hex()
-            headers["X-Late-Ms"] = str(late_ms)
-        return headers
+    ) -> dict[str, Any]:
+        """The argument of a call with :attr:`SCRIPT` headers: the peer sends
+        ``answer`` (and ``late`` after ``late_ms``), then does ``then``."""
+        return {"answer": answer, "then": then, "late": late, "late_ms": late_ms}
 
 
 class Ticker:
@@ -221,6 +222,7 @@ class Ticker:
 
         self.period = period
         self.worst = 0.0
+        self._since = time.monotonic()
         self._stop = False
         self._greenlet = gevent.spawn(self._run)
         gevent.sleep(0)
@@ -232,8 +234,14 @@ class Ticker:
         while not self._stop:
             gevent.sleep(self.period)
             now = time.monotonic()
-            self.worst = max(self.worst, now - last - self.period)
+            # a wait that began before reset() counts from it
+            self.worst = max(self.worst, now - max(last, self._since) - self.period)
             last = now
+
+    def reset(self) -> None:
+        """Measure from now on (what ran before, a test's own setup, does not count)."""
+        self.worst = 0.0
+        self._since = time.monotonic()
 
     def stop(self) -> float:
         """Stop; the longest time another greenlet kept this one waiting (s)."""
