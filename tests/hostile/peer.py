@@ -133,6 +133,12 @@ class _Server:
                         sock.sendall(script["late"])
                     then = script["then"].encode()
                     if then == b"close":
+                        # a lingering close, as servers do: no reset for bytes
+                        # the client may still send, so the client sees the FIN
+                        sock.shutdown(socket.SHUT_WR)
+                        sock.settimeout(1.0)
+                        while sock.recv(65536):
+                            pass
                         return
                     if then == b"hang":
                         while sock.recv(65536):
