@@ -362,7 +362,7 @@ class GeventTransportCore(Transport):
             echoed = reader.request_id
             if echoed is not None:
                 _check_request_id(request, echoed)
-            if reader.reusable():
+            if reader.final and not reader.extra and reader.should_keep_alive():  # reusable()
                 if watchdog is not None:
                     # unwatch before the connection becomes shared again
                     watchdog = None
