@@ -28,6 +28,7 @@ from .test_hostile import (
     SLACK,
     Answer,
     Harness,
+    _rss,
     base_answer,
 )
 
@@ -227,3 +228,25 @@ def test_a_fast_flood_ends_by_the_deadline(peer: Peer, transport: str, flood: st
         assert harness.ticker.worst < SLACK, f"starved {harness.ticker.worst * 1000:.0f} ms"
     finally:
         harness.close()
+
+
+def test_no_growth_over_many_cases(peer: Peer) -> None:
+    """Every scripted case 20 times on one client: what stays afterwards is bounded."""
+    harness = Harness(peer, "gevent")
+    try:
+
+        def every_case() -> None:
+            for name in sorted(CASES):
+                answer = CASES[name]()
+                if answer.cut == -1:
+                    answer.cut = len(answer.core()) - 1
+                harness.run(answer)
+
+        every_case()  # the first round's caches and pools are not growth
+        before = _rss()
+        for _ in range(20):
+            every_case()
+        grown = _rss() - before
+    finally:
+        harness.close()
+    assert grown < 8 * 2**20, f"{grown / 2**20:.1f} MiB after {20 * len(CASES)} cases"
