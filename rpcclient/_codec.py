@@ -9,6 +9,19 @@ Unpacking is bounded: every length limit is explicit, and the caller bounds
 the buffer itself (the transports never hand over more than
 ``max_response_size`` bytes). msgpack's own C unpacker bounds nesting depth.
 
+Decoded memory is bounded too, not only bytes: a map or array costs one
+byte on the wire and 64-190 bytes of Python objects (an array of empty maps
+made ~74 bytes of memory per body byte: 5 GB at the 64 MiB default). So a
+body above :data:`GUARD_ABOVE` bytes may decode to containers worth at most
+one body byte per :data:`MAP_COST` of maps and :data:`ARRAY_COST` of arrays
+(about 24 bytes of container objects per body byte; ``DecodeError`` past
+that). The check is cheap where it cannot trip: one ``bytes.translate``
+counts the bytes that could start a map or an array (0x80-0x9f, 0xdc-0xdf;
+0.3-0.6 ms per MiB) and when even all of them could not exceed the budget
+the body is decoded as before; only a denser body is decoded with counting
+hooks (``object_hook``/``list_hook``). Bodies up to ``GUARD_ABOVE`` (the
+hot path: at most ~4.7 MB of objects) are not looked at.
+
 A :class:`Codec` is an immutable value; build another with
 :func:`dataclasses.replace` to talk to an older server (``raw=True`` for
 servers that pack text as raw bytes, ``use_bin_type=False`` for servers that
@@ -20,7 +33,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 from mypy_extensions import mypyc_attr
@@ -31,6 +44,39 @@ from .exceptions import DecodeError, InvalidRequest
 __all__ = ["Codec", "DEFAULT_CODEC"]
 
 MIB = 1024 * 1024
+#: bodies above this size get their decoded containers bounded (module docstring)
+GUARD_ABOVE: Final = 64 * 1024
+#: body bytes a decoded map costs against the budget (a dict is 64-190 bytes)
+MAP_COST: Final = 8
+#: and an array (a list is 56-72 bytes with its slot)
+ARRAY_COST: Final = 3
+#: the bytes that may start a map or an array are kept, every other one deleted
+_NOT_CONTAINERS: Final = bytes(
+    b for b in range(256) if not (0x80 <= b <= 0x9F or 0xDC <= b <= 0xDF)
+)
+
+
+class _TooManyContainers(ValueError):
+    """The decoded maps and arrays would cost more than the body's size allows."""
+
+
+class _Budget:
+    """Counting hooks: raise once the containers cost more than ``left`` body bytes."""
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+    def map(self, obj: Any) -> Any:
+        self.left -= MAP_COST
+        if self.left < 0:
+            raise _TooManyContainers()
+        return obj
+
+    def array(self, obj: Any) -> Any:
+        self.left -= ARRAY_COST
+        if self.left < 0:
+            raise _TooManyContainers()
+        return obj
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # users subclass it
@@ -67,6 +113,8 @@ class Codec:
     #: for bodies up to ``_short_limit`` bytes (see __post_init__)
     _short_unpack: Callable[[Any], Any] = field(init=False, repr=False, compare=False)
     _short_limit: int = field(init=False, repr=False, compare=False)
+    #: the largest body decoded without a look (min of the two limits above)
+    _fast_limit: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         unpack_kw: dict[str, Any] = {
@@ -104,6 +152,7 @@ class Codec:
             self.max_ext_len,
         )
         object.__setattr__(self, "_short_limit", limit)
+        object.__setattr__(self, "_fast_limit", min(limit, GUARD_ABOVE))
         object.__setattr__(self, "_pack_kw", pack_kw)
         # One reusable Packer is ~3x cheaper than packb per call. It is safe to
         # share: packing runs in C without a switch, unless a ``default``
@@ -125,13 +174,37 @@ class Codec:
     def unpack(self, data: bytes | bytearray | memoryview, *, name: str | None = None) -> Any:
         """Decode exactly one msgpack value; :class:`DecodeError` otherwise."""
         try:
-            if len(data) <= self._short_limit:
+            if len(data) <= self._fast_limit:
                 return self._short_unpack(data)
-            return msgpack.unpackb(data, **self._unpack_kw)
+            return self._guarded_unpack(data)
+        except _TooManyContainers:
+            raise DecodeError(
+                f"response body of {len(data)} bytes decodes to more maps and arrays than its "
+                f"size allows (at most one per {MAP_COST} bytes of maps, {ARRAY_COST} of arrays)",
+                name=name,
+            ) from None
         except Exception as exc:  # noqa: BLE001 - msgpack raises ValueError, TypeError, ...
             raise DecodeError(
                 f"response body is not valid msgpack ({type(exc).__name__}: {exc})", name=name
             ) from None
+
+    def _guarded_unpack(self, data: bytes | bytearray | memoryview) -> Any:
+        """Decode a body above the fast limit, its containers bounded (module docstring)."""
+        size = len(data)
+        unpack: Callable[..., Any] = (
+            self._short_unpack if size <= self._short_limit else self._long_unpack
+        )
+        if size <= GUARD_ABOVE:
+            return unpack(data)
+        view = data if isinstance(data, bytes | bytearray) else bytes(data)
+        possible = len(view.translate(None, _NOT_CONTAINERS))
+        if possible * MAP_COST <= size:  # even if every one were a map
+            return unpack(data)
+        budget = _Budget(size)
+        return unpack(data, object_hook=budget.map, list_hook=budget.array)
+
+    def _long_unpack(self, data: Any, **hooks: Any) -> Any:
+        return msgpack.unpackb(data, **self._unpack_kw, **hooks)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return reduce_by_init_fields(self)

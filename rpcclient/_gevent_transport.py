@@ -41,11 +41,15 @@ from mypy_extensions import mypyc_attr
 from ._fork import on_fork_in_child
 from ._http11 import (
     COALESCE_LIMIT,
+    BadAnswer,
+    BadCoding,
+    DeadlinePassed,
     HeadCache,
     HTTPParseError,
     MessageTooLarge,
     NothingWritten,
     ResponseReader,
+    decode_content,
     read_response,
     write_request,
 )
@@ -59,6 +63,7 @@ from .exceptions import (
     ConnectError,
     ConnectionLost,
     ConnectTimeout,
+    DecodeError,
     PoolTimeout,
     ProtocolError,
     ReadTimeout,
@@ -338,6 +343,7 @@ class GeventTransportCore(Transport):
         watchdog = None
         read_for = None
         slot_passed = False
+        expires = math.inf  # for the read loops' own deadline check
         try:
             if handed is None:
                 if self._closed:
@@ -354,6 +360,7 @@ class GeventTransportCore(Transport):
                 handed.sock._read_event.stop()
                 watchdog = self._watchdog
                 read_for = deadline.timeout.read
+                expires = handed.expires  # inf unless _give_back watched it
             assert conn is not None
             reader: ResponseReader | None = conn.reader
             if reader is None:
@@ -370,6 +377,7 @@ class GeventTransportCore(Transport):
                     watchdog = self._watchdog
                     if watchdog is not None:
                         watchdog.watch(conn, read_for)
+                        expires = conn.expires
                     else:
                         timer = gevent.Timeout.start_new(read_for)
                 write_request(
@@ -386,21 +394,32 @@ class GeventTransportCore(Transport):
                 wait_first=handed is None and plain,
                 tls=conn.tls,
                 raw=conn.raw if plain else None,
+                expires=expires,
             )
             conn.requests += 1
+            echoed = reader.request_id
+            if echoed is not None:
+                _check_request_id(request, echoed)
             if reader.final and not reader.extra and reader.should_keep_alive():  # reusable()
                 if watchdog is not None:
                     # unwatch before the connection becomes shared again
                     watchdog = None
                     if self._watchdog.unwatch(conn):  # type: ignore[union-attr]
                         raise OSError("closed by the deadline watchdog")
+                conn.expires = math.inf  # until an exchange handed over on it is watched
                 # the core's own, not looked up on the subclass: one dict search less
                 slot_passed = GeventTransportCore._give_back(self, pool, conn)
                 conn = None
-            return reader.response()
+            response = reader.response()
+            coding = reader.coding
+            if coding is not None:
+                response.body = decode_content(response.body, coding, self.max_response_size)
+            return response
         except gevent.Timeout as exc:
             if exc is not timer:
                 raise  # the caller's own timeout: never ours to map
+            raise self._read_timeout(read_for, request) from None
+        except DeadlinePassed:
             raise self._read_timeout(read_for, request) from None
         except RPCError:
             raise
@@ -641,6 +660,23 @@ def _wrap_tls(context: ssl.SSLContext, sock: Any, host: str) -> Any:
     return context.wrap_socket(sock, server_hostname=host)
 
 
+def _check_request_id(request: Request, echoed: str) -> None:
+    """Refuse an answer whose X-Request-Id is not the one sent (BadAnswer).
+
+    The answer then belongs to another request (a late duplicate on a
+    reused connection, a confused proxy): returning it would give this call
+    another call's result. Nothing is checked when none was sent.
+    """
+    for name, value in request.headers:
+        if len(name) == 12 and name.lower() == b"x-request-id":
+            if echoed.strip().encode("latin-1") != value:
+                raise BadAnswer(
+                    f"the answer is for another request: X-Request-Id {echoed[:200]!r}, "
+                    f"sent {value.decode('latin-1')!r}"
+                )
+            return
+
+
 def _map_exchange_error(exc: Exception, request: Request) -> TransportError:
     """The one place where a foreign error of an exchange becomes ours, caused by it."""
     error = _translate_exchange_error(exc, request)
@@ -666,6 +702,10 @@ def _translate_exchange_error(exc: Exception, request: Request) -> TransportErro
         return ResponseTooLarge(f"{exc.what} above the limit of {exc.limit} bytes{seen}", **kw)
     if isinstance(exc, HTTPParseError):
         return ProtocolError(f"malformed HTTP answer: {exc}", **kw)
+    if isinstance(exc, BadAnswer):
+        return ProtocolError(str(exc), **kw)
+    if isinstance(exc, BadCoding):
+        return DecodeError(f"response body: {exc}", **kw)
     if isinstance(exc, OSError):
         return ConnectionLost(f"connection lost: {exc.strerror or exc}", **kw)
     return ProtocolError(f"unexpected {type(exc).__name__}: {exc}", **kw)

