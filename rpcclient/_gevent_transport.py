@@ -247,6 +247,9 @@ class GeventTransportCore(Transport):
     ``max_connection_age`` bound how long a connection is reused;
     ``max_response_size`` and ``max_head_size`` bound each answer.
     ``socket_factory`` (a gevent socket class) is for tests that observe I/O.
+    ``decode_content`` (default True) undoes a gzip or deflate
+    ``Content-Encoding`` within ``max_response_size``; False hands the body
+    over as sent (the requests shim, where requests decodes it).
     """
 
     name = "gevent"
@@ -263,6 +266,7 @@ class GeventTransportCore(Transport):
         socket_factory: Callable[..., Any] | None = None,
         deadline_mode: str = "watchdog",
         watchdog_tick: float = 0.001,
+        decode_content: bool = True,
     ) -> None:
         Pool(pool_size, idle_timeout=idle_timeout, max_age=max_connection_age)  # validates
         # what another OS thread's own transport is made with (see _threads)
@@ -276,6 +280,7 @@ class GeventTransportCore(Transport):
             "socket_factory": socket_factory,
             "deadline_mode": deadline_mode,
             "watchdog_tick": watchdog_tick,
+            "decode_content": decode_content,
         }
         self._owner_thread = thread_ident()  # the OS thread whose hub this transport uses
         self._threads: PerThread | None = None
@@ -283,6 +288,7 @@ class GeventTransportCore(Transport):
         self.idle_timeout = idle_timeout
         self.max_connection_age = max_connection_age
         self.max_response_size = max_response_size
+        self.decode_content = decode_content
         self.max_head_size = max_head_size
         self.tls = tls or TLSConfig()
         self._socket_factory = socket_factory or gevent.socket.socket
@@ -412,7 +418,7 @@ class GeventTransportCore(Transport):
                 conn = None
             response = reader.response()
             coding = reader.coding
-            if coding is not None:
+            if coding is not None and self.decode_content:
                 response.body = decode_content(response.body, coding, self.max_response_size)
             return response
         except gevent.Timeout as exc:

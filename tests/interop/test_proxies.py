@@ -144,18 +144,8 @@ def nginx(tmp_path_factory: Any) -> Any:
     env.stop()
 
 
-def test_accept_encoding_gzip(
-    make_client: Any, nginx: Proxied, transport: str, request: Any
-) -> None:
+def test_accept_encoding_gzip(make_client: Any, nginx: Proxied, transport: str) -> None:
     """A caller asking for gzip gets it decoded (nginx compresses msgpack here)."""
-    if transport == "gevent":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="issue 12 item 10: the gevent transport does not decode a gzip answer "
-                "the caller asked for (DecodeError ExtraData); requests and urllib3 do",
-            )
-        )
     client = make_client(nginx.url("gzip"), headers={"Accept-Encoding": "gzip"})
     value = {"text": "compressible " * 200}
     assert client.call("t.echo", [value]) == value

@@ -302,6 +302,8 @@ class HTTPAdapter(_upstream.HTTPAdapter):
                 idle_timeout=self.idle_timeout,
                 max_response_size=self.max_response_size,
                 tls=_tls(verify, cert) if tls else TLSConfig(),
+                # requests decodes a Content-Encoding itself (``raw`` is the body as sent)
+                decode_content=False,
             )
         return transport
 
