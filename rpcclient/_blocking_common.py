@@ -639,6 +639,21 @@ class _Hooked:
     def send(self, data: Any) -> None:
         _hooked_send(self, super().send, data)  # type: ignore[misc,arg-type]
 
+    @property
+    def is_connected(self) -> bool:
+        # urllib3's pool asks this of a connection it has just taken from its
+        # queue (``is_connection_dropped``), before ``_get_conn`` returns it:
+        # a poll that yields under gevent, where our deadline timer (or the
+        # caller's gevent.Timeout, or a kill) can land. urlopen never learns
+        # of that connection, so nothing would close it: only the traceback
+        # of the error would hold it, and a kept error would keep the socket
+        # (and the server's end) open. Closed here on any exception instead.
+        try:
+            return bool(super().is_connected)  # type: ignore[misc]
+        except BaseException:
+            self.close()  # type: ignore[attr-defined]
+            raise
+
 
 class _Connection(_Hooked, HTTPConnection):
     """urllib3's connection, reporting writes to the current exchange."""

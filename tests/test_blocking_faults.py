@@ -1,0 +1,113 @@
+"""The requests and urllib3 transports under faults: sockets, truncation, closing peers.
+
+Issue 12 on the blocking transports: a timer that lands in urllib3's check
+of a pooled connection leaks no socket, a cut answer is a ProtocolError
+(never a DecodeError), and a pooled connection the server has closed is not
+sent on.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from typing import Any
+
+import gevent
+import pytest
+
+from rpcclient import Client, Retry, Timeout
+from rpcclient import exceptions as E
+
+from .conftest import RawServer, http_response, keepalive_answering, open_fds, read_request
+
+TRANSPORTS = ["requests", "urllib3"]
+ONCE = Retry(attempts=1)
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def echo(head: bytes, body: bytes) -> bytes:
+    return http_response(body)
+
+
+def spin(seconds: float) -> None:
+    """Hold the hub (no yield) for ``seconds``: whatever timer is due fires after."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def fds_back_to(baseline: int) -> int:
+    """Open descriptors once the servers' ends had time to close (at most 2 s)."""
+    for _ in range(40):
+        gc.collect()
+        now = open_fds()
+        if now <= baseline:
+            return now
+        gevent.sleep(0.05)
+    return open_fds()
+
+
+def landed_in_the_check(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) was raised inside urllib3's dropped-check."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        tb = current.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_name == "is_connection_dropped":
+                return True
+            tb = tb.tb_next
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
+@pytest.mark.parametrize("whose", ["deadline", "caller"])
+def test_a_timer_in_the_pooled_connection_check_leaks_no_socket(
+    raw_server: Any, transport: str, whose: str
+) -> None:
+    """urllib3 polls a pooled connection (``is_connection_dropped``) inside
+    ``_get_conn``, before urlopen knows of it; under gevent that poll yields.
+    A busy greenlet makes the deadline (or the caller's gevent.Timeout) fire
+    around there, at bounds swept over rounds until some error was raised in
+    the check itself. The errors are kept, tracebacks and all: the sockets
+    must be closed anyway, the slots given back, the pool still usable."""
+    srv: RawServer = raw_server(keepalive_answering(echo))
+    baseline = open_fds()
+    kept: list[BaseException] = []
+    size = 4
+
+    def one(i: int, bound: float) -> None:
+        gevent.spawn(spin, 0.005)
+        try:
+            if whose == "deadline":
+                client.call("a.b", [i], timeout=Timeout(total=bound))
+            else:
+                with gevent.Timeout(bound):
+                    client.call("a.b", [i])
+        except (E.RPCError, gevent.Timeout) as exc:
+            kept.append(exc)
+
+    with Client(srv.url, transport=transport, pool_size=size, retry=ONCE) as client:
+        for round_ in range(60):
+            warm = [gevent.spawn(client.call, "a.b", i) for i in range(size)]
+            gevent.joinall(warm, raise_error=True)
+            bound = 0.00005 * (1 + round_ % 8)
+            gevent.joinall([gevent.spawn(one, i, bound) for i in range(size)])
+            if sum(map(landed_in_the_check, kept)) >= 2:
+                break
+        hits = sum(map(landed_in_the_check, kept))
+        assert hits >= 2, f"no timer landed in the check in {round_ + 1} rounds"
+        assert all(isinstance(e, E.RPCError | gevent.Timeout) for e in kept), kept
+        (pool,) = client.transport.stats()["pools"].values()
+        assert pool["in_use"] == 0
+        assert client.call("a.b", ["after"]) == ["after"]
+    after = fds_back_to(baseline)
+    report = f"fds {baseline} -> {after}, {len(kept)} errors kept ({hits} in the check)"
+    print(report)
+    assert after <= baseline, report
+    assert kept  # held to here on purpose
