@@ -496,6 +496,29 @@ _MAX_INTERIM_LINES = 100
 _MAX_LINE = 65536
 
 
+class _HeadReader:
+    """The answer's stream while its head is read, noting where the stream ended.
+
+    A line without its line end is the end of the stream (http.client reads
+    lines of at most its limit + 1 bytes and refuses longer ones itself).
+    """
+
+    __slots__ = ("ended", "fp")
+
+    def __init__(self, fp: Any) -> None:
+        self.fp = fp
+        self.ended = False
+
+    def readline(self, limit: int = -1) -> bytes:
+        line: bytes = self.fp.readline(limit)
+        if not line.endswith(b"\n") and (limit < 0 or len(line) < limit):
+            self.ended = True
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fp, name)
+
+
 class _CheckedResponse(http.client.HTTPResponse):
     """http.client's response, refusing heads the gevent transport refuses.
 
@@ -532,7 +555,20 @@ class _CheckedResponse(http.client.HTTPResponse):
         raise MalformedHead(f"more than {_MAX_INTERIM_LINES} header lines in an interim answer")
 
     def begin(self) -> None:
-        super().begin()
+        # http.client ends a head at a blank line OR at the end of the stream:
+        # a head cut before its blank line would pass for a whole one (with
+        # no Content-Length, an empty body read until close). The reads of
+        # the head go through a recorder that notes the end of the stream.
+        fp = self.fp
+        head: Any = _HeadReader(fp)
+        self.fp = head
+        try:
+            super().begin()
+        finally:
+            if self.fp is head:
+                self.fp = fp
+        if head.ended:
+            raise http.client.IncompleteRead(b"")  # ProtocolError: a truncated answer
         msg = self.msg
         try:
             assert_header_parsing(msg)

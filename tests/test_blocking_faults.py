@@ -111,3 +111,76 @@ def test_a_timer_in_the_pooled_connection_check_leaks_no_socket(
     print(report)
     assert after <= baseline, report
     assert kept  # held to here on purpose
+
+
+# -- truncated answers ----------------------------------------------------------------
+
+ALL_TRANSPORTS = ["gevent", *TRANSPORTS]
+BODY = b"\x92\x01\xa2ok"  # msgpack [1, "ok"]
+
+
+def answer_then_close(data: bytes) -> Any:
+    """A handler that reads one request, sends ``data`` and closes."""
+
+    def handler(sock: Any, server: RawServer) -> None:
+        req = read_request(sock)
+        if req is not None:
+            server.requests.append(req)
+            sock.sendall(data)
+
+    return handler
+
+
+def truncated(client: Client) -> E.ProtocolError:
+    with pytest.raises(E.ProtocolError) as info:
+        client.call("a.b", [1])
+    err = info.value
+    # a DecodeError is a ProtocolError too, but says the body was whole
+    assert type(err) is E.ProtocolError, f"{type(err).__name__}: {err}"
+    assert err.may_have_reached_server
+    return err
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-msgpack\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-msgpack\r\nContent-Length: 4\r\n",
+        b"HTTP/1.1 200 OK\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-msg",
+        b"HTTP/1.1 200 OK",
+    ],
+    ids=["no-blank-line", "with-length", "status-line-only", "mid-line", "mid-status-line"],
+)
+@pytest.mark.parametrize("kind", ALL_TRANSPORTS)
+def test_a_head_cut_before_its_blank_line_is_a_protocol_error(
+    raw_server: Any, kind: str, head: bytes
+) -> None:
+    """The server closes inside the head: http.client takes the end of the
+    stream for the end of the head (no Content-Length: an empty body read
+    until close, which msgpack then fails on). A truncated answer, as on
+    the gevent transport, and the connection is not reused."""
+    srv: RawServer = raw_server(answer_then_close(head))
+    with Client(srv.url, transport=kind, retry=ONCE) as client:
+        truncated(client)
+        truncated(client)
+    assert srv.connections == 2
+
+
+@pytest.mark.parametrize("kind", ALL_TRANSPORTS)
+def test_a_body_cut_short_of_its_length_is_a_protocol_error(raw_server: Any, kind: str) -> None:
+    answer = http_response(BODY)[:-2]
+    srv: RawServer = raw_server(answer_then_close(answer))
+    with Client(srv.url, transport=kind, retry=ONCE) as client:
+        truncated(client)
+
+
+@pytest.mark.parametrize("kind", ALL_TRANSPORTS)
+def test_a_body_read_until_close_is_whole(raw_server: Any, kind: str) -> None:
+    """No Content-Length, not chunked: the body ends where the server closes."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-msgpack\r\n\r\n" + BODY
+    srv: RawServer = raw_server(answer_then_close(answer))
+    with Client(srv.url, transport=kind, retry=ONCE) as client:
+        assert client.call("a.b", [1]) == [1, "ok"]
+        assert client.call("a.b", [2]) == [1, "ok"]
+    assert srv.connections == 2
