@@ -15,7 +15,7 @@ from typing import Any
 import gevent
 import pytest
 
-from rpcclient import Client, Retry, Timeout
+from rpcclient import Client, Retry, Timeout, _blocking_common
 from rpcclient import exceptions as E
 
 from .conftest import RawServer, http_response, keepalive_answering, open_fds, read_request
@@ -73,9 +73,10 @@ def test_a_timer_in_the_pooled_connection_check_leaks_no_socket(
     """urllib3 polls a pooled connection (``is_connection_dropped``) inside
     ``_get_conn``, before urlopen knows of it; under gevent that poll yields.
     A busy greenlet makes the deadline (or the caller's gevent.Timeout) fire
-    around there, at bounds swept over rounds until some error was raised in
-    the check itself. The errors are kept, tracebacks and all: the sockets
-    must be closed anyway, the slots given back, the pool still usable."""
+    around there, at bounds swept over rounds (a few errors were raised in the
+    check itself each round before our check stopped yielding). The errors are
+    kept, tracebacks and all: the sockets must be closed anyway, the slots
+    given back, the pool still usable."""
     srv: RawServer = raw_server(keepalive_answering(echo))
     baseline = open_fds()
     kept: list[BaseException] = []
@@ -93,15 +94,19 @@ def test_a_timer_in_the_pooled_connection_check_leaks_no_socket(
             kept.append(exc)
 
     with Client(srv.url, transport=transport, pool_size=size, retry=ONCE) as client:
-        for round_ in range(60):
+        for round_ in range(24):
             warm = [gevent.spawn(client.call, "a.b", i) for i in range(size)]
             gevent.joinall(warm, raise_error=True)
             bound = 0.00005 * (1 + round_ % 8)
             gevent.joinall([gevent.spawn(one, i, bound) for i in range(size)])
-            if sum(map(landed_in_the_check, kept)) >= 2:
-                break
+        # How many landed in the check itself: none with urllib3 2.x, whose
+        # check is ours and does not yield (the window in which a server's
+        # FIN came in unseen; 53 of 96 landed there when it did).
+        # urllib3-future keeps its own check.
         hits = sum(map(landed_in_the_check, kept))
-        assert hits >= 2, f"no timer landed in the check in {round_ + 1} rounds"
+        if not getattr(_blocking_common, "_URLLIB3_FUTURE", False):
+            assert hits == 0, f"{hits} of {len(kept)} errors were raised in the check"
+        assert len(kept) == 24 * size
         assert all(isinstance(e, E.RPCError | gevent.Timeout) for e in kept), kept
         (pool,) = client.transport.stats()["pools"].values()
         assert pool["in_use"] == 0
