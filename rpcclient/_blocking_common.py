@@ -40,7 +40,13 @@ folded header lines, unparsable lines. The same broken answer thus raises
 the same error class on every transport. The connection class also opens
 its own socket (:func:`open_socket`): urllib3 closes a half-made socket on
 ``OSError`` only, so a ``gevent.Timeout`` or a kill landing in its connect
-would leave the socket to the garbage collector.
+would leave the socket to the garbage collector. It also answers urllib3's
+check of a pooled connection before reuse (``is_connected``) with a poll(0)
+that does not yield (:func:`_readable_now`: a FIN or stray bytes mean the
+connection is closed, not sent on), and closes the connection on any
+exception out of that check, which urllib3 would leave to a traceback.
+A head cut before its blank line, which ``http.client`` takes for a whole
+one, is a truncated answer (ProtocolError), as on the gevent transport.
 
 **urllib3-future** (it installs itself as the ``urllib3`` package, e.g.
 with niquests) works too: its 4-tuple socket options are applied
@@ -68,6 +74,7 @@ from __future__ import annotations
 
 import abc
 import http.client
+import select
 import socket
 import ssl
 import weakref
@@ -75,9 +82,11 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from time import monotonic
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import gevent
+import gevent.monkey
+import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
@@ -496,6 +505,29 @@ _MAX_INTERIM_LINES = 100
 _MAX_LINE = 65536
 
 
+class _HeadReader:
+    """The answer's stream while its head is read, noting where the stream ended.
+
+    A line without its line end is the end of the stream (http.client reads
+    lines of at most its limit + 1 bytes and refuses longer ones itself).
+    """
+
+    __slots__ = ("ended", "fp")
+
+    def __init__(self, fp: Any) -> None:
+        self.fp = fp
+        self.ended = False
+
+    def readline(self, limit: int = -1) -> bytes:
+        line: bytes = self.fp.readline(limit)
+        if not line.endswith(b"\n") and (limit < 0 or len(line) < limit):
+            self.ended = True
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fp, name)
+
+
 class _CheckedResponse(http.client.HTTPResponse):
     """http.client's response, refusing heads the gevent transport refuses.
 
@@ -532,7 +564,20 @@ class _CheckedResponse(http.client.HTTPResponse):
         raise MalformedHead(f"more than {_MAX_INTERIM_LINES} header lines in an interim answer")
 
     def begin(self) -> None:
-        super().begin()
+        # http.client ends a head at a blank line OR at the end of the stream:
+        # a head cut before its blank line would pass for a whole one (with
+        # no Content-Length, an empty body read until close). The reads of
+        # the head go through a recorder that notes the end of the stream.
+        fp = self.fp
+        head: Any = _HeadReader(fp)
+        self.fp = head
+        try:
+            super().begin()
+        finally:
+            if self.fp is head:
+                self.fp = fp
+        if head.ended:
+            raise http.client.IncompleteRead(b"")  # ProtocolError: a truncated answer
         msg = self.msg
         try:
             assert_header_parsing(msg)
@@ -604,6 +649,38 @@ def open_socket(conn: HTTPConnection) -> socket.socket:
     raise NewConnectionError(conn, f"Failed to establish a new connection: {last}") from last
 
 
+def _original_poll() -> Callable[[], Any] | None:
+    try:
+        poll: Callable[[], Any] = gevent.monkey.get_original("select", "poll")
+    except AttributeError:  # a platform without poll(): urllib3's check stays
+        return None
+    return poll
+
+
+#: the unpatched ``select.poll`` (gevent's waits in its hub, yielding)
+_POLL: Final = _original_poll()
+_POLLIN: Final = select.POLLIN
+#: urllib3-future installs itself as ``urllib3``; 2.x has no async API
+_URLLIB3_FUTURE: Final = hasattr(urllib3, "AsyncPoolManager")
+
+
+def _readable_now(sock: socket.socket) -> bool:
+    """Whether anything waits on idle ``sock`` (bytes, a FIN, a reset), now.
+
+    One poll(0) that never yields; an idle connection with anything to read
+    is dead for reuse (an end of stream, or bytes nobody asked for). TLS
+    bytes already decrypted count too.
+    """
+    fd = sock.fileno()
+    if fd < 0 or _POLL is None:
+        return True
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    poll = _POLL()
+    poll.register(fd, _POLLIN)
+    return bool(poll.poll(0))
+
+
 def _hooked_send(conn: HTTPConnection, send: Callable[[Any], None], data: Any) -> None:
     # http.client connects lazily inside send(); connect first, so that the
     # connect stays in the connect phase and the read timer starts with the write.
@@ -638,6 +715,33 @@ class _Hooked:
 
     def send(self, data: Any) -> None:
         _hooked_send(self, super().send, data)  # type: ignore[misc,arg-type]
+
+    @property
+    def is_connected(self) -> bool:
+        # urllib3's pool asks this of a connection it has just taken from its
+        # queue (``is_connection_dropped``), before ``_get_conn`` returns it.
+        # urllib3 2.x answers with a poll(0) that yields under gevent: other
+        # greenlets ran between the check and the first write, long enough for
+        # a server's FIN (uWSGI closes after answers that do not say so) to
+        # arrive unseen. Here the same poll(0) never yields (see
+        # _readable_now): no other greenlet runs between the check and the
+        # write, and the check costs one poll() syscall instead of gevent's
+        # epoll_ctl pair and a hub round.
+        # urllib3-future keeps its own (it also weighs its multiplexing state).
+        #
+        # Whatever is raised here (our deadline timer, the caller's
+        # gevent.Timeout, a kill: the future's check may still yield), the
+        # connection is closed: urlopen never learns of it, and only the
+        # error's traceback would hold it, so a kept error kept the socket
+        # (and the server's end) open.
+        try:
+            if _URLLIB3_FUTURE or _POLL is None:
+                return bool(super().is_connected)  # type: ignore[misc]
+            sock = self.sock  # type: ignore[attr-defined]
+            return sock is not None and not _readable_now(sock)
+        except BaseException:
+            self.close()  # type: ignore[attr-defined]
+            raise
 
 
 class _Connection(_Hooked, HTTPConnection):

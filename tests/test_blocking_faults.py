@@ -1,0 +1,191 @@
+"""The requests and urllib3 transports under faults: sockets, truncation, closing peers.
+
+Issue 12 on the blocking transports: a timer that lands in urllib3's check
+of a pooled connection leaks no socket, a cut answer is a ProtocolError
+(never a DecodeError), and a pooled connection the server has closed is not
+sent on.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from typing import Any
+
+import gevent
+import pytest
+
+from rpcclient import Client, Retry, Timeout, _blocking_common
+from rpcclient import exceptions as E
+
+from .conftest import RawServer, http_response, keepalive_answering, open_fds, read_request
+
+TRANSPORTS = ["requests", "urllib3"]
+ONCE = Retry(attempts=1)
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def echo(head: bytes, body: bytes) -> bytes:
+    return http_response(body)
+
+
+def spin(seconds: float) -> None:
+    """Hold the hub (no yield) for ``seconds``: whatever timer is due fires after."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def fds_back_to(baseline: int) -> int:
+    """Open descriptors once the servers' ends had time to close (at most 2 s)."""
+    for _ in range(40):
+        gc.collect()
+        now = open_fds()
+        if now <= baseline:
+            return now
+        gevent.sleep(0.05)
+    return open_fds()
+
+
+def landed_in_the_check(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) was raised inside urllib3's dropped-check."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        tb = current.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_name == "is_connection_dropped":
+                return True
+            tb = tb.tb_next
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
+@pytest.mark.parametrize("whose", ["deadline", "caller"])
+def test_a_timer_in_the_pooled_connection_check_leaks_no_socket(
+    raw_server: Any, transport: str, whose: str
+) -> None:
+    """urllib3 polls a pooled connection (``is_connection_dropped``) inside
+    ``_get_conn``, before urlopen knows of it; under gevent that poll yields.
+    A busy greenlet makes the deadline (or the caller's gevent.Timeout) fire
+    around there, at bounds swept over rounds (a few errors were raised in the
+    check itself each round before our check stopped yielding). The errors are
+    kept, tracebacks and all: the sockets must be closed anyway, the slots
+    given back, the pool still usable."""
+    srv: RawServer = raw_server(keepalive_answering(echo))
+    baseline = open_fds()
+    kept: list[BaseException] = []
+    size = 4
+
+    def one(i: int, bound: float) -> None:
+        gevent.spawn(spin, 0.005)
+        try:
+            if whose == "deadline":
+                client.call("a.b", [i], timeout=Timeout(total=bound))
+            else:
+                with gevent.Timeout(bound):
+                    client.call("a.b", [i])
+        except (E.RPCError, gevent.Timeout) as exc:
+            kept.append(exc)
+
+    with Client(srv.url, transport=transport, pool_size=size, retry=ONCE) as client:
+        for round_ in range(24):
+            warm = [gevent.spawn(client.call, "a.b", i) for i in range(size)]
+            gevent.joinall(warm, raise_error=True)
+            bound = 0.00005 * (1 + round_ % 8)
+            gevent.joinall([gevent.spawn(one, i, bound) for i in range(size)])
+        # How many landed in the check itself: none with urllib3 2.x, whose
+        # check is ours and does not yield (the window in which a server's
+        # FIN came in unseen; 53 of 96 landed there when it did).
+        # urllib3-future keeps its own check.
+        hits = sum(map(landed_in_the_check, kept))
+        if not getattr(_blocking_common, "_URLLIB3_FUTURE", False):
+            assert hits == 0, f"{hits} of {len(kept)} errors were raised in the check"
+        assert len(kept) >= 12 * size  # nearly all: they cannot end within a spin
+        assert all(isinstance(e, E.RPCError | gevent.Timeout) for e in kept), kept
+        (pool,) = client.transport.stats()["pools"].values()
+        assert pool["in_use"] == 0
+        assert client.call("a.b", ["after"]) == ["after"]
+    after = fds_back_to(baseline)
+    report = f"fds {baseline} -> {after}, {len(kept)} errors kept ({hits} in the check)"
+    print(report)
+    assert after <= baseline, report
+    assert kept  # held to here on purpose
+
+
+# -- truncated answers ----------------------------------------------------------------
+
+ALL_TRANSPORTS = ["gevent", *TRANSPORTS]
+BODY = b"\x92\x01\xa2ok"  # msgpack [1, "ok"]
+
+
+def answer_then_close(data: bytes) -> Any:
+    """A handler that reads one request, sends ``data`` and closes."""
+
+    def handler(sock: Any, server: RawServer) -> None:
+        req = read_request(sock)
+        if req is not None:
+            server.requests.append(req)
+            sock.sendall(data)
+
+    return handler
+
+
+def truncated(client: Client) -> E.ProtocolError:
+    with pytest.raises(E.ProtocolError) as info:
+        client.call("a.b", [1])
+    err = info.value
+    # a DecodeError is a ProtocolError too, but says the body was whole
+    assert type(err) is E.ProtocolError, f"{type(err).__name__}: {err}"
+    assert err.may_have_reached_server
+    return err
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-msgpack\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-msgpack\r\nContent-Length: 4\r\n",
+        b"HTTP/1.1 200 OK\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-msg",
+        b"HTTP/1.1 200 OK",
+    ],
+    ids=["no-blank-line", "with-length", "status-line-only", "mid-line", "mid-status-line"],
+)
+@pytest.mark.parametrize("kind", ALL_TRANSPORTS)
+def test_a_head_cut_before_its_blank_line_is_a_protocol_error(
+    raw_server: Any, kind: str, head: bytes
+) -> None:
+    """The server closes inside the head: http.client takes the end of the
+    stream for the end of the head (no Content-Length: an empty body read
+    until close, which msgpack then fails on). A truncated answer, as on
+    the gevent transport, and the connection is not reused."""
+    srv: RawServer = raw_server(answer_then_close(head))
+    with Client(srv.url, transport=kind, retry=ONCE) as client:
+        truncated(client)
+        truncated(client)
+    assert srv.connections == 2
+
+
+@pytest.mark.parametrize("kind", ALL_TRANSPORTS)
+def test_a_body_cut_short_of_its_length_is_a_protocol_error(raw_server: Any, kind: str) -> None:
+    answer = http_response(BODY)[:-2]
+    srv: RawServer = raw_server(answer_then_close(answer))
+    with Client(srv.url, transport=kind, retry=ONCE) as client:
+        truncated(client)
+
+
+@pytest.mark.parametrize("kind", ALL_TRANSPORTS)
+def test_a_body_read_until_close_is_whole(raw_server: Any, kind: str) -> None:
+    """No Content-Length, not chunked: the body ends where the server closes."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-msgpack\r\n\r\n" + BODY
+    srv: RawServer = raw_server(answer_then_close(answer))
+    with Client(srv.url, transport=kind, retry=ONCE) as client:
+        assert client.call("a.b", [1]) == [1, "ok"]
+        assert client.call("a.b", [2]) == [1, "ok"]
+    assert srv.connections == 2
