@@ -610,6 +610,47 @@ def test_a_proxy_from_the_environment_is_refused(
     assert srv.connections == 1
 
 
+def test_one_session_follows_the_environment_as_it_changes(
+    raw_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the shim memoizes requests' environment lookups: every change must show
+    srv: RawServer = raw_server(keepalive_answering(lambda h, b: http_response(b"ok")))
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    mine, theirs = shim.Session(), real.Session()
+
+    def settings(url: str, proxies: dict[str, str] | None = None) -> Any:
+        got = mine.merge_environment_settings(url, dict(proxies or {}), None, None, None)
+        assert got == theirs.merge_environment_settings(url, dict(proxies or {}), None, None, None)
+        return got
+
+    with mine:
+        assert mine.get(srv.url).content == b"ok"
+        monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+        with pytest.raises(shim.UnsupportedArgument, match="trust_env"):
+            mine.get(srv.url)
+        assert settings(srv.url)["proxies"] == {"http": "http://proxy.invalid:3128"}
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert mine.get(srv.url).content == b"ok"
+        assert settings(srv.url)["proxies"] == {}
+        assert settings("http://other.invalid/")["proxies"]
+        assert settings(srv.url, {"no_proxy": "other.invalid"})["proxies"]
+        monkeypatch.delenv("NO_PROXY")
+        with monkeypatch.context() as patch:
+            patch.setattr(real.utils, "should_bypass_proxies", lambda url, no_proxy: True)
+            assert mine.get(srv.url).content == b"ok"  # a patched lookup is obeyed
+        with pytest.raises(shim.UnsupportedArgument):
+            mine.get(srv.url)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/ca.pem")
+        assert settings(srv.url)["verify"] == "/nonexistent/ca.pem"
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+        assert settings(srv.url)["verify"] is True
+        monkeypatch.delenv("HTTP_PROXY")
+        assert mine.get(srv.url).content == b"ok"
+    assert srv.connections == 1
+
+
 def test_an_adapter_with_retries_mounts_on_a_session(raw_server: Any) -> None:
     from urllib3.util.retry import Retry
 
