@@ -651,6 +651,63 @@ def test_one_session_follows_the_environment_as_it_changes(
     assert srv.connections == 1
 
 
+PREPARED_CASES: list[dict[str, Any]] = [
+    {"method": "post", "url": "http://h:8/p", "data": b"x" * 100},
+    {"method": "get", "url": "http://u:p%40ss@h/p?q=1", "params": {"a": "b c"}},
+    {"method": "get", "url": "http://xn--strae-oqa.de/", "params": [("a", "1"), ("a", "2")]},
+    {"method": "get", "url": "http://straße.de/p#f", "cookies": {"c": "1"}},
+    {
+        "method": "put",
+        "url": "http://h/",
+        "json": {"a": 1},
+        "headers": {"X-A": "1", "Accept": None},
+    },
+    {"method": "post", "url": "http://h/", "data": {"k": "v"}, "auth": ("u", "p")},
+    {"method": "get", "url": b"http://h/bytes", "headers": {b"X-B": b"2"}},
+]
+
+
+@pytest.mark.parametrize("case", PREPARED_CASES, ids=lambda c: str(c["url"])[:20])
+def test_prepared_requests_equal_requests_own(case: dict[str, Any]) -> None:
+    # the shim's prepare_request skips and memoizes work: the result must not move
+    def prepared(module: Any, with_jar: bool) -> list[Any]:
+        with module.Session() as s:
+            if with_jar:
+                s.cookies.set("session", "yes", domain="h")
+            s.headers["X-Session"] = "s"
+            out = []
+            for _ in range(2):  # the second time from the memos
+                p = s.prepare_request(module.Request(**case))
+                cookies = sorted((c.name, c.value, c.domain) for c in p._cookies)
+                kinds = (type(p), type(p.headers), type(p._cookies))
+                out.append(
+                    (kinds, p.method, p.url, list(p.headers.items()), p.body, cookies, p.hooks)
+                )
+            assert out[0] == out[1]
+            return out
+
+    for with_jar in (False, True):
+        assert prepared(shim, with_jar) == prepared(real, with_jar)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"url": "http://*.h/"},
+        {"url": "h/nothing"},
+        {"url": "http://h/", "headers": {"X": "a\r\nB: c"}},
+    ],
+)
+def test_preparation_errors_are_raised_every_time(kwargs: dict[str, Any]) -> None:
+    with shim.Session() as s, real.Session() as r:
+        for _ in range(2):
+            with pytest.raises(real.RequestException) as mine:
+                s.prepare_request(shim.Request("GET", **kwargs))
+            with pytest.raises(real.RequestException) as theirs:
+                r.prepare_request(real.Request("GET", **kwargs))
+            assert (type(mine.value), str(mine.value)) == (type(theirs.value), str(theirs.value))
+
+
 def test_an_adapter_with_retries_mounts_on_a_session(raw_server: Any) -> None:
     from urllib3.util.retry import Retry
 

@@ -13,11 +13,17 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 import urllib.request
+from collections import OrderedDict
 from typing import Any
 
+import requests.models
 import requests.sessions as _upstream
 import requests.utils
+from requests.cookies import RequestsCookieJar
+from requests.models import PreparedRequest
+from requests.structures import CaseInsensitiveDict
 
 from .adapters import DEFAULT_MAX_RESPONSE_SIZE, HTTPAdapter
 
@@ -26,6 +32,7 @@ __all__ = ["Session", "session"]
 # requests' modules, read as they are at each call (the stubs do not type them all)
 _requests_sessions: Any = _upstream
 _utils: Any = requests.utils
+_models: Any = requests.models
 
 
 class Session(_upstream.Session):
@@ -55,6 +62,51 @@ class Session(_upstream.Session):
                 ),
             )
 
+    def prepare_request(self, request: Any) -> PreparedRequest:
+        """requests' ``prepare_request``, minus work whose result is known.
+
+        The same steps in the same order, on requests' own
+        ``PreparedRequest``, except: empty cookie jars are not merged nor
+        asked for a ``Cookie`` header (a fresh empty jar is the result);
+        settings that are plain dicts merge without requests' generic
+        conversions; a URL prepared before (no ``params``) and header pairs
+        validated before are not prepared or validated again (both are pure
+        functions of their input: see :class:`_Prepared`).
+        """
+        url = request.url
+        jar = self.cookies
+        empty_jar = not request.cookies and type(jar) is RequestsCookieJar and not len(jar)
+        if empty_jar:
+            merged_cookies: Any = RequestsCookieJar()
+        else:
+            cookies = request.cookies or {}
+            if not isinstance(cookies, _requests_sessions.cookielib.CookieJar):
+                cookies = _requests_sessions.cookiejar_from_dict(cookies)
+            merge_cookies = _requests_sessions.merge_cookies
+            merged_cookies = merge_cookies(merge_cookies(RequestsCookieJar(), jar), cookies)
+        auth = request.auth
+        if self.trust_env and not auth and not self.auth:
+            auth = _requests_sessions.get_netrc_auth(url)
+        p = PreparedRequest()
+        headers = _merge(request.headers, self.headers, CaseInsensitiveDict)
+        params = _merge(request.params, self.params)
+        auth = _merge(auth, self.auth)
+        hooks = _requests_sessions.merge_hooks(request.hooks, self.hooks)
+        # PreparedRequest.prepare, step by step
+        p.prepare_method(request.method.upper())
+        has_url_auth = _PREPARED.url(p, url, params)
+        _PREPARED.headers(p, headers)
+        if empty_jar:  # what add_cookie_header leaves on an empty jar: no header, its clock
+            p._cookies = merged_cookies  # type: ignore[attr-defined]
+            merged_cookies._now = merged_cookies._policy._now = int(time.time())
+        else:
+            p.prepare_cookies(merged_cookies)
+        p.prepare_body(request.data, request.files, request.json)
+        if auth is not None or has_url_auth:
+            p.prepare_auth(auth, url)
+        p.prepare_hooks(hooks)
+        return p
+
     def merge_environment_settings(
         self,
         url: Any,
@@ -80,7 +132,7 @@ class Session(_upstream.Session):
                 proxies.setdefault(k, v)
         if verify is True or verify is None:
             verify = memo.ca_bundle or verify
-        merge = _requests_sessions.merge_setting
+        merge = _merge
         return {
             "proxies": merge(proxies, self.proxies),
             "stream": merge(stream, self.stream),
@@ -152,6 +204,87 @@ class _Environment:
 
 
 _ENVIRONMENT = _Environment()
+
+_PLAIN_MAPPINGS = frozenset({dict, OrderedDict, CaseInsensitiveDict})
+_SCALARS = frozenset({bool, int, float, str, bytes, tuple})
+
+
+def _merge(request_setting: Any, session_setting: Any, dict_class: type = OrderedDict) -> Any:
+    """requests' ``merge_setting``, without its generic conversions on plain values."""
+    if session_setting is None:
+        return request_setting
+    if request_setting is None:
+        return session_setting
+    kinds = (type(request_setting), type(session_setting))
+    if kinds[0] in _SCALARS or kinds[1] in _SCALARS:  # not Mappings: the request's wins
+        return request_setting
+    if kinds[0] not in _PLAIN_MAPPINGS or kinds[1] not in _PLAIN_MAPPINGS:
+        return _requests_sessions.merge_setting(request_setting, session_setting, dict_class)
+    merged = dict_class(list(session_setting.items()))
+    merged.update(list(request_setting.items()))
+    for key in [k for (k, v) in merged.items() if v is None]:
+        del merged[key]
+    return merged
+
+
+class _Prepared:
+    """What ``PreparedRequest`` computed before for the same input.
+
+    ``prepare_url(url, params)`` with empty ``params`` is a function of the
+    URL string alone (parsing, IDNA, requoting), and ``check_header_validity``
+    of the (name, value) pair alone; each is memoized (bounded) while it is
+    requests' own function. Errors are never memoized: they are raised anew.
+    """
+
+    def __init__(self) -> None:
+        self._urls: dict[str, tuple[str, bool]] = {}
+        self._headers: set[tuple[Any, Any]] = set()
+        self._prepare_url = PreparedRequest.prepare_url
+        self._check = _models.check_header_validity
+
+    def url(self, p: PreparedRequest, url: Any, params: Any) -> bool:
+        """``p.prepare_url(url, params)``; whether the prepared URL carries credentials."""
+        memo = (
+            type(url) is str
+            and type(params) in _PLAIN_MAPPINGS
+            and not params
+            and PreparedRequest.prepare_url is self._prepare_url
+        )
+        found = self._urls.get(url) if memo else None
+        if found is None:
+            p.prepare_url(url, params)
+            found = (p.url or "", any(_utils.get_auth_from_url(p.url)))
+            if memo:
+                if len(self._urls) >= _MEMO_ENTRIES:
+                    self._urls.clear()
+                self._urls[url] = found
+        else:
+            p.url = found[0]
+        return found[1]
+
+    def headers(self, p: PreparedRequest, headers: Any) -> None:
+        """``p.prepare_headers(headers)``, each pair checked once while requests' check is."""
+        if _models.check_header_validity is not self._check:
+            p.prepare_headers(headers)
+            return
+        prepared: CaseInsensitiveDict[Any] = CaseInsensitiveDict()
+        p.headers = prepared
+        if headers:
+            valid = self._headers
+            for header in headers.items():
+                if header not in valid:
+                    self._check(header)
+                    name, value = header
+                    if type(name) in _TEXT and type(value) in _TEXT:
+                        if len(valid) >= _MEMO_ENTRIES:
+                            valid.clear()
+                        valid.add(header)
+                name, value = header
+                prepared[_utils.to_native_string(name)] = value
+
+
+_TEXT = frozenset({str, bytes})
+_PREPARED = _Prepared()
 
 
 def session() -> Session:
