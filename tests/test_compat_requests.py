@@ -708,6 +708,31 @@ def test_preparation_errors_are_raised_every_time(kwargs: dict[str, Any]) -> Non
             assert (type(mine.value), str(mine.value)) == (type(theirs.value), str(theirs.value))
 
 
+def repeated_calls_on_one_session(rq: Any, url: str) -> Any:
+    # the shim memoizes per URL, header pair and timeout: alternate what may
+    # not leak from one call into the next
+    seen = []
+    with rq.Session() as s:
+        for i in range(6):
+            headers = {"Host": "virtual.example"} if i % 2 else {"X-N": str(i % 3)}
+            r = s.get(url + "/echo", headers=headers, timeout=(1, 5) if i % 2 else 5)
+            seen.append((r.json()["host"].split(":")[0], r.json()["x"], r.json()["cookie"]))
+            if i == 2:
+                s.get(url + "/set-cookie")  # then sent on every later call
+            for bad in ({"timeout": True}, {"headers": {"X-N": "a\nb"}}):
+                with pytest.raises(ValueError):
+                    s.get(url + "/echo", **bad)
+        r = s.get(url + "/redirect", timeout=5)
+        seen.append((r.url, [h.status_code for h in r.history], dict(s.cookies)))
+        r = s.get(url + "/redirect", allow_redirects=False)
+        seen.append((r.status_code, r.next.url if r.next else None, r.history))
+    return seen
+
+
+def test_repeated_calls_on_one_session_as_requests(url: str) -> None:
+    assert repeated_calls_on_one_session(shim, url) == repeated_calls_on_one_session(real, url)
+
+
 def test_an_adapter_with_retries_mounts_on_a_session(raw_server: Any) -> None:
     from urllib3.util.retry import Retry
 

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 from collections import OrderedDict
+from datetime import timedelta
 from typing import Any
 
 import requests.models
@@ -25,7 +26,7 @@ from requests.cookies import RequestsCookieJar
 from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
 
-from .adapters import DEFAULT_MAX_RESPONSE_SIZE, HTTPAdapter
+from .adapters import DEFAULT_MAX_RESPONSE_SIZE, HTTPAdapter, extract_cookies
 
 __all__ = ["Session", "session"]
 
@@ -106,6 +107,60 @@ class Session(_upstream.Session):
             p.prepare_auth(auth, url)
         p.prepare_hooks(hooks)
         return p
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        """requests' ``Session.send``, minus two passes known to do nothing.
+
+        An answer without ``Set-Cookie``/``Set-Cookie2`` from this shim's
+        adapter adds nothing to a ``RequestsCookieJar``, and one
+        ``get_redirect_target`` finds no redirect gives an empty redirect
+        walk: neither is run then (a Session whose ``resolve_redirects`` is
+        overridden runs requests' code unchanged).
+        """
+        own = type(self)
+        if (
+            own.resolve_redirects is not _RESOLVE_REDIRECTS
+            or own.get_redirect_target is not _GET_REDIRECT_TARGET
+        ):
+            return super().send(request, **kwargs)
+        kwargs.setdefault("stream", self.stream)
+        kwargs.setdefault("verify", self.verify)
+        kwargs.setdefault("cert", self.cert)
+        if "proxies" not in kwargs:
+            kwargs["proxies"] = _requests_sessions.resolve_proxies(
+                request, self.proxies, self.trust_env
+            )
+        if isinstance(request, _models.Request):
+            raise ValueError("You can only send PreparedRequests.")
+        allow_redirects = kwargs.pop("allow_redirects", True)
+        stream = kwargs.get("stream")
+        hooks = request.hooks
+        adapter = self.get_adapter(url=request.url)
+        start = _requests_sessions.preferred_clock()
+        r = adapter.send(request, **kwargs)
+        elapsed = _requests_sessions.preferred_clock() - start
+        r.elapsed = timedelta(seconds=elapsed)
+        r = _requests_sessions.dispatch_hook("response", hooks, r, **kwargs)
+        if r.history:
+            for resp in r.history:
+                extract_cookies(self.cookies, resp.request, resp.raw)
+        extract_cookies(self.cookies, request, r.raw)
+        redirect = self.get_redirect_target(r)
+        history = []
+        if allow_redirects and redirect:
+            history = list(self.resolve_redirects(r, request, **kwargs))
+        if history:
+            history.insert(0, r)
+            r = history.pop()
+            r.history = history
+        if not allow_redirects and redirect:
+            try:
+                r._next = next(self.resolve_redirects(r, request, yield_requests=True, **kwargs))
+            except StopIteration:
+                pass
+        if not stream:
+            r.content  # noqa: B018 - reads the body, as requests does
+        return r
 
     def merge_environment_settings(
         self,
@@ -284,6 +339,10 @@ class _Prepared:
 
 
 _TEXT = frozenset({str, bytes})
+_RESOLVE_REDIRECTS = _upstream.SessionRedirectMixin.resolve_redirects
+_GET_REDIRECT_TARGET = _upstream.SessionRedirectMixin.get_redirect_target
+
+
 _PREPARED = _Prepared()
 
 
