@@ -733,6 +733,28 @@ def test_repeated_calls_on_one_session_as_requests(url: str) -> None:
     assert repeated_calls_on_one_session(shim, url) == repeated_calls_on_one_session(real, url)
 
 
+def test_a_netrc_file_is_read_when_it_appears(
+    url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the shim memoizes where .netrc would be, never whether it exists
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("NETRC", raising=False)
+    with shim.Session() as mine, real.Session() as theirs:
+        seen = []
+        for content in (None, "machine 127.0.0.1 login u password p\n", None):
+            netrc = tmp_path / ".netrc"
+            if content is None:
+                netrc.unlink(missing_ok=True)
+            else:
+                netrc.write_text(content)
+            for s in (mine, theirs):
+                seen.append(s.get(url + "/echo", timeout=5).json()["authorization"])
+        assert seen == [None, None, "Basic dTpw", "Basic dTpw", None, None]
+        monkeypatch.setenv("NETRC", str(tmp_path / "other"))
+        (tmp_path / "other").write_text("machine 127.0.0.1 login v password w\n")
+        assert mine.get(url + "/echo").json()["authorization"] == "Basic djp3"
+
+
 def test_an_adapter_with_retries_mounts_on_a_session(raw_server: Any) -> None:
     from urllib3.util.retry import Retry
 

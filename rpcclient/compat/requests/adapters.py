@@ -49,6 +49,7 @@ import os
 import ssl
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -263,6 +264,42 @@ class _Original:
 
     def isclosed(self) -> bool:
         return True
+
+
+def _store_is_as_expected() -> bool:
+    # CaseInsensitiveDict keeps {lowered key: (key, value)} in _store, in
+    # insertion order; the two helpers below read and fill that directly
+    # (its Mapping methods walk it in Python, one __getitem__ per key)
+    pairs = [("A", "1"), ("b", 2), ("a", None)]
+    made = CaseInsensitiveDict(pairs)
+    store = getattr(made, "_store", None)
+    return (
+        type(store) is OrderedDict
+        and list(store.items()) == [("a", ("a", None)), ("b", ("b", 2))]
+        and list(made.items()) == list(store.values())
+    )
+
+
+_STORE_AS_EXPECTED = _store_is_as_expected()
+
+
+def header_items(headers: Any) -> list[tuple[Any, Any]]:
+    """``list(headers.items())``, read from the store for requests' CaseInsensitiveDict."""
+    if type(headers) is CaseInsensitiveDict and _STORE_AS_EXPECTED:
+        store: Any = getattr(headers, "_store")  # noqa: B009 - private to requests' stubs
+        return list(store.values())
+    return list(headers.items())
+
+
+def case_insensitive(pairs: list[tuple[Any, Any]]) -> CaseInsensitiveDict[Any]:
+    """``CaseInsensitiveDict(pairs)`` for a list of (key, value) pairs, filled directly."""
+    if not _STORE_AS_EXPECTED:
+        return CaseInsensitiveDict(pairs)
+    made: CaseInsensitiveDict[Any] = CaseInsensitiveDict()
+    store: Any = getattr(made, "_store")  # noqa: B009 - private to requests' stubs
+    for key, value in pairs:
+        store[key.lower()] = (key, value)
+    return made
 
 
 def extract_cookies(jar: Any, request: Any, raw: Any) -> None:
@@ -491,7 +528,12 @@ class HTTPAdapter(_upstream.HTTPAdapter):
         """requests' ``build_response``; the cookie pass skipped when it adds nothing."""
         response = Response()
         response.status_code = getattr(resp, "status", None)  # type: ignore[assignment]
-        response.headers = CaseInsensitiveDict(getattr(resp, "headers", {}))
+        headers = getattr(resp, "headers", {})
+        response.headers = (
+            case_insensitive(list(headers.itermerged()))  # what CaseInsensitiveDict(h) holds
+            if type(headers) is HTTPHeaderDict
+            else CaseInsensitiveDict(headers)
+        )
         response.encoding = get_encoding_from_headers(response.headers)
         response.raw = resp
         response.reason = response.raw.reason
@@ -504,7 +546,7 @@ class HTTPAdapter(_upstream.HTTPAdapter):
     def _headers(self, request: PreparedRequest) -> list[tuple[bytes, bytes]]:
         checked = []
         memo = _HEADERS
-        for name, value in request.headers.items():
+        for name, value in header_items(request.headers):
             plain = type(name) is str and type(value) is str
             if plain:
                 found = memo.get((name, value), _UNKNOWN)

@@ -26,7 +26,13 @@ from requests.cookies import RequestsCookieJar
 from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
 
-from .adapters import DEFAULT_MAX_RESPONSE_SIZE, HTTPAdapter, extract_cookies
+from .adapters import (
+    DEFAULT_MAX_RESPONSE_SIZE,
+    HTTPAdapter,
+    case_insensitive,
+    extract_cookies,
+    header_items,
+)
 
 __all__ = ["Session", "session"]
 
@@ -87,7 +93,7 @@ class Session(_upstream.Session):
             merged_cookies = merge_cookies(merge_cookies(RequestsCookieJar(), jar), cookies)
         auth = request.auth
         if self.trust_env and not auth and not self.auth:
-            auth = _requests_sessions.get_netrc_auth(url)
+            auth = _netrc_auth(url)
         p = PreparedRequest()
         headers = _merge(request.headers, self.headers, CaseInsensitiveDict)
         params = _merge(request.params, self.params)
@@ -210,6 +216,7 @@ _ORIGINALS = (
 # everything of a URL that urlparse reads its hostname and port from
 _NETLOC = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
 _MEMO_ENTRIES = 256
+_NETRC_FILES = tuple(_utils.NETRC_FILES)
 
 
 class _EnvironmentMemo:
@@ -223,6 +230,12 @@ class _EnvironmentMemo:
         self.snapshot = snapshot
         self.ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         self._proxies: dict[tuple[str, str | None], dict[str, str]] = {}
+        # where get_netrc_auth looks, expanded (it expands them on every call)
+        netrc = os.environ.get("NETRC")
+        names = (netrc,) if netrc is not None else tuple(f"~/{f}" for f in _NETRC_FILES)
+        self.netrc_locations = (
+            tuple(os.path.expanduser(name) for name in names) if "HOME" in os.environ else None
+        )
 
     def proxies(self, url: str, no_proxy: str | None) -> dict[str, str]:
         match = _NETLOC.match(url)
@@ -259,6 +272,30 @@ class _Environment:
 
 
 _ENVIRONMENT = _Environment()
+_GET_NETRC_AUTH = _requests_sessions.get_netrc_auth
+
+
+def _netrc_auth(url: Any) -> Any:
+    """requests' ``get_netrc_auth(url)``; None at once when no netrc file exists.
+
+    With no file at any of its locations requests' function returns None;
+    the locations (expanded from the environment) are memoized, the files'
+    existence is checked on every call as requests does.
+    """
+    memo = _ENVIRONMENT.current()
+    if (
+        memo is None
+        or memo.netrc_locations is None
+        or _requests_sessions.get_netrc_auth is not _GET_NETRC_AUTH
+        or _utils.NETRC_FILES != _NETRC_FILES
+    ):
+        return _requests_sessions.get_netrc_auth(url)
+    exists = os.path.exists
+    for location in memo.netrc_locations:
+        if exists(location):
+            return _requests_sessions.get_netrc_auth(url)
+    return None
+
 
 _PLAIN_MAPPINGS = frozenset({dict, OrderedDict, CaseInsensitiveDict})
 _SCALARS = frozenset({bool, int, float, str, bytes, tuple})
@@ -275,9 +312,13 @@ def _merge(request_setting: Any, session_setting: Any, dict_class: type = Ordere
         return request_setting
     if kinds[0] not in _PLAIN_MAPPINGS or kinds[1] not in _PLAIN_MAPPINGS:
         return _requests_sessions.merge_setting(request_setting, session_setting, dict_class)
-    merged = dict_class(list(session_setting.items()))
-    merged.update(list(request_setting.items()))
-    for key in [k for (k, v) in merged.items() if v is None]:
+    pairs = header_items(session_setting)
+    if dict_class is CaseInsensitiveDict:  # built then updated, as requests does
+        merged = case_insensitive(pairs + header_items(request_setting))
+    else:
+        merged = dict_class(pairs)
+        merged.update(header_items(request_setting))
+    for key in [k for (k, v) in header_items(merged) if v is None]:
         del merged[key]
     return merged
 
@@ -322,11 +363,10 @@ class _Prepared:
         if _models.check_header_validity is not self._check:
             p.prepare_headers(headers)
             return
-        prepared: CaseInsensitiveDict[Any] = CaseInsensitiveDict()
-        p.headers = prepared
+        pairs = []
         if headers:
             valid = self._headers
-            for header in headers.items():
+            for header in header_items(headers):
                 if header not in valid:
                     self._check(header)
                     name, value = header
@@ -335,7 +375,8 @@ class _Prepared:
                             valid.clear()
                         valid.add(header)
                 name, value = header
-                prepared[_utils.to_native_string(name)] = value
+                pairs.append((_utils.to_native_string(name), value))
+        p.headers = case_insensitive(pairs)
 
 
 _TEXT = frozenset({str, bytes})
