@@ -696,6 +696,9 @@ def test_prepared_requests_equal_requests_own(case: dict[str, Any]) -> None:
         {"url": "http://*.h/"},
         {"url": "h/nothing"},
         {"url": "http://h/", "headers": {"X": "a\r\nB: c"}},
+        {"url": "http://h/", "headers": {"X": {"a": "b"}}},
+        {"url": "http://h/", "headers": {"X": ["a"]}},
+        {"url": "http://h/", "headers": {"X": 3}},
     ],
 )
 def test_preparation_errors_are_raised_every_time(kwargs: dict[str, Any]) -> None:

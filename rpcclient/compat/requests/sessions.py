@@ -367,14 +367,14 @@ class _Prepared:
         if headers:
             valid = self._headers
             for header in header_items(headers):
-                if header not in valid:
+                name, value = header
+                text = type(name) in _TEXT and type(value) in _TEXT  # hashable, too
+                if not text or header not in valid:
                     self._check(header)
-                    name, value = header
-                    if type(name) in _TEXT and type(value) in _TEXT:
+                    if text:
                         if len(valid) >= _MEMO_ENTRIES:
                             valid.clear()
                         valid.add(header)
-                name, value = header
                 pairs.append((_utils.to_native_string(name), value))
         p.headers = case_insensitive(pairs)
 
