@@ -635,6 +635,11 @@ def test_one_session_follows_the_environment_as_it_changes(
         assert settings(srv.url)["proxies"] == {}
         assert settings("http://other.invalid/")["proxies"]
         assert settings(srv.url, {"no_proxy": "other.invalid"})["proxies"]
+        for odd in ({"no_proxy": ["x"]}, {"no_proxy": 3}):  # requests' errors, not the memo's
+            with pytest.raises(AttributeError):
+                mine.merge_environment_settings(srv.url, dict(odd), None, None, None)
+            with pytest.raises(AttributeError):
+                theirs.merge_environment_settings(srv.url, dict(odd), None, None, None)
         monkeypatch.delenv("NO_PROXY")
         with monkeypatch.context() as patch:
             patch.setattr(real.utils, "should_bypass_proxies", lambda url, no_proxy: True)

@@ -237,7 +237,9 @@ class _EnvironmentMemo:
             tuple(os.path.expanduser(name) for name in names) if "HOME" in os.environ else None
         )
 
-    def proxies(self, url: str, no_proxy: str | None) -> dict[str, str]:
+    def proxies(self, url: Any, no_proxy: Any) -> Any:
+        if type(url) is not str or (no_proxy is not None and type(no_proxy) is not str):
+            return _requests_sessions.get_environ_proxies(url, no_proxy=no_proxy)
         match = _NETLOC.match(url)
         key = (match.group() if match else url, no_proxy)
         found = self._proxies.get(key)
