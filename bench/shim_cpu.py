@@ -3,11 +3,12 @@
 The server (stock gevent.pywsgi, a 2-byte answer) runs in a subprocess, so
 the process time measured here is the client's alone::
 
-    .venv/bin/python bench/shim_cpu.py [--calls 2000] [--trust-env-off]
+    .venv/bin/python bench/shim_cpu.py [--calls 2000] [--trust-env-off | --module]
 
 Prints microseconds of wall time and of client CPU per ``Session.post`` of
-100 bytes. Short on purpose: wall time moves a lot on a shared machine, CPU
-per call much less.
+100 bytes (``--module``: per ``requests.post``, the module function, which
+runs each call in a fresh Session on a shared adapter). Short on purpose:
+wall time moves a lot on a shared machine, CPU per call much less.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--trust-env-off", action="store_true")
+    parser.add_argument("--module", action="store_true", help="time requests.post")
     args = parser.parse_args()
     from rpcclient.compat import requests
 
@@ -43,15 +45,17 @@ def main() -> None:
         url = f"http://127.0.0.1:{int(server.stdout.readline())}/x"
         with requests.Session() as session:
             session.trust_env = not args.trust_env_off
+            post = requests.post if args.module else session.post
             for _ in range(200):
-                session.post(url, data=b"x", timeout=5)
+                post(url, data=b"x", timeout=5)
             cpu, wall = time.process_time(), time.perf_counter()
             for _ in range(args.calls):
-                session.post(url, data=b"x" * 100, timeout=5)
+                post(url, data=b"x" * 100, timeout=5)
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        what = "requests.post" if args.module else f"Session.post, trust_env={session.trust_env}"
         print(
             f"{wall / args.calls * 1e6:.0f} us wall, {cpu / args.calls * 1e6:.0f} us client CPU "
-            f"per call (trust_env={session.trust_env})"
+            f"per call ({what})"
         )
     finally:
         server.kill()

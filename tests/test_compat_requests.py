@@ -610,6 +610,159 @@ def test_a_proxy_from_the_environment_is_refused(
     assert srv.connections == 1
 
 
+def test_one_session_follows_the_environment_as_it_changes(
+    raw_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the shim memoizes requests' environment lookups: every change must show
+    srv: RawServer = raw_server(keepalive_answering(lambda h, b: http_response(b"ok")))
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    mine, theirs = shim.Session(), real.Session()
+
+    def settings(url: str, proxies: dict[str, str] | None = None) -> Any:
+        got = mine.merge_environment_settings(url, dict(proxies or {}), None, None, None)
+        assert got == theirs.merge_environment_settings(url, dict(proxies or {}), None, None, None)
+        return got
+
+    with mine:
+        assert mine.get(srv.url).content == b"ok"
+        monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+        with pytest.raises(shim.UnsupportedArgument, match="trust_env"):
+            mine.get(srv.url)
+        assert settings(srv.url)["proxies"] == {"http": "http://proxy.invalid:3128"}
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert mine.get(srv.url).content == b"ok"
+        assert settings(srv.url)["proxies"] == {}
+        assert settings("http://other.invalid/")["proxies"]
+        assert settings(srv.url, {"no_proxy": "other.invalid"})["proxies"]
+        for odd in ({"no_proxy": ["x"]}, {"no_proxy": 3}):  # requests' errors, not the memo's
+            with pytest.raises(AttributeError):
+                mine.merge_environment_settings(srv.url, dict(odd), None, None, None)
+            with pytest.raises(AttributeError):
+                theirs.merge_environment_settings(srv.url, dict(odd), None, None, None)
+        monkeypatch.delenv("NO_PROXY")
+        with monkeypatch.context() as patch:
+            patch.setattr(real.utils, "should_bypass_proxies", lambda url, no_proxy: True)
+            assert mine.get(srv.url).content == b"ok"  # a patched lookup is obeyed
+        with pytest.raises(shim.UnsupportedArgument):
+            mine.get(srv.url)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/ca.pem")
+        assert settings(srv.url)["verify"] == "/nonexistent/ca.pem"
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+        assert settings(srv.url)["verify"] is True
+        monkeypatch.delenv("HTTP_PROXY")
+        assert mine.get(srv.url).content == b"ok"
+    assert srv.connections == 1
+
+
+PREPARED_CASES: list[dict[str, Any]] = [
+    {"method": "post", "url": "http://h:8/p", "data": b"x" * 100},
+    {"method": "get", "url": "http://u:p%40ss@h/p?q=1", "params": {"a": "b c"}},
+    {"method": "get", "url": "http://xn--strae-oqa.de/", "params": [("a", "1"), ("a", "2")]},
+    {"method": "get", "url": "http://straße.de/p#f", "cookies": {"c": "1"}},
+    {
+        "method": "put",
+        "url": "http://h/",
+        "json": {"a": 1},
+        "headers": {"X-A": "1", "Accept": None},
+    },
+    {"method": "post", "url": "http://h/", "data": {"k": "v"}, "auth": ("u", "p")},
+    {"method": "get", "url": b"http://h/bytes", "headers": {b"X-B": b"2"}},
+]
+
+
+@pytest.mark.parametrize("case", PREPARED_CASES, ids=lambda c: str(c["url"])[:20])
+def test_prepared_requests_equal_requests_own(case: dict[str, Any]) -> None:
+    # the shim's prepare_request skips and memoizes work: the result must not move
+    def prepared(module: Any, with_jar: bool) -> list[Any]:
+        with module.Session() as s:
+            if with_jar:
+                s.cookies.set("session", "yes", domain="h")
+            s.headers["X-Session"] = "s"
+            out = []
+            for _ in range(2):  # the second time from the memos
+                p = s.prepare_request(module.Request(**case))
+                cookies = sorted((c.name, c.value, c.domain) for c in p._cookies)
+                kinds = (type(p), type(p.headers), type(p._cookies))
+                out.append(
+                    (kinds, p.method, p.url, list(p.headers.items()), p.body, cookies, p.hooks)
+                )
+            assert out[0] == out[1]
+            return out
+
+    for with_jar in (False, True):
+        assert prepared(shim, with_jar) == prepared(real, with_jar)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"url": "http://*.h/"},
+        {"url": "h/nothing"},
+        {"url": "http://h/", "headers": {"X": "a\r\nB: c"}},
+        {"url": "http://h/", "headers": {"X": {"a": "b"}}},
+        {"url": "http://h/", "headers": {"X": ["a"]}},
+        {"url": "http://h/", "headers": {"X": 3}},
+    ],
+)
+def test_preparation_errors_are_raised_every_time(kwargs: dict[str, Any]) -> None:
+    with shim.Session() as s, real.Session() as r:
+        for _ in range(2):
+            with pytest.raises(real.RequestException) as mine:
+                s.prepare_request(shim.Request("GET", **kwargs))
+            with pytest.raises(real.RequestException) as theirs:
+                r.prepare_request(real.Request("GET", **kwargs))
+            assert (type(mine.value), str(mine.value)) == (type(theirs.value), str(theirs.value))
+
+
+def repeated_calls_on_one_session(rq: Any, url: str) -> Any:
+    # the shim memoizes per URL, header pair and timeout: alternate what may
+    # not leak from one call into the next
+    seen = []
+    with rq.Session() as s:
+        for i in range(6):
+            headers = {"Host": "virtual.example"} if i % 2 else {"X-N": str(i % 3)}
+            r = s.get(url + "/echo", headers=headers, timeout=(1, 5) if i % 2 else 5)
+            seen.append((r.json()["host"].split(":")[0], r.json()["x"], r.json()["cookie"]))
+            if i == 2:
+                s.get(url + "/set-cookie")  # then sent on every later call
+            for bad in ({"timeout": True}, {"headers": {"X-N": "a\nb"}}):
+                with pytest.raises(ValueError):
+                    s.get(url + "/echo", **bad)
+        r = s.get(url + "/redirect", timeout=5)
+        seen.append((r.url, [h.status_code for h in r.history], dict(s.cookies)))
+        r = s.get(url + "/redirect", allow_redirects=False)
+        seen.append((r.status_code, r.next.url if r.next else None, r.history))
+    return seen
+
+
+def test_repeated_calls_on_one_session_as_requests(url: str) -> None:
+    assert repeated_calls_on_one_session(shim, url) == repeated_calls_on_one_session(real, url)
+
+
+def test_a_netrc_file_is_read_when_it_appears(
+    url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the shim memoizes where .netrc would be, never whether it exists
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("NETRC", raising=False)
+    with shim.Session() as mine, real.Session() as theirs:
+        seen = []
+        for content in (None, "machine 127.0.0.1 login u password p\n", None):
+            netrc = tmp_path / ".netrc"
+            if content is None:
+                netrc.unlink(missing_ok=True)
+            else:
+                netrc.write_text(content)
+            for s in (mine, theirs):
+                seen.append(s.get(url + "/echo", timeout=5).json()["authorization"])
+        assert seen == [None, None, "Basic dTpw", "Basic dTpw", None, None]
+        monkeypatch.setenv("NETRC", str(tmp_path / "other"))
+        (tmp_path / "other").write_text("machine 127.0.0.1 login v password w\n")
+        assert mine.get(url + "/echo").json()["authorization"] == "Basic djp3"
+
+
 def test_an_adapter_with_retries_mounts_on_a_session(raw_server: Any) -> None:
     from urllib3.util.retry import Retry
 

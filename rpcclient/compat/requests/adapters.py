@@ -42,11 +42,14 @@ when they next use the adapter.
 
 from __future__ import annotations
 
+import copy
 import http.client
 import io
 import os
 import ssl
 import sys
+import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -55,9 +58,13 @@ from urllib.parse import urlsplit
 import gevent
 import gevent.monkey
 import requests.adapters as _upstream
+import requests.cookies
+import requests.sessions
 from requests.adapters import BaseAdapter
+from requests.cookies import RequestsCookieJar
 from requests.models import PreparedRequest, Response
-from requests.utils import DEFAULT_CA_BUNDLE_PATH, select_proxy
+from requests.structures import CaseInsensitiveDict
+from requests.utils import DEFAULT_CA_BUNDLE_PATH, get_encoding_from_headers, select_proxy
 from urllib3 import HTTPHeaderDict, HTTPResponse
 from urllib3.exceptions import (
     ConnectTimeoutError,
@@ -101,6 +108,18 @@ DEFAULT_POOLBLOCK = _upstream.DEFAULT_POOLBLOCK
 # the transport frames the body itself and always names the URL's host
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
 _READ_CHUNK = 64 * 1024
+_SET_COOKIE = frozenset({"set-cookie", "set-cookie2"})
+# memos of pure functions of their key (bounded: cleared when full)
+_MEMO_ENTRIES = 256
+_NUMBERS = frozenset({int, float, type(None)})
+_HEADERS: dict[tuple[str, str], tuple[bytes, bytes] | None] = {}
+_UNKNOWN: Any = object()
+_TIMEOUTS: dict[Any, tuple[float | None, float | None, _Timeout | None]] = {}
+# requests' modules, read as they are at each call (the stubs do not type them all)
+_requests_adapters: Any = _upstream
+_requests_cookies: Any = requests.cookies
+_requests_sessions: Any = requests.sessions
+_EXTRACT_COOKIES = _requests_cookies.extract_cookies_to_jar
 # the OS thread's id and lock, also in a monkey-patched process
 _os_thread_id = gevent.monkey.get_original("_thread", "get_ident")
 _os_lock = gevent.monkey.get_original("_thread", "allocate_lock")
@@ -136,8 +155,29 @@ def _wire_body(body: Any, length_known: bool) -> Any:
     return _iter_chunks(body)
 
 
-def _timeouts(timeout: Any) -> tuple[float | None, float | None]:
-    """``(connect, read)`` from requests' ``timeout=``; its ValueErrors for bad ones."""
+def _timeouts(timeout: Any) -> tuple[float | None, float | None, _Timeout | None]:
+    """``(connect, read, policy)`` from requests' ``timeout=``; its ValueErrors for bad ones.
+
+    Memoized for numbers, None and pairs of them (keyed by type too: True is
+    not 1 here): a pure function of the value.
+    """
+    key: Any = None
+    if type(timeout) is tuple:
+        if len(timeout) == 2 and type(timeout[0]) in _NUMBERS and type(timeout[1]) in _NUMBERS:
+            key = (tuple, type(timeout[0]), timeout[0], type(timeout[1]), timeout[1])
+    else:
+        key = (type(timeout), timeout) if type(timeout) in _NUMBERS else None
+    found = _TIMEOUTS.get(key) if key is not None else None
+    if found is None:
+        found = _parse_timeouts(timeout)
+        if key is not None:
+            if len(_TIMEOUTS) >= _MEMO_ENTRIES:
+                _TIMEOUTS.clear()
+            _TIMEOUTS[key] = found
+    return found
+
+
+def _parse_timeouts(timeout: Any) -> tuple[float | None, float | None, _Timeout | None]:
     if isinstance(timeout, tuple):
         try:
             connect, read = timeout
@@ -153,10 +193,15 @@ def _timeouts(timeout: Any) -> tuple[float | None, float | None]:
         sauce = TimeoutSauce(connect=timeout, read=timeout)
     connect_s = sauce.connect_timeout
     read_s = sauce.read_timeout
-    return (
-        connect_s if isinstance(connect_s, int | float) else None,
-        read_s if isinstance(read_s, int | float) else None,
-    )
+    connect_f = connect_s if isinstance(connect_s, int | float) else None
+    read_f = read_s if isinstance(read_s, int | float) else None
+    try:
+        policy: _Timeout | None = _Timeout(
+            connect=connect_f, read=read_f, pool=connect_f, total=None
+        )
+    except (TypeError, ValueError):
+        policy = None  # raised where a request is made, as it always was (see send)
+    return connect_f, read_f, policy
 
 
 def _check_files(url: str, verify: Any, cert: Any) -> None:
@@ -197,15 +242,86 @@ def _tls(verify: Any, cert: Any) -> TLSConfig:
 
 
 class _Original:
-    """What requests' cookie code reads of http.client's response: ``msg``."""
+    """What requests' cookie code reads of http.client's response: ``msg``.
+
+    ``msg`` is built on first use (most answers set no cookie, and then
+    nothing reads it: see ``sessions._extract_cookies``).
+    """
 
     def __init__(self, fields: list[tuple[str, str]]) -> None:
-        self.msg = http.client.HTTPMessage()
-        for name, value in fields:
-            self.msg[name] = value
+        self._fields = fields
+        self._msg: http.client.HTTPMessage | None = None
+        self.sets_cookies = any(name.lower() in _SET_COOKIE for name, _ in fields)
+
+    @property
+    def msg(self) -> http.client.HTTPMessage:
+        if self._msg is None:
+            msg = http.client.HTTPMessage()
+            for name, value in self._fields:
+                msg[name] = value
+            self._msg = msg
+        return self._msg
 
     def isclosed(self) -> bool:
         return True
+
+
+def _store_is_as_expected() -> bool:
+    # CaseInsensitiveDict keeps {lowered key: (key, value)} in _store, in
+    # insertion order; the two helpers below read and fill that directly
+    # (its Mapping methods walk it in Python, one __getitem__ per key)
+    pairs = [("A", "1"), ("b", 2), ("a", None)]
+    made = CaseInsensitiveDict(pairs)
+    store = getattr(made, "_store", None)
+    return (
+        type(store) is OrderedDict
+        and list(store.items()) == [("a", ("a", None)), ("b", ("b", 2))]
+        and list(made.items()) == list(store.values())
+    )
+
+
+_STORE_AS_EXPECTED = _store_is_as_expected()
+
+
+def header_items(headers: Any) -> list[tuple[Any, Any]]:
+    """``list(headers.items())``, read from the store for requests' CaseInsensitiveDict."""
+    if type(headers) is CaseInsensitiveDict and _STORE_AS_EXPECTED:
+        store: Any = getattr(headers, "_store")  # noqa: B009 - private to requests' stubs
+        return list(store.values())
+    return list(headers.items())
+
+
+def case_insensitive(pairs: list[tuple[Any, Any]]) -> CaseInsensitiveDict[Any]:
+    """``CaseInsensitiveDict(pairs)`` for a list of (key, value) pairs, filled directly."""
+    if not _STORE_AS_EXPECTED:
+        return CaseInsensitiveDict(pairs)
+    made: CaseInsensitiveDict[Any] = CaseInsensitiveDict()
+    store: Any = getattr(made, "_store")  # noqa: B009 - private to requests' stubs
+    for key, value in pairs:
+        store[key.lower()] = (key, value)
+    return made
+
+
+def extract_cookies(jar: Any, request: Any, raw: Any) -> None:
+    """requests' ``extract_cookies_to_jar``, skipped when it provably adds nothing.
+
+    That is: a ``RequestsCookieJar`` and an answer of this adapter without
+    ``Set-Cookie``/``Set-Cookie2``, while requests' function is requests' own.
+    """
+    original = getattr(raw, "_original_response", None)
+    if (
+        type(original) is _Original
+        and not original.sets_cookies
+        and type(jar) is RequestsCookieJar
+        and type(raw) is HTTPResponse
+        and _requests_cookies.extract_cookies_to_jar is _EXTRACT_COOKIES
+        and _requests_sessions.extract_cookies_to_jar is _EXTRACT_COOKIES
+        and _requests_adapters.extract_cookies_to_jar is _EXTRACT_COOKIES
+    ):
+        # all that CookieJar.extract_cookies leaves then: its clock
+        jar._now = jar._policy._now = int(time.time())  # type: ignore[attr-defined]
+        return
+    _requests_cookies.extract_cookies_to_jar(jar, request, raw)
 
 
 class _Target:
@@ -238,6 +354,23 @@ class _Target:
 
     def max_retries(self, cause: str) -> str:
         return f"{self.pool}: Max retries exceeded with url: {self.path} (Caused by {cause})"
+
+
+_TARGETS: dict[str, _Target] = {}
+
+
+def _target(request: PreparedRequest) -> _Target:
+    """``_Target(request)``, memoized per URL string (a pure function of it)."""
+    url = request.url
+    if type(url) is not str:
+        return _Target(request)
+    found = _TARGETS.get(url)
+    if found is None:
+        found = _Target(request)
+        if len(_TARGETS) >= _MEMO_ENTRIES:
+            _TARGETS.clear()
+        _TARGETS[url] = found
+    return found
 
 
 class HTTPAdapter(_upstream.HTTPAdapter):
@@ -325,14 +458,14 @@ class HTTPAdapter(_upstream.HTTPAdapter):
     ) -> Response:
         """Send ``request`` on the gevent transport; the whole answer read (see above)."""
         url = request.url or ""
-        proxy = select_proxy(url, proxies)
+        proxy = select_proxy(url, proxies) if proxies else None  # none to select from
         if proxy:
             raise UnsupportedArgument(
                 "rpcclient.compat.requests does not send through proxies "
                 f"(a proxy is configured for {urlsplit(url).scheme} by proxies= or the "
                 "environment); set session.trust_env = False or remove it"
             )
-        target = _Target(request)
+        target = _target(request)
         host = request.headers.get("Host")
         if host is not None:  # the caller's Host (virtual hosting), checked like any header
             text = host.decode("latin-1") if isinstance(host, bytes) else str(host)
@@ -340,11 +473,16 @@ class HTTPAdapter(_upstream.HTTPAdapter):
                 check_header("Host", text)
             except _rpc.InvalidRequest as exc:
                 raise InvalidHeader(exc.message, request=request) from None
+            target = copy.copy(target)  # the memoized one stays the URL's
             target.endpoint = replace(target.endpoint, host_header=text.strip())
-        connect, read = _timeouts(timeout)
+        connect, read, deadline_policy = _timeouts(timeout)
         _check_files(url, verify, cert)
         headers = self._headers(request)
-        length_known = "content-length" in (k.lower() for k in request.headers)
+        length_known = (
+            "content-length" in request.headers  # case-insensitive
+            if type(request.headers) is CaseInsensitiveDict
+            else "content-length" in (k.lower() for k in request.headers)
+        )
         retries: Retry = self.max_retries
         body = _wire_body(request.body, length_known)
         # a streamed body may be partly consumed by a failed attempt: never re-sent
@@ -358,7 +496,10 @@ class HTTPAdapter(_upstream.HTTPAdapter):
                 body=body,
                 name=f"{request.method} {target.pool}{target.path}",
             )
-            deadline = _Timeout(connect=connect, read=read, pool=connect, total=None).start()
+            policy = deadline_policy or _Timeout(
+                connect=connect, read=read, pool=connect, total=None
+            )
+            deadline = policy.start()
             try:
                 answer = self._transport(target.scheme == "https", verify, cert).send(
                     prepared, deadline
@@ -385,21 +526,59 @@ class HTTPAdapter(_upstream.HTTPAdapter):
                 continue
             return self.build_response(request, raw)
 
+    def build_response(self, req: PreparedRequest, resp: Any) -> Response:
+        """requests' ``build_response``; the cookie pass skipped when it adds nothing."""
+        response = Response()
+        response.status_code = getattr(resp, "status", None)  # type: ignore[assignment]
+        headers = getattr(resp, "headers", {})
+        response.headers = (
+            case_insensitive(list(headers.itermerged()))  # what CaseInsensitiveDict(h) holds
+            if type(headers) is HTTPHeaderDict
+            else CaseInsensitiveDict(headers)
+        )
+        response.encoding = get_encoding_from_headers(response.headers)
+        response.raw = resp
+        response.reason = response.raw.reason
+        response.url = req.url.decode("utf-8") if isinstance(req.url, bytes) else req.url  # type: ignore[assignment]
+        extract_cookies(response.cookies, req, resp)
+        response.request = req
+        response.connection = self
+        return response
+
     def _headers(self, request: PreparedRequest) -> list[tuple[bytes, bytes]]:
         checked = []
-        for name, value in request.headers.items():
-            text_name = name.decode("ascii") if isinstance(name, bytes) else str(name)
-            low = text_name.lower()
-            if low in _FRAMING:
-                continue
-            if low == "host":
-                continue  # goes into the endpoint (see send)
-            text_value = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-            try:
-                checked.append(check_header(text_name, text_value.rstrip(" \t")))
-            except _rpc.InvalidRequest as exc:
-                raise InvalidHeader(exc.message, request=request) from None
+        memo = _HEADERS
+        for name, value in header_items(request.headers):
+            plain = type(name) is str and type(value) is str
+            if plain:
+                found = memo.get((name, value), _UNKNOWN)
+                if found is not _UNKNOWN:  # checked before: the same answer
+                    if found is not None:
+                        checked.append(found)
+                    continue
+            entry = self._header(request, name, value)
+            if plain:
+                if len(memo) >= _MEMO_ENTRIES:
+                    memo.clear()
+                memo[name, value] = entry
+            if entry is not None:
+                checked.append(entry)
         return checked
+
+    @staticmethod
+    def _header(request: PreparedRequest, name: Any, value: Any) -> tuple[bytes, bytes] | None:
+        """One header as the transport sends it, or None when the transport writes it."""
+        text_name = name.decode("ascii") if isinstance(name, bytes) else str(name)
+        low = text_name.lower()
+        if low in _FRAMING:
+            return None
+        if low == "host":
+            return None  # goes into the endpoint (see send)
+        text_value = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        try:
+            return check_header(text_name, text_value.rstrip(" \t"))
+        except _rpc.InvalidRequest as exc:
+            raise InvalidHeader(exc.message, request=request) from None
 
     def _raw(self, answer: Any) -> HTTPResponse:
         fields = list(answer.headers.raw_items())

@@ -15,6 +15,7 @@ from requests.models import Response
 from requests.sessions import Session as _RequestsSession
 
 from .adapters import HTTPAdapter
+from .sessions import Session
 
 __all__ = ["delete", "get", "head", "options", "patch", "post", "put", "request"]
 
@@ -30,12 +31,18 @@ def _adapter() -> HTTPAdapter:
         return _shared
 
 
+class _OneCallSession(Session):
+    """A fresh requests Session (this shim's, for its cheaper calls) on the shared adapter."""
+
+    def __init__(self, adapter: HTTPAdapter) -> None:
+        _RequestsSession.__init__(self)  # requests' state; its adapters replaced here
+        self.mount("https://", adapter)
+        self.mount("http://", adapter)
+
+
 def request(method: str | bytes, url: str | bytes, **kwargs: Any) -> Response:
     """Send a request in a fresh Session on the module's shared pooled adapter."""
-    session = _RequestsSession()  # requests' own; its adapters replaced by the shared one
-    adapter = _adapter()
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
+    session = _OneCallSession(_adapter())
     return session.request(method=method, url=url, **kwargs)  # type: ignore[arg-type]
 
 
