@@ -45,6 +45,10 @@ check of a pooled connection before reuse (``is_connected``) with a poll(0)
 that does not yield (:func:`_readable_now`: a FIN or stray bytes mean the
 connection is closed, not sent on), and closes the connection on any
 exception out of that check, which urllib3 would leave to a traceback.
+That poll sees the kernel's bytes only: bytes ``http.client`` had already
+buffered past the answer's end (a stray answer in the same segment) are
+seen by the response class when the answer ends (:func:`buffered_past`,
+no syscall), and that connection is closed instead of pooled.
 A head cut before its blank line, which ``http.client`` takes for a whole
 one, is a truncated answer (ProtocolError), as on the gevent transport.
 
@@ -258,7 +262,8 @@ class Exchange:
     The phase is ``"connect"`` until the connection hook reports the first
     write, then ``"read"`` (the read bound covers the write and the answer).
     Transports set ``raw`` (and ``conn``, its connection) as soon as urllib3
-    returns the answer, and ``complete`` once its body was read to the end.
+    returns the answer, and ``complete`` once its body was read to the end
+    with nothing read past it (the connection may then be reused).
     """
 
     __slots__ = (
@@ -563,6 +568,19 @@ class _CheckedResponse(http.client.HTTPResponse):
                 return
         raise MalformedHead(f"more than {_MAX_INTERIM_LINES} header lines in an interim answer")
 
+    #: set when the answer ended with bytes already read past it (see _close_conn)
+    left_over = False
+
+    def _close_conn(self) -> None:
+        # http.client calls this once the answer is read to its end (and on
+        # close): the stream is dropped, with whatever it buffered past the
+        # answer. Such bytes (a stray answer in the same segment) mean the
+        # connection is not idle: noted here, so that it is closed, not pooled.
+        fp = self.fp
+        if fp is not None and not self.left_over:
+            self.left_over = buffered_past(fp)
+        super()._close_conn()  # type: ignore[misc]
+
     def begin(self) -> None:
         # http.client ends a head at a blank line OR at the end of the stream:
         # a head cut before its blank line would pass for a whole one (with
@@ -593,6 +611,46 @@ class _CheckedResponse(http.client.HTTPResponse):
         for name, value in msg.items():
             if "\n" in value or "\r" in value:
                 raise MalformedHead(f"folded header line in {name!r}")
+
+
+class _NothingToRead:
+    """A socket stand-in that reads nothing (for :func:`buffered_past`)."""
+
+    __slots__ = ()
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        return 0
+
+
+_NOTHING: Final = _NothingToRead()
+
+
+def buffered_past(fp: Any) -> bool:
+    """Whether ``fp`` (an answer's stream) holds bytes it already took from the socket.
+
+    ``fp`` is http.client's ``BufferedReader`` over a ``socket.SocketIO``.
+    Its ``peek`` returns the buffered bytes, or, with none, makes ONE read of
+    the socket: for that read the SocketIO is given a stand-in socket that
+    reads nothing, so the peek costs no syscall and never waits (bytes
+    still in the kernel are what the poll of ``is_connected`` sees, before
+    the connection is next used). A stream
+    that cannot be looked at that way counts as holding bytes: a connection
+    goes back to the pool only when provably idle.
+    """
+    raw = getattr(fp, "raw", None)
+    if not isinstance(raw, socket.SocketIO) or not hasattr(fp, "peek"):
+        return True
+    state = vars(raw)
+    sock = state.get("_sock")
+    if sock is None:
+        return True
+    state["_sock"] = _NOTHING
+    try:
+        return bool(fp.peek(1))
+    except (OSError, ValueError):  # a timed-out or closed stream: not provably idle
+        return True
+    finally:
+        state["_sock"] = sock
 
 
 def apply_socket_options(sock: socket.socket, options: Iterable[tuple[Any, ...]] | None) -> None:
@@ -860,7 +918,8 @@ def read_answer(
                 f"({len(body)} bytes read so far)",
                 **kw,
             )
-    ex.complete = True
+    # bytes already read past the answer: it is whole, its connection not idle
+    ex.complete = not getattr(getattr(raw, "_original_response", None), "left_over", False)
     return Response(
         status=raw.status,
         reason=raw.reason or "",

@@ -146,15 +146,8 @@ CASES: dict[str, Callable[[], Answer]] = {
     "close-above-64k-after-1xx": _case("length", _large_close_after_1xx),
 }
 
-# what the blocking transports get wrong (issue 12: their framing is another engineer's)
-_STRAY = (
-    "issue 12: blocking transports reuse a connection with an answer's stray bytes "
-    "still unread (no check that a released connection is idle)"
-)
-BLOCKING_FAILS: dict[str, str] = {
-    "requests:stray-answer-after": _STRAY,
-    "urllib3:stray-answer-after": _STRAY,
-}
+# what the blocking transports get wrong (issue 12): "transport:case" -> reason (xfail, strict)
+BLOCKING_FAILS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
