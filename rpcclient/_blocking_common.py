@@ -274,6 +274,7 @@ class Exchange:
         "phase",
         "raw",
         "read_bound",
+        "read_expires",
         "timer",
         "written",
     )
@@ -283,6 +284,7 @@ class Exchange:
         self.phase = "connect"
         self.timer: gevent.Timeout | None = None
         self.read_bound: float | None = None
+        self.read_expires: float | None = None  # monotonic end of the read bound
         self.written = False
         self.first_write_failed = False
         self.raw: BaseHTTPResponse | None = None
@@ -302,9 +304,10 @@ class Exchange:
         if self.timer is not None:
             self.timer.close()
             self.timer = None
-        self.read_bound = self.deadline.read_for()
-        if self.read_bound is not None:
-            self.timer = gevent.Timeout.start_new(self.read_bound)
+        self.read_bound = bound = self.deadline.read_for()
+        if bound is not None:
+            self.read_expires = monotonic() + bound
+            self.timer = gevent.Timeout.start_new(bound)
 
     def after_write(self, ok: bool) -> None:
         if ok:
@@ -508,6 +511,39 @@ MAX_INTERIM = 64
 #: header lines of one interim answer, and bytes per line (http.client's own bounds)
 _MAX_INTERIM_LINES = 100
 _MAX_LINE = 65536
+#: a loop over interim answers that goes on this long lets the other greenlets run
+YIELD_AFTER: Final = 0.005
+#: how: a timer this short makes the event loop run one whole turn (``sleep(0)``
+#: runs only greenlets already ready: no timer, so no deadline, would fire)
+_YIELD_SLEEP: Final = 0.000001
+
+
+class _InterimClock:
+    """The deadline and the yields of one answer's loop over interim answers.
+
+    gevent's ``recv`` returns at once, without a switch, while bytes wait:
+    against a peer that sends 1xx after 1xx as fast as it can, neither our
+    read timer nor any other greenlet would run. So the loop reads the clock
+    after every line: past the exchange's read bound it raises TimeoutError
+    (a ReadTimeout), and every :data:`YIELD_AFTER` s it lets the event loop
+    run one turn. Made at the first interim answer only: a final answer
+    that comes first reads no clock.
+    """
+
+    __slots__ = ("expires", "yield_at")
+
+    def __init__(self) -> None:
+        ex = _CURRENT.get()
+        self.expires = None if ex is None else ex.read_expires
+        self.yield_at = monotonic() + YIELD_AFTER
+
+    def tick(self) -> None:
+        now = monotonic()
+        if self.expires is not None and now >= self.expires:
+            raise TimeoutError("interim (1xx) answers until the deadline, no final one")
+        if now >= self.yield_at:
+            gevent.sleep(_YIELD_SLEEP)
+            self.yield_at = monotonic() + YIELD_AFTER
 
 
 class _HeadReader:
@@ -542,23 +578,30 @@ class _CheckedResponse(http.client.HTTPResponse):
     ``100 Continue`` only (without bound) and returns a ``103 Early Hints``
     as if it were the answer, leaving the real one unread on a connection
     that goes back to the pool, for the next call to take. Here every 1xx but
-    101 is skipped, at most :data:`MAX_INTERIM` of them; an unasked-for
+    101 is skipped, at most :data:`MAX_INTERIM` of them, within the read
+    bound and yielding to other greenlets (:class:`_InterimClock`); an unasked-for
     ``101 Switching Protocols`` is refused. Raised errors end as
     ProtocolError, and the connection is closed.
     """
 
     def _read_status(self) -> tuple[str, int, str]:
+        # every 1xx, 100 included, is skipped here: http.client's own loop
+        # over 100s (in begin) never sees one, nor its missing bounds
+        clock: _InterimClock | None = None
         for _ in range(MAX_INTERIM + 1):
             version, status, reason = super()._read_status()  # type: ignore[misc]
             if status == 101:
                 raise MalformedHead("101 Switching Protocols, but no upgrade was asked for")
             if not 100 <= status < 200:
                 return version, status, reason
-            self._skip_interim_head()
+            if clock is None:
+                clock = _InterimClock()
+            self._skip_interim_head(clock)
         raise MalformedHead(f"more than {MAX_INTERIM} interim (1xx) answers")
 
-    def _skip_interim_head(self) -> None:
+    def _skip_interim_head(self, clock: _InterimClock) -> None:
         for _ in range(_MAX_INTERIM_LINES + 1):
+            clock.tick()
             line = self.fp.readline(_MAX_LINE + 1)
             if len(line) > _MAX_LINE:
                 raise http.client.LineTooLong("interim answer header line")
