@@ -45,6 +45,10 @@ check of a pooled connection before reuse (``is_connected``) with a poll(0)
 that does not yield (:func:`_readable_now`: a FIN or stray bytes mean the
 connection is closed, not sent on), and closes the connection on any
 exception out of that check, which urllib3 would leave to a traceback.
+That poll sees the kernel's bytes only: bytes ``http.client`` had already
+buffered past the answer's end (a stray answer in the same segment) are
+seen by the response class when the answer ends (:func:`buffered_past`,
+no syscall), and that connection is closed instead of pooled.
 A head cut before its blank line, which ``http.client`` takes for a whole
 one, is a truncated answer (ProtocolError), as on the gevent transport.
 
@@ -258,7 +262,8 @@ class Exchange:
     The phase is ``"connect"`` until the connection hook reports the first
     write, then ``"read"`` (the read bound covers the write and the answer).
     Transports set ``raw`` (and ``conn``, its connection) as soon as urllib3
-    returns the answer, and ``complete`` once its body was read to the end.
+    returns the answer, and ``complete`` once its body was read to the end
+    with nothing read past it (the connection may then be reused).
     """
 
     __slots__ = (
@@ -269,6 +274,7 @@ class Exchange:
         "phase",
         "raw",
         "read_bound",
+        "read_expires",
         "timer",
         "written",
     )
@@ -278,6 +284,7 @@ class Exchange:
         self.phase = "connect"
         self.timer: gevent.Timeout | None = None
         self.read_bound: float | None = None
+        self.read_expires: float | None = None  # monotonic end of the read bound
         self.written = False
         self.first_write_failed = False
         self.raw: BaseHTTPResponse | None = None
@@ -297,9 +304,10 @@ class Exchange:
         if self.timer is not None:
             self.timer.close()
             self.timer = None
-        self.read_bound = self.deadline.read_for()
-        if self.read_bound is not None:
-            self.timer = gevent.Timeout.start_new(self.read_bound)
+        self.read_bound = bound = self.deadline.read_for()
+        if bound is not None:
+            self.read_expires = monotonic() + bound
+            self.timer = gevent.Timeout.start_new(bound)
 
     def after_write(self, ok: bool) -> None:
         if ok:
@@ -503,6 +511,39 @@ MAX_INTERIM = 64
 #: header lines of one interim answer, and bytes per line (http.client's own bounds)
 _MAX_INTERIM_LINES = 100
 _MAX_LINE = 65536
+#: a loop over interim answers that goes on this long lets the other greenlets run
+YIELD_AFTER: Final = 0.005
+#: how: a timer this short makes the event loop run one whole turn (``sleep(0)``
+#: runs only greenlets already ready: no timer, so no deadline, would fire)
+_YIELD_SLEEP: Final = 0.000001
+
+
+class _InterimClock:
+    """The deadline and the yields of one answer's loop over interim answers.
+
+    gevent's ``recv`` returns at once, without a switch, while bytes wait:
+    against a peer that sends 1xx after 1xx as fast as it can, neither our
+    read timer nor any other greenlet would run. So the loop reads the clock
+    after every line: past the exchange's read bound it raises TimeoutError
+    (a ReadTimeout), and every :data:`YIELD_AFTER` s it lets the event loop
+    run one turn. Made at the first interim answer only: a final answer
+    that comes first reads no clock.
+    """
+
+    __slots__ = ("expires", "yield_at")
+
+    def __init__(self) -> None:
+        ex = _CURRENT.get()
+        self.expires = None if ex is None else ex.read_expires
+        self.yield_at = monotonic() + YIELD_AFTER
+
+    def tick(self) -> None:
+        now = monotonic()
+        if self.expires is not None and now >= self.expires:
+            raise TimeoutError("interim (1xx) answers until the deadline, no final one")
+        if now >= self.yield_at:
+            gevent.sleep(_YIELD_SLEEP)
+            self.yield_at = monotonic() + YIELD_AFTER
 
 
 class _HeadReader:
@@ -537,23 +578,30 @@ class _CheckedResponse(http.client.HTTPResponse):
     ``100 Continue`` only (without bound) and returns a ``103 Early Hints``
     as if it were the answer, leaving the real one unread on a connection
     that goes back to the pool, for the next call to take. Here every 1xx but
-    101 is skipped, at most :data:`MAX_INTERIM` of them; an unasked-for
+    101 is skipped, at most :data:`MAX_INTERIM` of them, within the read
+    bound and yielding to other greenlets (:class:`_InterimClock`); an unasked-for
     ``101 Switching Protocols`` is refused. Raised errors end as
     ProtocolError, and the connection is closed.
     """
 
     def _read_status(self) -> tuple[str, int, str]:
+        # every 1xx, 100 included, is skipped here: http.client's own loop
+        # over 100s (in begin) never sees one, nor its missing bounds
+        clock: _InterimClock | None = None
         for _ in range(MAX_INTERIM + 1):
             version, status, reason = super()._read_status()  # type: ignore[misc]
             if status == 101:
                 raise MalformedHead("101 Switching Protocols, but no upgrade was asked for")
             if not 100 <= status < 200:
                 return version, status, reason
-            self._skip_interim_head()
+            if clock is None:
+                clock = _InterimClock()
+            self._skip_interim_head(clock)
         raise MalformedHead(f"more than {MAX_INTERIM} interim (1xx) answers")
 
-    def _skip_interim_head(self) -> None:
+    def _skip_interim_head(self, clock: _InterimClock) -> None:
         for _ in range(_MAX_INTERIM_LINES + 1):
+            clock.tick()
             line = self.fp.readline(_MAX_LINE + 1)
             if len(line) > _MAX_LINE:
                 raise http.client.LineTooLong("interim answer header line")
@@ -562,6 +610,19 @@ class _CheckedResponse(http.client.HTTPResponse):
                     raise http.client.IncompleteRead(b"")
                 return
         raise MalformedHead(f"more than {_MAX_INTERIM_LINES} header lines in an interim answer")
+
+    #: set when the answer ended with bytes already read past it (see _close_conn)
+    left_over = False
+
+    def _close_conn(self) -> None:
+        # http.client calls this once the answer is read to its end (and on
+        # close): the stream is dropped, with whatever it buffered past the
+        # answer. Such bytes (a stray answer in the same segment) mean the
+        # connection is not idle: noted here, so that it is closed, not pooled.
+        fp = self.fp
+        if fp is not None and not self.left_over:
+            self.left_over = buffered_past(fp)
+        super()._close_conn()  # type: ignore[misc]
 
     def begin(self) -> None:
         # http.client ends a head at a blank line OR at the end of the stream:
@@ -593,6 +654,46 @@ class _CheckedResponse(http.client.HTTPResponse):
         for name, value in msg.items():
             if "\n" in value or "\r" in value:
                 raise MalformedHead(f"folded header line in {name!r}")
+
+
+class _NothingToRead:
+    """A socket stand-in that reads nothing (for :func:`buffered_past`)."""
+
+    __slots__ = ()
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        return 0
+
+
+_NOTHING: Final = _NothingToRead()
+
+
+def buffered_past(fp: Any) -> bool:
+    """Whether ``fp`` (an answer's stream) holds bytes it already took from the socket.
+
+    ``fp`` is http.client's ``BufferedReader`` over a ``socket.SocketIO``.
+    Its ``peek`` returns the buffered bytes, or, with none, makes ONE read of
+    the socket: for that read the SocketIO is given a stand-in socket that
+    reads nothing, so the peek costs no syscall and never waits (bytes
+    still in the kernel are what the poll of ``is_connected`` sees, before
+    the connection is next used). A stream
+    that cannot be looked at that way counts as holding bytes: a connection
+    goes back to the pool only when provably idle.
+    """
+    raw = getattr(fp, "raw", None)
+    if not isinstance(raw, socket.SocketIO) or not hasattr(fp, "peek"):
+        return True
+    state = vars(raw)
+    sock = state.get("_sock")
+    if sock is None:
+        return True
+    state["_sock"] = _NOTHING
+    try:
+        return bool(fp.peek(1))
+    except (OSError, ValueError):  # a timed-out or closed stream: not provably idle
+        return True
+    finally:
+        state["_sock"] = sock
 
 
 def apply_socket_options(sock: socket.socket, options: Iterable[tuple[Any, ...]] | None) -> None:
@@ -860,7 +961,8 @@ def read_answer(
                 f"({len(body)} bytes read so far)",
                 **kw,
             )
-    ex.complete = True
+    # bytes already read past the answer: it is whole, its connection not idle
+    ex.complete = not getattr(getattr(raw, "_original_response", None), "left_over", False)
     return Response(
         status=raw.status,
         reason=raw.reason or "",

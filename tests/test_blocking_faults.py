@@ -2,14 +2,19 @@
 
 Issue 12 on the blocking transports: a timer that lands in urllib3's check
 of a pooled connection leaks no socket, a cut answer is a ProtocolError
-(never a DecodeError), and a pooled connection the server has closed is not
-sent on.
+(never a DecodeError), a pooled connection the server has closed is not
+sent on, and an endless stream of interim (1xx) answers ends by the
+deadline without starving other greenlets.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import gevent
@@ -19,6 +24,7 @@ from rpcclient import Client, Retry, Timeout, _blocking_common
 from rpcclient import exceptions as E
 
 from .conftest import RawServer, http_response, keepalive_answering, open_fds, read_request
+from .hostile.peer import Ticker
 
 TRANSPORTS = ["requests", "urllib3"]
 ONCE = Retry(attempts=1)
@@ -189,3 +195,97 @@ def test_a_body_read_until_close_is_whole(raw_server: Any, kind: str) -> None:
         assert client.call("a.b", [1]) == [1, "ok"]
         assert client.call("a.b", [2]) == [1, "ok"]
     assert srv.connections == 2
+
+
+# -- interim answers -------------------------------------------------------------------
+
+#: interim answers sent without end; "large-100s": as large as the bounds let one be
+#: (100 header lines of ~64 KiB): 64 of them, the bound on interim answers, are
+#: ~400 MiB to read, far more than the deadline lets in
+INTERIM_FLOODS = ["100-continue", "103-early-hints", "large-100s"]
+
+#: a peer in its own process (a flood in ours would only advance when the client
+#: yields): each connection gets one request read, then the named unit again and again
+_FLOOD_PEER = """
+import socket, sys, threading
+PAD = (b'X-Pad: ' + b'a' * 65000 + b'\\r\\n') * 99
+UNIT = {
+    '100-continue': b'HTTP/1.1 100 Continue\\r\\n\\r\\n',
+    '103-early-hints': b'HTTP/1.1 103 Early Hints\\r\\nLink: </a.css>; rel=preload\\r\\n\\r\\n',
+    'large-100s': b'HTTP/1.1 100 Continue\\r\\n' + PAD + b'\\r\\n',
+}[sys.argv[1]]
+def serve(sock):
+    try:
+        data = b''
+        while b'\\r\\n\\r\\n' not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        block = UNIT * max(1, 65536 // len(UNIT))
+        while True:
+            sock.sendall(block)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+def accept(listener):
+    while True:
+        sock, _ = listener.accept()
+        threading.Thread(target=serve, args=(sock,), daemon=True).start()
+listener = socket.socket()
+listener.bind(('127.0.0.1', 0))
+listener.listen(16)
+print(listener.getsockname()[1], flush=True)
+threading.Thread(target=accept, args=(listener,), daemon=True).start()
+sys.stdin.read()  # ends with the test process
+"""
+
+
+@contextlib.contextmanager
+def interim_flood_peer(unit: str) -> Iterator[str]:
+    """The URL of a :data:`_FLOOD_PEER` sending the interim answer named ``unit``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FLOOD_PEER, unit], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        yield f"http://127.0.0.1:{int(proc.stdout.readline())}"
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+@pytest.mark.parametrize("flood", INTERIM_FLOODS)
+def test_an_endless_stream_of_interim_answers_ends_by_the_deadline(
+    transport: str, flood: str
+) -> None:
+    """Interim (1xx) answers without end, as fast as the peer can send them:
+    small ones end at the bound on interim answers (ProtocolError), large
+    ones at the deadline (ReadTimeout); both by the deadline + 50 ms, without
+    holding the hub from other greenlets for over 50 ms (gevent's recv does
+    not yield while bytes wait). Up to 3 tries: a loaded machine may hold the
+    process itself."""
+    deadline, slack = 0.15, 0.05
+    with interim_flood_peer(flood) as url:
+        for _attempt in range(3):
+            ticker = Ticker()
+            with Client(url, transport=transport, retry=ONCE) as client:
+                ticker.reset()
+                started = time.monotonic()
+                with pytest.raises((E.ReadTimeout, E.ProtocolError)) as info:
+                    client.call("a.b", None, timeout=deadline)
+                late = time.monotonic() - started - deadline
+            starved = ticker.stop()
+            print(f"{flood}: {late * 1e3:.0f} ms past the deadline, starved {starved * 1e3:.0f} ms")
+            if late < slack and starved < slack:
+                break
+    assert late < slack, f"{late * 1000:.0f} ms past the deadline, 3 times ({info.value!r})"
+    assert starved < slack, f"ticker starved {starved * 1000:.0f} ms, 3 times ({info.value!r})"
+    expected = E.ReadTimeout if flood == "large-100s" else E.ProtocolError
+    assert type(info.value) is expected, repr(info.value)

@@ -146,15 +146,8 @@ CASES: dict[str, Callable[[], Answer]] = {
     "close-above-64k-after-1xx": _case("length", _large_close_after_1xx),
 }
 
-# what the blocking transports get wrong (issue 12: their framing is another engineer's)
-_STRAY = (
-    "issue 12: blocking transports reuse a connection with an answer's stray bytes "
-    "still unread (no check that a released connection is idle)"
-)
-BLOCKING_FAILS: dict[str, str] = {
-    "requests:stray-answer-after": _STRAY,
-    "urllib3:stray-answer-after": _STRAY,
-}
+# what the blocking transports get wrong (issue 12): "transport:case" -> reason (xfail, strict)
+BLOCKING_FAILS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -188,14 +181,8 @@ FLOODS = {
     "one-byte-chunks": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"1\r\nx\r\n"),
     "close-framed-body": (b"HTTP/1.1 200 OK\r\n\r\n", b"\x00" * 4096),
 }
-# not run: the call never ends (pytest-timeout stops it after 120 s)
-FLOOD_HANGS: dict[str, str] = {
-    f"{transport}:interim": (
-        "issue 12: blocking transports: http.client skips 1xx answers in a loop that "
-        "neither sees the deadline nor lets other greenlets run: an endless stream hangs"
-    )
-    for transport in ("requests", "urllib3")
-}
+# "transport:flood" -> reason; not run (xfail, run=False): such a call never ends
+FLOOD_HANGS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(
