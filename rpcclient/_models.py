@@ -177,11 +177,16 @@ def check_header(name: str, value: str) -> tuple[bytes, bytes]:
         bvalue = value.encode("latin-1")
     except UnicodeEncodeError:
         raise InvalidRequest(f"header {name!r} is not ASCII/latin-1 encodable") from None
+    return _checked_bytes(bname, bvalue, name)
+
+
+def _checked_bytes(bname: bytes, bvalue: bytes, shown: object) -> tuple[bytes, bytes]:
+    """The grammar check of an encoded header; ``shown`` names it in the error."""
     if not _TOKEN.match(bname):
-        raise InvalidRequest(f"invalid header name {name!r}")
+        raise InvalidRequest(f"invalid header name {shown!r}")
     if _BAD_VALUE.search(bvalue) or bvalue != bvalue.strip(b" \t"):
         raise InvalidRequest(
-            f"invalid value for header {name!r}: control characters or surrounding whitespace"
+            f"invalid value for header {shown!r}: control characters or surrounding whitespace"
         )
     return bname, bvalue
 
@@ -189,14 +194,8 @@ def check_header(name: str, value: str) -> tuple[bytes, bytes]:
 def check_header_pair(name: object, value: object) -> tuple[bytes, bytes]:
     """:func:`check_header` for a pair that may already be bytes (hooks append bytes)."""
     if isinstance(name, bytes | bytearray) and isinstance(value, bytes | bytearray):
-        bname, bvalue = bytes(name), bytes(value)
-        if not _TOKEN.match(bname):
-            raise InvalidRequest(f"invalid header name {bname!r}")
-        if _BAD_VALUE.search(bvalue) or bvalue != bvalue.strip(b" \t"):
-            raise InvalidRequest(
-                f"invalid value for header {bname!r}: control characters or surrounding whitespace"
-            )
-        return bname, bvalue
+        bname = bytes(name)
+        return _checked_bytes(bname, bytes(value), bname)
     if isinstance(name, str) and isinstance(value, str):
         return check_header(name, value)
     raise InvalidRequest(
