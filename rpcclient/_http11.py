@@ -653,6 +653,8 @@ def decode_content(body: bytes | bytearray, coding: str, limit: int) -> bytes | 
     an unknown coding or a body that does not decode raises
     :class:`BadCoding`.
     """
+    if not body:  # a 204, a HEAD's answer, a proxy's empty 503: nothing was encoded
+        return body
     for name in reversed([c.strip().lower() for c in coding.split(",")]):
         if name in ("", "identity"):
             continue
@@ -663,20 +665,38 @@ def decode_content(body: bytes | bytearray, coding: str, limit: int) -> bytes | 
         else:
             raise BadCoding(f"Content-Encoding {name!r} is not supported")
         for wbits in formats:
-            decoder = zlib.decompressobj(wbits)
             try:
-                out = decoder.decompress(body, limit + 1)
+                out = _inflate(body, wbits, limit, name)
             except zlib.error as exc:
                 if wbits == formats[-1]:
                     raise BadCoding(f"{name} body does not decode: {exc}") from None
                 continue
-            if len(out) > limit or decoder.unconsumed_tail:
-                raise MessageTooLarge("decoded response body", limit)
-            if not decoder.eof:
-                raise BadCoding(f"{name} body is cut short")
             body = out
             break
     return body
+
+
+def _inflate(body: bytes | bytearray, wbits: int, limit: int, name: str) -> bytes:
+    """One coding undone, within ``limit``. gzip may hold several members (RFC
+    1952; urllib3 decodes them all); any other byte after the end is refused,
+    never dropped: what it meant is unknown."""
+    parts: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
+        decoder = zlib.decompressobj(wbits)
+        out = decoder.decompress(rest, limit + 1 - size)
+        size += len(out)
+        if size > limit or decoder.unconsumed_tail:
+            raise MessageTooLarge("decoded response body", limit)
+        if not decoder.eof:
+            raise BadCoding(f"{name} body is cut short")
+        parts.append(out)
+        rest = decoder.unused_data
+        if not rest:
+            return out if len(parts) == 1 else b"".join(parts)
+        if wbits != 16 + zlib.MAX_WBITS or not rest.startswith(b"\x1f\x8b"):
+            raise BadCoding(f"{len(rest)} bytes after the end of the {name} body")
 
 
 def read_response(

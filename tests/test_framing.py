@@ -365,3 +365,37 @@ def test_an_unknown_or_broken_coding_is_a_decode_error(
     srv = raw_server(keepalive_answering(lambda h, b: answer))
     with Client(srv.url) as client, pytest.raises(rpcclient.DecodeError, match=match):
         client.call("echo.echo", 0)
+
+
+def test_a_multi_member_gzip_answer_is_decoded_whole(raw_server: Any) -> None:
+    """RFC 1952 allows several members; urllib3 decodes them all, and so must we
+    (the first member alone would be another value, or a truncated one)."""
+    value = msgpack.packb(["first half " * 50, "second half " * 50])
+    body = gzip.compress(value[:300]) + gzip.compress(value[300:])
+    answer = http_response(body, headers=[("Content-Encoding", "gzip")])
+    srv = raw_server(keepalive_answering(lambda h, b: answer))
+    with Client(srv.url) as client:
+        got = client.call("echo.echo", 0, headers={"Accept-Encoding": "gzip"})
+    assert got == ["first half " * 50, "second half " * 50]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+def test_bytes_after_a_compressed_body_are_a_decode_error(raw_server: Any, coding: str) -> None:
+    value = msgpack.packb("complete value")
+    packed = gzip.compress(value) if coding == "gzip" else zlib.compress(value)
+    answer = http_response(packed + b"trailing junk", headers=[("Content-Encoding", coding)])
+    srv = raw_server(keepalive_answering(lambda h, b: answer))
+    with Client(srv.url) as client, pytest.raises(rpcclient.DecodeError, match="after the end"):
+        client.call("echo.echo", 0, headers={"Accept-Encoding": coding})
+
+
+def test_an_empty_body_with_a_content_encoding_keeps_its_status(raw_server: Any) -> None:
+    """A proxy's empty 503 saying gzip: the status error, not a DecodeError."""
+    answer = http_response(
+        b"", status="503 Service Unavailable", headers=[("Content-Encoding", "gzip")]
+    )
+    srv = raw_server(keepalive_answering(lambda h, b: answer))
+    with Client(srv.url, retry=rpcclient.NO_RETRY) as client:
+        with pytest.raises(rpcclient.HTTPStatusError) as info:
+            client.call("echo.echo", 0, headers={"Accept-Encoding": "gzip"})
+    assert info.value.status == 503
