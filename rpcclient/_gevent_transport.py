@@ -55,7 +55,7 @@ from ._http11 import (
 )
 from ._models import Endpoint, Request, Response
 from ._pool import Connection, Job, Pool
-from ._threads import PerThread, thread_ident
+from ._threads import PerThread, creation_lock, thread_ident
 from ._timeouts import Deadline
 from ._transport import Transport
 from .exceptions import (
@@ -447,8 +447,12 @@ class GeventTransportCore(Transport):
         """The calling OS thread's own transport (made on its first call)."""
         threads = self._threads
         if threads is None:
-            # made from the options alone: no reference back to this transport
-            threads = self._threads = PerThread(partial(GeventTransportCore, **self._options))
+            with creation_lock():  # two threads' first calls at once make one
+                threads = self._threads
+                if threads is None:
+                    # made from the options alone: no reference back to this transport
+                    threads = PerThread(partial(GeventTransportCore, **self._options))
+                    self._threads = threads
         if self._closed:
             threads.close()
             raise ClientClosed("transport is closed")
@@ -625,7 +629,10 @@ class GeventTransportCore(Transport):
         others = [] if self._threads is None else self._threads.transports()
         return {
             "transport": self.name,
-            "pools": {f"{s}://{h}:{p}": pool.stats() for (s, h, p), pool in self._pools.items()},
+            # a copy: another OS thread may be adding a pool to its own transport
+            "pools": {
+                f"{s}://{h}:{p}": pool.stats() for (s, h, p), pool in list(self._pools.items())
+            },
             "threads": [t.stats()["pools"] for t in others],
         }
 

@@ -36,12 +36,30 @@ from gevent.monkey import get_original
 
 from ._fork import on_fork_in_child
 
-__all__ = ["PerThread", "thread_ident"]
+__all__ = ["PerThread", "creation_lock", "thread_ident"]
 
 #: the OS thread's id, whatever gevent.monkey patched
 thread_ident: Callable[[], int] = get_original("_thread", "get_ident")
 _ThreadLocal: Any = get_original("_thread", "_local")
 _Lock: Any = get_original("_thread", "allocate_lock")
+
+
+#: taken by an owner while it makes its PerThread: two threads' first calls at
+#: once must not make two (the loser's slot would close the transport it gave
+#: out). A list, so that a fork can replace a lock another thread held.
+_creating: list[Any] = [_Lock()]
+
+
+def _renew_creating() -> None:
+    _creating[0] = _Lock()
+
+
+_CREATING_FORK_HOOK = on_fork_in_child(_renew_creating)  # held here: hooks are weak
+
+
+def creation_lock() -> Any:
+    """The lock under which an owner makes its :class:`PerThread`."""
+    return _creating[0]
 
 
 def _new_lock(ref: weakref.ref[PerThread]) -> None:

@@ -692,6 +692,53 @@ def test_a_client_shared_by_os_threads_works_in_each(bundled_server: str) -> Non
     assert report["fork_child_status"] == 0
 
 
+RACE_SCRIPT = r"""
+import json, sys, threading, time
+import rpcclient
+import rpcclient._threads as T
+
+# widen the window between "no PerThread yet" and storing one: two threads'
+# first calls at once must still end up with one, and with live transports
+made = []
+real_init = T.PerThread.__init__
+def slow_init(self, factory):
+    real_init(self, factory)
+    made.append(self)
+    time.sleep(0.05)
+T.PerThread.__init__ = slow_init
+
+client = rpcclient.Client(sys.argv[1], timeout=rpcclient.Timeout(5))
+start = threading.Barrier(3)
+out = []
+def first_call(i):
+    start.wait()
+    try:
+        out.append(client.call("math.add", [i, 1]) == i + 1)
+        out.append(client.call("math.add", [i, 2]) == i + 2)
+    except Exception as exc:
+        out.append(repr(exc)[:300])
+threads = [threading.Thread(target=first_call, args=(i,)) for i in range(3)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(json.dumps({"results": out, "made": len(made)}))
+client.close()
+"""
+
+
+def test_two_threads_first_calls_at_once_make_one_per_thread_set(bundled_server: str) -> None:
+    """The loser of a race to make the PerThread set closed the transport it had
+    just handed out (ClientClosed on an open Client)."""
+    import json
+
+    from .conftest import run_python
+
+    proc = run_python(RACE_SCRIPT, bundled_server, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["results"] == [True] * 6, report
+    assert report["made"] == 1, report
+
+
 def test_threads_in_a_patched_process_share_the_one_transport(bundled_server: str) -> None:
     # under gevent.monkey (as this suite runs) "threads" are greenlets of one OS
     # thread: they use the client's own pools, no per-thread copies
