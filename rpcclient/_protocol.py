@@ -47,7 +47,9 @@ __all__ = [
 
 DEFAULT_PATH_TEMPLATE = "/{service}/{method}"
 _SERVICE = re.compile(r"[A-Za-z0-9_\-]+\Z")
-_METHOD = re.compile(r"[A-Za-z0-9_\-.]+\Z")
+#: no method of dots alone: "admin.." would be the target /admin/.., which
+#: servers and proxies normalise to another route
+_METHOD = re.compile(r"(?!\.+\Z)[A-Za-z0-9_\-.]+\Z")
 SNIPPET_CHARS = 200
 
 ErrorDecoder = Callable[[int, Headers, bytes, Codec, str], "RPCError | None"]
@@ -61,7 +63,8 @@ def split_name(name: object) -> tuple[str, str]:
     if not dot or not _SERVICE.match(service) or not _METHOD.match(method):
         raise InvalidRequest(
             f"invalid call name {name!r}: expected 'service.method' made of letters, "
-            "digits, '_' and '-' (no '/', spaces or control characters)",
+            "digits, '_' and '-', the method '.' too but not dots alone (no '/', spaces or "
+            "control characters)",
             name=name if len(name) < 200 else None,
         )
     return service, method

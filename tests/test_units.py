@@ -182,7 +182,22 @@ def test_codec_is_pluggable_for_old_servers_and_ext_types() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["", "nodot", ".m", "s.", "a/b.c", "a.b/c", "a b.c", "a.b\r\nX: y", "a.b\x00", "a\n.b", 7],
+    # "admin.." -> /admin/.., which servers and proxies normalise to another route
+    [
+        "",
+        "nodot",
+        ".m",
+        "s.",
+        "s..",
+        "s...",
+        "a/b.c",
+        "a.b/c",
+        "a b.c",
+        "a.b\r\nX: y",
+        "a.b\x00",
+        "a\n.b",
+        7,
+    ],
 )
 def test_bad_names_are_refused(name: Any) -> None:
     with pytest.raises(InvalidRequest):
@@ -192,6 +207,7 @@ def test_bad_names_are_refused(name: Any) -> None:
 def test_good_names_split_at_first_dot() -> None:
     assert split_name("user.get_profile") == ("user", "get_profile")
     assert split_name("a-b.c.d") == ("a-b", "c.d")
+    assert split_name("a.b..c") == ("a", "b..c")
 
 
 @pytest.mark.parametrize(
