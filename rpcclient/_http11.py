@@ -41,7 +41,7 @@ import gevent
 from geventhttpclient._parser import HTTPParseError, HTTPResponseParser
 from mypy_extensions import mypyc_attr
 
-from ._models import Body, Headers, Request, Response
+from ._models import Body, Headers, Request, Response, check_request_line
 
 __all__ = [
     "COALESCE_LIMIT",
@@ -140,6 +140,9 @@ class HeadCache:
 
 
 def _prefix(request: Request) -> bytes:
+    # once per cached head for Client calls (their method and target are checked
+    # already); every call for a transport used directly (the requests shim)
+    check_request_line(request.method, request.target)
     line = f"{request.method} {request.target} HTTP/1.1\r\n"
     lines = [line.encode("latin-1"), b"Host: %s\r\n" % request.endpoint.host_header.encode()]
     for name, value in request.fixed_headers:

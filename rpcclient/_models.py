@@ -26,6 +26,9 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 # RFC 9110 token for header names; values: visible ASCII, space, tab, obs-text
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_METHOD_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+#: a request target is ASCII without spaces or controls (RFC 9112 3.2)
+_TARGET = re.compile(r"[!-~]+\Z")
 #: a path as it may appear in a request line: RFC 3986 pchar and "/" (ASCII
 #: only; a "%" only as the start of a percent-encoded octet)
 PATH_TEXT: Final = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*\Z")
@@ -189,6 +192,17 @@ def _checked_bytes(bname: bytes, bvalue: bytes, shown: object) -> tuple[bytes, b
             f"invalid value for header {shown!r}: control characters or surrounding whitespace"
         )
     return bname, bvalue
+
+
+def check_request_line(method: str, target: str) -> None:
+    """``InvalidRequest`` unless ``method`` is a token and ``target`` visible
+    ASCII: anything else would split or bend the request line on the wire."""
+    if not _METHOD_TOKEN.match(method):
+        raise InvalidRequest(f"invalid request method {method!r}: it must be a token")
+    if not _TARGET.match(target):
+        raise InvalidRequest(
+            f"invalid request target {target!r}: ASCII without spaces or control characters"
+        )
 
 
 def check_header_pair(name: object, value: object) -> tuple[bytes, bytes]:

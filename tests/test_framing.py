@@ -399,3 +399,37 @@ def test_an_empty_body_with_a_content_encoding_keeps_its_status(raw_server: Any)
         with pytest.raises(rpcclient.HTTPStatusError) as info:
             client.call("echo.echo", 0, headers={"Accept-Encoding": "gzip"})
     assert info.value.status == 503
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        ("GET /x HTTP/1.1\r\nX-Injected: 1\r\n\r\nGET", "/a"),
+        ("GET X", "/a"),
+        ("GET", "/a HTTP/1.1\r\nX-Injected: 1"),
+        ("GET", "/a b"),
+        ("GET", "/caf\u00e9"),
+        ("GET", ""),
+    ],
+)
+def test_a_request_line_that_would_split_or_bend_is_refused_unsent(
+    raw_server: Any, method: str, target: str
+) -> None:
+    """The transport used directly (the requests shim does): its method must
+    be a token and its target visible ASCII, or InvalidRequest, nothing sent."""
+    received: list[bytes] = []
+
+    def handler(sock: Any, server: Any) -> None:
+        received.append(sock.recv(65536))
+
+    srv = raw_server(handler)
+    transport = GeventTransport()
+    try:
+        with pytest.raises(rpcclient.InvalidRequest, match=r"request (method|target)"):
+            transport.send(
+                raw_request(srv.url, method=method, target=target), rpcclient.Timeout(5).start()
+            )
+    finally:
+        transport.close()
+    gevent.sleep(0.05)
+    assert not any(received), received
