@@ -504,6 +504,41 @@ def test_invalid_headers(url: str, headers: dict[str, Any]) -> None:
     assert isinstance(err, ValueError)
 
 
+def test_a_method_with_non_token_characters_is_refused_before_sending(raw_server: Any) -> None:
+    """CR/LF in a method would be two requests on the wire: requests (urllib3)
+    refuses any non-token character with ValueError, and so must the shim."""
+    srv: RawServer = raw_server(keepalive_answering(lambda h, b: http_response(b"")))
+
+    def injected_method(rq: Any) -> Any:
+        with rq.Session() as s:
+            return s.request("GET /x HTTP/1.1\r\nX-Injected: 1\r\n\r\nGET", srv.url + "/a")
+
+    err = same_error(injected_method, sent=False)
+    assert isinstance(err, ValueError) and "non-token characters" in str(err), err
+    assert srv.connections == 0
+
+
+def test_a_target_with_spaces_or_controls_goes_out_percent_encoded_as_requests(
+    raw_server: Any,
+) -> None:
+    """A prepared URL whose path holds spaces or control bytes: requests
+    (urllib3) percent-encodes them; the shim sent them raw into the request line."""
+    lines: list[bytes] = []
+
+    def answer(head: bytes, body: bytes) -> bytes:
+        lines.append(head.split(b"\r\n", 1)[0])
+        return http_response(b"")
+
+    srv: RawServer = raw_server(keepalive_answering(answer))
+    for rq in (real, shim):
+        with rq.Session() as s:
+            prepared = rq.Request("GET", srv.url + "/a").prepare()
+            prepared.url = srv.url + "/a HTTP/1.1\x01X-Injected: 1 GET /b"
+            assert s.send(prepared).status_code == 200
+    assert len(lines) == 2 and lines[0] == lines[1], lines
+    assert lines[1] == b"GET /a%20HTTP/1.1%01X-Injected:%201%20GET%20/b HTTP/1.1"
+
+
 @pytest.mark.parametrize("timeout", ["abc", (1, 2, 3), -1, (1, "x")])
 def test_bad_timeouts_are_value_errors(raw_server: Any, timeout: Any) -> None:
     srv: RawServer = raw_server(keepalive_answering(lambda h, b: http_response(b"")))

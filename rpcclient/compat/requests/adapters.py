@@ -46,6 +46,7 @@ import copy
 import http.client
 import io
 import os
+import re
 import ssl
 import sys
 import time
@@ -77,6 +78,7 @@ from urllib3.exceptions import (
 from urllib3.exceptions import ProtocolError as Urllib3ProtocolError
 from urllib3.exceptions import SSLError as Urllib3SSLError
 from urllib3.util import Timeout as TimeoutSauce
+from urllib3.util import parse_url
 from urllib3.util.retry import Retry
 
 from ... import exceptions as _rpc
@@ -348,6 +350,10 @@ class _Target:
         except _rpc.InvalidRequest as exc:
             raise InvalidURL(exc.message, request=request) from None
         self.path = request.path_url
+        if _BAD_PATH.search(self.path):
+            # a space or a control byte would bend the request line: urllib3
+            # percent-encodes them for requests, so the shim sends the same
+            self.path = parse_url(self.path).request_uri
         kind = "HTTPS" if scheme == "https" else "HTTP"
         self.pool = f"{kind}ConnectionPool(host={host!r}, port={self.port})"
         self.conn = f"{kind}Connection(host={host!r}, port={self.port})"
@@ -357,6 +363,9 @@ class _Target:
 
 
 _TARGETS: dict[str, _Target] = {}
+#: what urllib3 percent-encodes in a target, and refuses in a method, for requests
+_BAD_PATH = re.compile(r"[^!-~]")
+_BAD_METHOD = re.compile(r"[^-!#$%&'*+.^_`|~0-9a-zA-Z]")
 
 
 def _target(request: PreparedRequest) -> _Target:
@@ -465,6 +474,13 @@ class HTTPAdapter(_upstream.HTTPAdapter):
                 f"(a proxy is configured for {urlsplit(url).scheme} by proxies= or the "
                 "environment); set session.trust_env = False or remove it"
             )
+        method = request.method or "GET"
+        bad = _BAD_METHOD.search(method)
+        if bad:  # urllib3's refusal for requests, before anything is sent
+            raise ValueError(
+                f"Method cannot contain non-token characters {method!r} "
+                f"(found at least {bad.group()!r})"
+            )
         target = _target(request)
         host = request.headers.get("Host")
         if host is not None:  # the caller's Host (virtual hosting), checked like any header
@@ -490,7 +506,7 @@ class HTTPAdapter(_upstream.HTTPAdapter):
         while True:
             prepared = Request(
                 endpoint=target.endpoint,
-                method=request.method or "GET",
+                method=method,
                 target=target.path,
                 headers=headers,
                 body=body,
