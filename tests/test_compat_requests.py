@@ -989,3 +989,53 @@ def test_a_streamed_body_is_never_sent_twice(raw_server: Any) -> None:
         with pytest.raises(shim.exceptions.RetryError):
             s.put(srv.url, data=b"bytes", timeout=5)
     assert [body for _, body in srv.requests] == [b"one-shot"] + [b"bytes"] * 4
+
+
+SEQUENTIAL_THREADS = textwrap.dedent(
+    """
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from rpcclient.compat import requests
+
+    class Ok(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = "http://127.0.0.1:%d/" % server.server_address[1]
+    shared = requests.Session()
+    idents, results = [], []
+
+    def work():
+        idents.append(threading.get_ident())
+        try:
+            results.append(shared.get(url, timeout=5).content)
+        except Exception as exc:
+            results.append(repr(exc)[:200])
+
+    for _ in range(8):  # one after another: the OS hands the same thread id out again
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+    shared.close()
+    server.shutdown()
+    print(len(set(idents)) < len(idents), results)
+    """
+)
+
+
+def test_a_thread_that_reuses_a_dead_threads_id_gets_connections_of_its_own() -> None:
+    """Transports were kept by OS thread id: a new thread with a dead one's id
+    got that thread's sockets, bound to its dead hub ("cannot switch")."""
+    result = run_python(SEQUENTIAL_THREADS, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reused, _, results = result.stdout.strip().partition(" ")
+    assert reused == "True", "no thread id was reused: the test proves nothing here"
+    assert results == repr([b"ok"] * 8), results

@@ -404,7 +404,8 @@ class HTTPAdapter(_upstream.HTTPAdapter):
 
     def _reset_threads(self) -> None:
         self._lock = _os_lock()
-        self._by_thread: dict[int, tuple[int, dict[tuple[Any, ...], GeventTransport]]] = {}
+        #: per OS thread id: (generation, that thread's hub, its transports)
+        self._by_thread: dict[int, tuple[int, Any, dict[tuple[Any, ...], GeventTransport]]] = {}
         self._generation = 0
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -415,20 +416,24 @@ class HTTPAdapter(_upstream.HTTPAdapter):
 
     # -- transports, one set per OS thread ------------------------------------------
     # Keyed by the OS thread's id (never threading.local: monkey-patched, that is
-    # per greenlet, and each greenlet would get a pool of its own).
+    # per greenlet, and each greenlet would get a pool of its own), and held with
+    # the thread's hub: the OS hands a dead thread's id to a new thread, whose
+    # calls must not wait on sockets of the dead thread's hub.
     def _transports(self) -> dict[tuple[Any, ...], GeventTransport]:
         ident = _os_thread_id()
+        hub = gevent.get_hub()
         entry = self._by_thread.get(ident)
-        if entry is not None and entry[0] == self._generation:
-            return entry[1]
+        if entry is not None and entry[0] == self._generation and entry[1] is hub:
+            return entry[2]
         with self._lock:
             live = sys._current_frames().keys()
             for other in [t for t in self._by_thread if t not in live]:
                 del self._by_thread[other]  # the thread is gone; so is its hub
             transports: dict[tuple[Any, ...], GeventTransport] = {}
-            self._by_thread[ident] = (self._generation, transports)
-        for transport in (entry[1] if entry is not None else {}).values():
-            transport.close()
+            self._by_thread[ident] = (self._generation, hub, transports)
+        if entry is not None and entry[1] is hub:  # this thread's, from before close()
+            for transport in entry[2].values():
+                transport.close()
         return transports
 
     def _transport(self, tls: bool, verify: Any, cert: Any) -> GeventTransport:
