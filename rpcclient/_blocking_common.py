@@ -518,8 +518,12 @@ YIELD_AFTER: Final = 0.005
 _YIELD_SLEEP: Final = 0.000001
 
 
+_INTERIM_LATE: Final = "interim (1xx) answers until the deadline, no final one"
+
+
 class _InterimClock:
-    """The deadline and the yields of one answer's loop over interim answers.
+    """The deadline and the yields of one answer's loop over interim answers
+    (and over the pieces of its body, see :func:`read_answer`).
 
     gevent's ``recv`` returns at once, without a switch, while bytes wait:
     against a peer that sends 1xx after 1xx as fast as it can, neither our
@@ -530,17 +534,18 @@ class _InterimClock:
     that comes first reads no clock.
     """
 
-    __slots__ = ("expires", "yield_at")
+    __slots__ = ("expires", "what", "yield_at")
 
-    def __init__(self) -> None:
+    def __init__(self, what: str = _INTERIM_LATE) -> None:
         ex = _CURRENT.get()
         self.expires = None if ex is None else ex.read_expires
+        self.what = what
         self.yield_at = monotonic() + YIELD_AFTER
 
     def tick(self) -> None:
         now = monotonic()
         if self.expires is not None and now >= self.expires:
-            raise TimeoutError("interim (1xx) answers until the deadline, no final one")
+            raise TimeoutError(self.what)
         if now >= self.yield_at:
             gevent.sleep(_YIELD_SLEEP)
             self.yield_at = monotonic() + YIELD_AFTER
@@ -953,7 +958,16 @@ def read_answer(
             **kw,
         )
     body = bytearray()
+    clock: _InterimClock | None = None
     for chunk in raw.stream(READ_CHUNK, decode_content=True):
+        if body:
+            # A second piece. gevent's recv does not switch while bytes wait:
+            # against a peer that sends tiny chunks as fast as it can, neither
+            # our read timer nor any other greenlet would run, so the clock
+            # bounds the loop and yields (an answer read in one piece reads none).
+            if clock is None:
+                clock = _InterimClock("the body still coming at the deadline")
+            clock.tick()
         body += chunk
         if len(body) > max_response_size:
             raise ResponseTooLarge(
