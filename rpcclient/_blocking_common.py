@@ -111,7 +111,8 @@ from urllib3.util.connection import allowed_gai_family
 from urllib3.util.response import assert_header_parsing
 
 from ._fork import on_fork_in_child
-from ._gevent_transport import TLSConfig
+from ._gevent_transport import TLSConfig, _check_request_id
+from ._http11 import BadAnswer
 from ._models import Body, Headers, Request, Response
 from ._pool import Pool
 from ._timeouts import Deadline
@@ -957,6 +958,15 @@ def read_answer(
             f"response body above the limit of {max_response_size} bytes ({announced} bytes)",
             **kw,
         )
+    if request.headers:
+        echoed = raw.headers.get("X-Request-Id")
+        if echoed is not None:
+            try:
+                _check_request_id(request, echoed)
+            except BadAnswer as exc:
+                # another request's answer: never returned; its body stays
+                # unread, so the exchange is incomplete and its connection closed
+                raise ProtocolError(str(exc), may_have_reached_server=True, **kw) from None
     body = bytearray()
     clock: _InterimClock | None = None
     for chunk in raw.stream(READ_CHUNK, decode_content=True):
