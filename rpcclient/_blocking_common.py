@@ -111,7 +111,8 @@ from urllib3.util.connection import allowed_gai_family
 from urllib3.util.response import assert_header_parsing
 
 from ._fork import on_fork_in_child
-from ._gevent_transport import TLSConfig
+from ._gevent_transport import TLSConfig, _check_request_id
+from ._http11 import BadAnswer
 from ._models import Body, Headers, Request, Response
 from ._pool import Pool
 from ._timeouts import Deadline
@@ -518,8 +519,12 @@ YIELD_AFTER: Final = 0.005
 _YIELD_SLEEP: Final = 0.000001
 
 
+_INTERIM_LATE: Final = "interim (1xx) answers until the deadline, no final one"
+
+
 class _InterimClock:
-    """The deadline and the yields of one answer's loop over interim answers.
+    """The deadline and the yields of one answer's loop over interim answers
+    (and over the pieces of its body, see :func:`read_answer`).
 
     gevent's ``recv`` returns at once, without a switch, while bytes wait:
     against a peer that sends 1xx after 1xx as fast as it can, neither our
@@ -530,17 +535,18 @@ class _InterimClock:
     that comes first reads no clock.
     """
 
-    __slots__ = ("expires", "yield_at")
+    __slots__ = ("expires", "what", "yield_at")
 
-    def __init__(self) -> None:
+    def __init__(self, what: str = _INTERIM_LATE) -> None:
         ex = _CURRENT.get()
         self.expires = None if ex is None else ex.read_expires
+        self.what = what
         self.yield_at = monotonic() + YIELD_AFTER
 
     def tick(self) -> None:
         now = monotonic()
         if self.expires is not None and now >= self.expires:
-            raise TimeoutError("interim (1xx) answers until the deadline, no final one")
+            raise TimeoutError(self.what)
         if now >= self.yield_at:
             gevent.sleep(_YIELD_SLEEP)
             self.yield_at = monotonic() + YIELD_AFTER
@@ -952,8 +958,26 @@ def read_answer(
             f"response body above the limit of {max_response_size} bytes ({announced} bytes)",
             **kw,
         )
+    if request.headers:
+        echoed = raw.headers.get("X-Request-Id")
+        if echoed is not None:
+            try:
+                _check_request_id(request, echoed)
+            except BadAnswer as exc:
+                # another request's answer: never returned; its body stays
+                # unread, so the exchange is incomplete and its connection closed
+                raise ProtocolError(str(exc), may_have_reached_server=True, **kw) from None
     body = bytearray()
+    clock: _InterimClock | None = None
     for chunk in raw.stream(READ_CHUNK, decode_content=True):
+        if body:
+            # A second piece. gevent's recv does not switch while bytes wait:
+            # against a peer that sends tiny chunks as fast as it can, neither
+            # our read timer nor any other greenlet would run, so the clock
+            # bounds the loop and yields (an answer read in one piece reads none).
+            if clock is None:
+                clock = _InterimClock("the body still coming at the deadline")
+            clock.tick()
         body += chunk
         if len(body) > max_response_size:
             raise ResponseTooLarge(

@@ -3,8 +3,9 @@
 Issue 12 on the blocking transports: a timer that lands in urllib3's check
 of a pooled connection leaks no socket, a cut answer is a ProtocolError
 (never a DecodeError), a pooled connection the server has closed is not
-sent on, and an endless stream of interim (1xx) answers ends by the
-deadline without starving other greenlets.
+sent on, an endless stream of interim (1xx) answers ends by the deadline
+without starving other greenlets, and an answer that echoes another
+request's X-Request-Id is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import gevent
+import msgpack
 import pytest
 
 from rpcclient import Client, Retry, Timeout, _blocking_common
@@ -289,3 +291,35 @@ def test_an_endless_stream_of_interim_answers_ends_by_the_deadline(
     assert starved < slack, f"ticker starved {starved * 1000:.0f} ms, 3 times ({info.value!r})"
     expected = E.ReadTimeout if flood == "large-100s" else E.ProtocolError
     assert type(info.value) is expected, repr(info.value)
+
+
+# -- another request's answer ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ALL_TRANSPORTS)
+def test_an_answer_with_another_request_id_is_refused_and_its_connection_dropped(
+    raw_server: Any, kind: str
+) -> None:
+    """Where the server echoes X-Request-Id, an answer with another id is
+    another request's (a late duplicate, a confused proxy): a ProtocolError,
+    never returned, and its connection is not reused; the next call gets
+    its own answer on a new connection."""
+
+    def answer(head: bytes, body: bytes) -> bytes:
+        sent = next(
+            line.split(b":", 1)[1].strip().decode()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"x-request-id:")
+        )
+        echoed = "someone-else" if sent == "mine-1" else sent
+        return http_response(msgpack.packb(sent), headers=[("X-Request-Id", echoed)])
+
+    srv: RawServer = raw_server(keepalive_answering(answer))
+    with Client(srv.url, transport=kind, retry=ONCE) as client:
+        with pytest.raises(E.ProtocolError, match="X-Request-Id") as info:
+            client.call("a.b", 1, request_id="mine-1")
+        assert type(info.value) is E.ProtocolError
+        assert info.value.may_have_reached_server
+        assert client.call("a.b", 2, request_id="mine-2") == "mine-2"
+        assert client.call("a.b", 3, request_id="mine-3") == "mine-3"
+    assert srv.connections == 2  # the refused answer's connection dropped, the next kept
