@@ -140,8 +140,10 @@ class EndpointGroup:
         host.probing = True
         return host
 
-    def connect_failed(self, host: Host) -> None:
-        if host.probing:
+    def connect_failed(self, host: Host, probe: bool = False) -> None:
+        """A connect to ``host`` failed; ``probe``: that attempt was its probe
+        (another attempt's failure never ends someone else's probe)."""
+        if probe:
             host.probing = False
             self._eject(host)  # the probe failed: rest again
             return

@@ -362,6 +362,10 @@ class ClientCore:
                 host = group.pick(tried)
                 if host is None:
                     raise self._all_out(group, name, attempt, request_id, reached)
+                # pick marks a rested host probing for the one attempt it gives it
+                # to: only that attempt may end the probe (another one in flight to
+                # the same host since before its ejection must not)
+                probe = host.probing
                 endpoint = host.endpoint
                 request_headers = extra
                 if expires is not None:
@@ -374,7 +378,7 @@ class ClientCore:
                             event, attempt, endpoint, request_headers, fixed
                         )
                     except BaseException as exc:
-                        if host.probing:  # no attempt: the next call probes it
+                        if probe:  # no attempt: the next call probes it
                             group.probe_ended(host, False)
                         if isinstance(exc, RPCError):
                             exc.attempts = attempt
@@ -425,7 +429,7 @@ class ClientCore:
                         )
                         counted = True
                     if not self._should_retry(
-                        exc, policy, attempt, idempotent, group, host, deadline
+                        exc, policy, attempt, idempotent, group, host, probe, deadline
                     ):
                         if reached:
                             # the call's verdict, not this attempt's: an earlier one may have run
@@ -436,7 +440,7 @@ class ClientCore:
                     tried.append(host)
                 finally:
                     host.outstanding -= 1
-                    if host.probing:  # this attempt probed a rested host (EndpointGroup)
+                    if probe and host.probing:  # this attempt's probe, still open
                         group.probe_ended(host, ok or _connected(attempt_error))
                     if event is not None:
                         if attempt_error is None and not ok:
@@ -540,11 +544,12 @@ class ClientCore:
         idempotent: bool,
         group: EndpointGroup,
         host: Host,
+        probe: bool,
         deadline: Deadline,
     ) -> bool:
         """Apply the retry rules (see rpcclient._retry); sleeps the backoff."""
         if isinstance(exc, ConnectError):
-            group.connect_failed(host)
+            group.connect_failed(host, probe)
         if attempt >= policy.attempts or not policy.retryable(exc, idempotent):
             return False
         retry_after = getattr(exc, "retry_after", None)

@@ -306,3 +306,24 @@ def test_power_of_two_choices_prefers_fewer_outstanding() -> None:
     assert {"h1", "h2"} <= set(picks)
     tried = [group.hosts[1]]
     assert all(group.pick(tried).endpoint.host != "h1" for _ in range(50))
+
+
+def test_another_attempts_connect_failure_does_not_end_a_probe() -> None:
+    """An attempt in flight to a host since before its ejection fails while a
+    call probes the rested host: the probe stays the only one, the host is not
+    ejected again under it (a second probe would follow its next rest)."""
+    eps = [Endpoint.parse("http://127.0.0.1:1"), Endpoint.parse("http://127.0.0.1:2")]
+    group = EndpointGroup(eps, RetryBudget(0.1, 1), eject_after=1, cooldown=0.01)
+    dead, other = group.hosts
+    group.connect_failed(dead)  # ejected
+    assert dead.ejected_until != 0.0
+    time.sleep(0.02)  # rested
+    picked = [group.pick() for _ in range(3)]
+    assert picked[0] is dead and dead.probing  # the one probe
+    assert picked[1] is other and picked[2] is other
+    rest_ends = dead.ejected_until
+    group.connect_failed(dead)  # the late attempt's failure: not the probe's
+    assert dead.probing and dead.ejected_until == rest_ends
+    assert all(group.pick() is other for _ in range(5))  # still one probe
+    group.connect_failed(dead, probe=True)  # the probe's own failure rests it again
+    assert not dead.probing and dead.ejected_until > rest_ends
