@@ -314,10 +314,15 @@ class RPCHandler:
                 raise _Refuse(431, f"more than {MAX_FIELDS} trailer fields")
             return
         # llhttp has refused every control byte but HTAB in the value, and a
-        # name that is not a token. Size and count are checked once the head
-        # is complete; until then _feed bounds the bytes a head may take.
-        msg.fields.append((name, value))
-        msg.head_bytes += len(name) + len(value)
+        # name that is not a token. Count and size are checked per field: a
+        # head that never ends must not hold more than MAX_FIELDS objects.
+        fields = msg.fields
+        if len(fields) >= MAX_FIELDS:
+            raise _Refuse(431, f"more than {MAX_FIELDS} header fields")
+        fields.append((name, value))
+        msg.head_bytes += len(name) + len(value) + 4
+        if msg.head_bytes + len(msg.target) > MAX_HEAD:
+            raise _Refuse(431, f"request head above {MAX_HEAD} bytes")
         special = _SPECIAL.get(name.lower())
         if special is None:
             return
@@ -344,11 +349,6 @@ class RPCHandler:
     def on_headers_complete(self) -> None:
         msg = self.current
         assert msg is not None
-        fields = len(msg.fields)
-        if fields > MAX_FIELDS:
-            raise _Refuse(431, f"more than {MAX_FIELDS} header fields")
-        if msg.head_bytes + 4 * fields + len(msg.target) > MAX_HEAD:
-            raise _Refuse(431, f"request head above {MAX_HEAD} bytes")
         parser = self.parser
         version = parser.get_http_version()
         if version == "1.1":

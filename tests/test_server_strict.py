@@ -827,3 +827,19 @@ def test_slowloris_past_the_open_file_limit_against_rpcclient_serve() -> None:
         finally:
             for sock in drippers:
                 sock.close()
+
+
+# -- the hostile review (issue 13, second round) ----------------------------------------
+
+
+def test_a_head_of_many_fields_is_refused_before_it_ends(
+    start: Callable[..., RPCServer], runs: Runs
+) -> None:
+    # 16,000 empty fields and no blank line: refused as the 101st field
+    # arrives, not held (as Python objects) until the head times out
+    server = start(header_timeout=30, idle_timeout=30)
+    with Conn(server.address) as conn:
+        conn.send(b"GET / HTTP/1.1\r\n" + b"a:\r\n" * 16000)
+        _assert_refused(conn, 431)
+    assert all(h.current is None or len(h.current.fields) <= 100 for h in server._handlers)
+    assert runs.count == 0
