@@ -666,6 +666,7 @@ class _Response:
         "length",
         "msg",
         "no_body",
+        "overrun",
         "says_close",
         "sent",
         "status",
@@ -684,6 +685,7 @@ class _Response:
         self.chunked = False
         self.sent = 0
         self.no_body = head_only
+        self.overrun = False
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -760,12 +762,27 @@ class _Response:
             head += b"".join(extra)
         return head + b"\r\n"
 
+    def _clip(self, data: bytes) -> bytes:
+        """``data`` cut to what the declared Content-Length has left.
+
+        Bytes past it would reach the client as the start of another answer
+        (a forged response); the connection closes after this one instead.
+        """
+        length = self.length
+        if length is None or self.no_body or self.sent + len(data) <= length:
+            return data
+        self.overrun = True
+        self.close = True
+        return data[: max(0, length - self.sent)]
+
     def write_all(self, data: bytes) -> None:
         """The whole body at once: head and body in one write."""
+        data = self._clip(data)
         self._send(self._head(len(data)), data)
         self.sent += len(data)
 
     def write(self, data: bytes) -> None:
+        data = self._clip(data)
         if not self.head_sent:
             self._send(self._head(None), data)
         else:
@@ -812,6 +829,11 @@ class _Response:
         """After the answer: drain a small remainder, or linger-close; True to go on."""
         msg = self.msg
         conn = self.conn
+        if self.overrun:
+            _log.error("WSGI app sent more body than its Content-Length %s: cut", self.length)
+            if not msg.complete:
+                conn._linger()
+            return False
         if self.length is not None and self.sent != self.length and not self.no_body:
             _log.error("WSGI app sent %d body bytes for Content-Length %d", self.sent, self.length)
             return False

@@ -843,3 +843,27 @@ def test_a_head_of_many_fields_is_refused_before_it_ends(
         _assert_refused(conn, 431)
     assert all(h.current is None or len(h.current.fields) <= 100 for h in server._handlers)
     assert runs.count == 0
+
+
+FORGED = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
+
+
+def overlong_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+    start_response("200 OK", [("Content-Length", "2")])
+    if environ["PATH_INFO"] == "/list":
+        return [b"ok" + FORGED]
+    return iter([b"o", b"k" + FORGED])  # the excess after the head went out
+
+
+@pytest.mark.parametrize("path", ["/list", "/iter"])
+def test_a_body_longer_than_its_content_length_is_cut_and_closed(path: str) -> None:
+    server = serve(overlong_app, "127.0.0.1", 0)
+    try:
+        with Conn(server.address) as conn:
+            pipelined = f"GET {path} HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n"
+            conn.send(pipelined.encode())
+            reply = conn.read_reply()
+            assert reply.body == b"ok"
+            assert conn.at_eof(), bytes(conn.buf)  # no forged second answer
+    finally:
+        server.stop(timeout=1)
