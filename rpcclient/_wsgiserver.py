@@ -47,7 +47,8 @@ any PEP 3333 app. The rules:
   remainder of at most :data:`DRAIN_LIMIT` bytes the client was not asked to
   wait for (no pending ``Expect: 100-continue``), which is read and dropped
   before the next request. ``100 Continue`` goes out when the app first
-  reads the body, never before a final answer. The close is a lingering one (RFC 9112, 9.6):
+  reads the body, only to an HTTP/1.1 client and only while no answer's
+  head has left (never inside an answer). The close is a lingering one (RFC 9112, 9.6):
   half-close, then read at most :data:`LINGER_BYTES` for at most
   :data:`LINGER_SECONDS`, so a client still sending can read the answer.
 - **One write per response.** A response whose body is known at the first
@@ -156,6 +157,7 @@ class _Message:
 
     __slots__ = (
         "abandoned",
+        "answered",
         "body",
         "chunked",
         "complete",
@@ -189,6 +191,7 @@ class _Message:
         self.trailer_fields = 0
         self.complete = False
         self.abandoned = False
+        self.answered = False
         self.version = "HTTP/1.1"
         self.method = "GET"
         self.keep_alive = True
@@ -441,7 +444,10 @@ class RPCHandler:
             raise OSError(f"request body framing: {self.refusal.message}")
         if msg.expect_continue:
             msg.expect_continue = False
-            self._sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            # never inside an answer whose head has left, and not to HTTP/1.0
+            # (RFC 9110 10.1.1): such a client sends its body when it stops waiting
+            if not msg.answered and msg.version == "HTTP/1.1":
+                self._sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         data = self._recv(time.monotonic() + self.server.body_timeout)
         if not data:
             self.refusal = _Refuse(400, "connection closed inside the body")
@@ -757,6 +763,7 @@ class _Response:
         if msg.version == "HTTP/1.0" and not self.close:
             extra.append(b"Connection: keep-alive\r\n")
         self.head_sent = True
+        msg.answered = True
         head = b"HTTP/1.1 " + status + conn.server.date_header() + self.block
         if extra:
             head += b"".join(extra)

@@ -867,3 +867,51 @@ def test_a_body_longer_than_its_content_length_is_cut_and_closed(path: str) -> N
             assert conn.at_eof(), bytes(conn.buf)  # no forged second answer
     finally:
         server.stop(timeout=1)
+
+
+def late_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    if environ["PATH_INFO"] == "/late":
+
+        def body() -> Iterator[bytes]:
+            yield b"first;"  # the answer's head leaves here, then the body is read
+            yield b"body=" + environ["wsgi.input"].read()
+
+        return body()
+    return [b"body=" + environ["wsgi.input"].read()]
+
+
+def _read_all(conn: Conn) -> bytes:
+    with contextlib.suppress(OSError):
+        while conn._fill():
+            pass
+    return bytes(conn.buf)
+
+
+@pytest.mark.parametrize(
+    "request_head,expected",
+    [
+        ("POST /late HTTP/1.1\r\nHost: h\r\n", b"HTTP/1.1 200 OK\r\n"),
+        ("POST /now HTTP/1.0\r\n", b"HTTP/1.1 200 OK\r\n"),
+        (
+            "POST /now HTTP/1.1\r\nHost: h\r\nConnection: close\r\n",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n",
+        ),
+    ],
+    ids=["after-the-head", "http-1.0", "control"],
+)
+def test_100_continue_only_before_a_head_and_only_to_http11(
+    request_head: str, expected: bytes
+) -> None:
+    server = serve(late_app, "127.0.0.1", 0, body_timeout=2)
+    try:
+        with Conn(server.address) as conn:
+            conn.send(f"{request_head}Expect: 100-continue\r\nContent-Length: 3\r\n\r\n".encode())
+            gevent.sleep(0.3)
+            conn.send(b"abc")
+            out = _read_all(conn)
+            assert out.startswith(expected), out
+            assert out.count(b"HTTP/1.1 ") == expected.count(b"HTTP/1.1 "), out
+            assert b"body=abc" in out
+    finally:
+        server.stop(timeout=1)
