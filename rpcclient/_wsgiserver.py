@@ -293,8 +293,18 @@ class RPCHandler:
         if address:
             self.base_environ["REMOTE_ADDR"] = str(address[0])
             self.base_environ["REMOTE_PORT"] = str(address[1])
-        self._wire = 0  # bytes fed since the last head completed
-        self._body_wire = 0  # body bytes parsed since then
+        # Wire accounting (see _account): bytes the callbacks saw in this
+        # feed (known head bytes, body bytes), those since the last message
+        # ended in it, and what the message in progress carries from
+        # earlier feeds.
+        self._f_known = 0
+        self._f_body = 0
+        self._f_before = 0  # known + body bytes of this feed up to the last message end
+        self._f_body_before = 0  # the body bytes among them
+        self._f_ended = False
+        self._touched: list[_Message] = []
+        self._residue = 0  # unexplained (framing) bytes of the message in progress
+        self._seg_body = 0  # its body bytes
 
     # -- llhttp callbacks ------------------------------------------------------------
 
@@ -305,6 +315,7 @@ class RPCHandler:
         msg = self.current
         assert msg is not None
         msg.target += url
+        self._f_known += len(url)
         if len(msg.target) > MAX_TARGET:
             raise _Refuse(414, f"request target above {MAX_TARGET} bytes")
 
@@ -324,6 +335,7 @@ class RPCHandler:
             raise _Refuse(431, f"more than {MAX_FIELDS} header fields")
         fields.append((name, value))
         msg.head_bytes += len(name) + len(value) + 4
+        self._f_known += len(name) + len(value) + 3  # at least "name:" CRLF
         if msg.head_bytes + len(msg.target) > MAX_HEAD:
             raise _Refuse(431, f"request head above {MAX_HEAD} bytes")
         special = _SPECIAL.get(name.lower())
@@ -375,8 +387,9 @@ class RPCHandler:
         msg.method = parser.get_method().decode("ascii")
         msg.keep_alive = parser.should_keep_alive()
         msg.head_done = True
-        self._wire = 0
-        self._body_wire = 0
+        # at least "METHOD SP target SP HTTP/1.x CRLF" and the blank line
+        self._f_known += len(msg.method) + 14
+        self._touched.append(msg)
         self.pending.append(msg)
 
     def on_body(self, body: bytes) -> None:
@@ -385,7 +398,7 @@ class RPCHandler:
         size = len(body)
         msg.received += size
         msg.pieces += 1
-        self._body_wire += size
+        self._f_body += size
         if not msg.abandoned:
             msg.body += body
         if msg.pieces > MAX_SMALL_CHUNKS and msg.pieces * MIN_MEAN_CHUNK > msg.received:
@@ -396,11 +409,20 @@ class RPCHandler:
         assert msg is not None
         msg.complete = True
         self.current = None
+        self._touched.append(msg)
+        self._f_before += self._f_known + self._f_body
+        self._f_body_before += self._f_body
+        self._f_known = 0
+        self._f_body = 0
+        self._f_ended = True
 
     # -- reading ---------------------------------------------------------------------
 
     def _feed(self, data: bytes) -> None:
         """Parse ``data``; a framing error is kept in ``refusal`` (answered later)."""
+        self._f_known = self._f_body = self._f_before = self._f_body_before = 0
+        self._f_ended = False
+        self._touched.clear()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -415,14 +437,7 @@ class RPCHandler:
                 reason = str(exc) or type(exc).__name__
                 self.refusal = _Refuse(400, f"malformed request: {reason}")
         else:
-            self._wire += len(data)
-            framing = self._wire - self._body_wire
-            if framing > MAX_HEAD:
-                msg = self.current
-                if msg is None or not msg.head_done:
-                    self.refusal = _Refuse(431, f"request head above {MAX_HEAD} bytes")
-                elif framing > MAX_HEAD + 8 * self._body_wire:
-                    self.refusal = _Refuse(400, "chunked framing larger than its body")
+            self._account(len(data))
             if self.refusal is None:
                 return
         # after an error nothing more from this connection is parsed or run
@@ -430,6 +445,46 @@ class RPCHandler:
         pending = self.pending
         if current is not None and not current.complete and pending and pending[-1] is current:
             pending.pop()
+
+    def _account(self, size: int) -> None:
+        """Bound the bytes of ``size`` fed that are neither head fields nor body.
+
+        llhttp reports no positions, so the unexplained bytes of one feed
+        (chunk sizes and extensions, trailers, OWS, a head still arriving)
+        are known only in total: they count against the message in progress
+        when the feed began. If that overruns its budget, the refusal covers
+        every message whose head or end was parsed in this feed: none of them
+        runs (a body being read fails), whatever their order on the wire.
+        """
+        f_rest = self._f_known + self._f_body
+        residue = self._residue + size - self._f_before - f_rest
+        body = self._seg_body + self._f_body
+        if self._f_ended:
+            # a message ended in this feed: its own residue is all of the
+            # above at most; the next one's starts at its end
+            if residue > MAX_HEAD + 8 * (body + self._f_body_before):
+                self._refuse_feed(_Refuse(400, "chunked framing larger than its body"))
+                return
+            residue = size - self._f_before - f_rest
+            body = self._f_body
+        self._residue = residue
+        self._seg_body = body
+        msg = self.current
+        if msg is None:
+            self._residue = self._seg_body = 0  # between messages: all accounted
+        elif not msg.head_done:
+            if residue + msg.head_bytes + len(msg.target) > MAX_HEAD:
+                self._refuse_feed(_Refuse(431, f"request head above {MAX_HEAD} bytes"))
+        elif residue > MAX_HEAD + 8 * body:
+            self._refuse_feed(_Refuse(400, "chunked framing larger than its body"))
+
+    def _refuse_feed(self, refusal: _Refuse) -> None:
+        self.refusal = refusal
+        touched = self._touched
+        for msg in touched:
+            msg.complete = False  # its framing is not trusted: a read fails
+        if touched:
+            self.pending = deque(m for m in self.pending if m not in touched)
 
     def _recv(self, deadline: float) -> bytes:
         self.deadline = deadline

@@ -915,3 +915,52 @@ def test_100_continue_only_before_a_head_and_only_to_http11(
             assert b"body=abc" in out
     finally:
         server.stop(timeout=1)
+
+
+def counting_app(runs: Runs) -> Callable[..., Any]:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        body = environ["wsgi.input"].read()
+        runs.count += 1
+        runs.names.append(environ["PATH_INFO"])
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+def test_nothing_parsed_with_a_refused_framing_runs(runs: Runs) -> None:
+    # a 70 KB chunk extension: the framing is refused after the read that
+    # completes the message, which also holds a pipelined request
+    server = serve(counting_app(runs), "127.0.0.1", 0, body_timeout=2)
+    try:
+        with Conn(server.address) as conn:
+            conn.send(
+                b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1;"
+                + b"a" * 70000
+                + b"\r\nx\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"
+            )
+            reply = conn.read_reply()
+            assert reply.status >= 400 and reply.headers.get("connection") == "close"
+            assert conn.at_eof()
+        assert runs.names == []
+    finally:
+        server.stop(timeout=1)
+
+
+def test_a_body_read_with_the_next_head_is_not_counted_against_it(runs: Runs) -> None:
+    server = serve(counting_app(runs), "127.0.0.1", 0)
+    try:
+        with Conn(server.address) as conn:
+            h1 = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n"
+            h2 = b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n"
+            n = 65536 - len(h1 % 60000) - len(h2)
+            conn.send(h1 % n + b"x" * n + h2)  # one 64 KiB read: /a, its body, /b's head
+            assert len(conn.read_reply().body) == n
+            assert conn.read_reply().status == 200
+            conn.send(b"GET /c HTTP/1.1\r\n")  # then a head in two reads
+            gevent.sleep(0.2)
+            conn.send(b"Host: h\r\n\r\n")
+            assert conn.read_reply().status == 200
+        assert runs.names == ["/a", "/b", "/c"]
+    finally:
+        server.stop(timeout=1)
