@@ -31,10 +31,13 @@ any PEP 3333 app. The rules:
   :data:`MIN_MEAN_CHUNK` bytes (each chunk costs a Python call): ``400``.
 - **Timeouts**, enforced by one watchdog greenlet on a coarse tick (no timer
   per read): a connection waiting for a request line closes after
-  ``idle_timeout`` s; a head must be complete ``header_timeout`` s after its
-  first byte (slowloris); a body read waits at most ``body_timeout`` s for
-  more bytes, and a write for the client to take it (a client that stops
-  reading). An app that is running has no deadline from the server.
+  ``idle_timeout`` s after its last answer (bytes that start no head, such
+  as CRLF, do not extend it); a head must be complete ``header_timeout`` s
+  after its first byte (slowloris); a body read waits at most
+  ``body_timeout`` s for more bytes, and the whole body must arrive within
+  ``body_timeout`` s plus 1 s per :data:`MIN_BODY_RATE` bytes (R.U.D.Y.: a
+  byte every few seconds); a write waits ``body_timeout`` s for the client
+  to take it (a client that stops reading). An app that is running has no deadline from the server.
 - **A bound on connections**, ``max_connections`` (default: the process's
   open-file limit less a margin, at most 10,000). At the bound a new
   connection is accepted, and the connection that has waited longest without
@@ -87,6 +90,7 @@ __all__ = [
     "MAX_FIELDS",
     "MAX_HEAD",
     "MAX_TARGET",
+    "MIN_BODY_RATE",
     "RPCHandler",
     "RPCServer",
     "default_max_connections",
@@ -110,6 +114,9 @@ MAX_SMALL_CHUNKS = 65536
 MIN_MEAN_CHUNK = 16
 #: one recv
 RECV_SIZE = 65536
+#: a body must arrive at this many bytes per second on average, after a
+#: first ``body_timeout`` of grace (R.U.D.Y.: a byte every few seconds)
+MIN_BODY_RATE = 500
 
 DEFAULT_IDLE_TIMEOUT = 15.0
 DEFAULT_HEADER_TIMEOUT = 10.0
@@ -159,6 +166,7 @@ class _Message:
         "abandoned",
         "answered",
         "body",
+        "body_start",
         "chunked",
         "complete",
         "expect_continue",
@@ -187,6 +195,7 @@ class _Message:
         self.head_bytes = 0
         self.body = bytearray()
         self.received = 0
+        self.body_start = 0.0
         self.pieces = 0
         self.trailer_fields = 0
         self.complete = False
@@ -503,7 +512,14 @@ class RPCHandler:
             # (RFC 9110 10.1.1): such a client sends its body when it stops waiting
             if not msg.answered and msg.version == "HTTP/1.1":
                 self._sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-        data = self._recv(time.monotonic() + self.server.body_timeout)
+        now = time.monotonic()
+        timeout = self.server.body_timeout
+        if not msg.body_start:
+            msg.body_start = now
+        # per read: body_timeout; in all: body_timeout plus 1 s per
+        # MIN_BODY_RATE bytes received, which a slow sender cannot stretch
+        deadline = min(now + timeout, msg.body_start + timeout + msg.received / MIN_BODY_RATE)
+        data = self._recv(deadline)
         if not data:
             self.refusal = _Refuse(400, "connection closed inside the body")
             raise OSError("the client closed the connection inside the request body")
@@ -514,6 +530,10 @@ class RPCHandler:
     def _next_message(self) -> _Message | None:
         """The next request whose head is complete; None when the connection is done."""
         server = self.server
+        # set once per wait (from the end of the last answer): bytes that
+        # start no head (CRLF) do not refresh it
+        self.since = time.monotonic()
+        idle_deadline = self.since + server.idle_timeout
         while not self.pending:
             if self.refusal is not None:
                 self._refuse(self.refusal)
@@ -521,9 +541,8 @@ class RPCHandler:
             if self.upgraded or server.stopping:
                 return None
             now = time.monotonic()
-            self.since = now
             if self.current is None:
-                deadline = now + server.idle_timeout
+                deadline = idle_deadline
             else:  # a head has begun: it must be complete in header_timeout
                 if not self.head_deadline:
                     self.head_deadline = now + server.header_timeout

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
+import gevent.select
 import gevent.socket
 import gevent.subprocess
 import msgpack
@@ -964,3 +965,43 @@ def test_a_body_read_with_the_next_head_is_not_counted_against_it(runs: Runs) ->
         assert runs.names == ["/a", "/b", "/c"]
     finally:
         server.stop(timeout=1)
+
+
+def test_crlf_alone_does_not_keep_a_connection_open(start: Callable[..., RPCServer]) -> None:
+    server = start(idle_timeout=0.5, header_timeout=0.5)
+    with Conn(server.address) as conn:
+        started = time.monotonic()
+        with contextlib.suppress(OSError):
+            while time.monotonic() - started < 4.0:
+                conn.send(b"\r\n")  # not a head: must not refresh the idle deadline
+                gevent.sleep(0.2)
+        assert time.monotonic() - started < 4.0, "still open"
+        assert conn.at_eof()
+
+
+def test_a_body_below_the_minimum_rate_is_closed(
+    start: Callable[..., RPCServer], runs: Runs
+) -> None:
+    # R.U.D.Y.: a byte every 0.4 s never trips the 1 s per-read timeout; the
+    # body's deadline (body_timeout + 1 s per MIN_BODY_RATE bytes) does
+    server = start(max_connections=2, body_timeout=1.0)
+    closed: list[float] = []
+    started = time.monotonic()
+
+    def drip() -> None:
+        with Conn(server.address) as conn:
+            conn.send(post("/t/echo", length=1000))
+            with contextlib.suppress(OSError):
+                while time.monotonic() - started < 6.0:
+                    gevent.sleep(0.4)
+                    conn.send(b"\x90")
+                    if gevent.select.select([conn.sock], [], [], 0)[0]:
+                        break  # the server answered (400) or closed
+            closed.append(time.monotonic() - started)
+
+    drippers = [gevent.spawn(drip) for _ in range(2)]
+    gevent.joinall(drippers, timeout=10)
+    assert len(closed) == 2 and max(closed) < 5.0, closed
+    with Conn(server.address) as conn:
+        assert conn.call("/t/echo", [1]).result == [1]
+    assert runs.names == ["t.echo"]
