@@ -848,7 +848,11 @@ class _Response:
 
         Bytes past it would reach the client as the start of another answer
         (a forged response); the connection closes after this one instead.
+        A body that is not bytes raises TypeError before any head is sent,
+        so the app's bug is answered 500.
         """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"a WSGI body must be bytes, not {type(data).__name__}")
         length = self.length
         if length is None or self.no_body or self.sent + len(data) <= length:
             return data

@@ -1005,3 +1005,23 @@ def test_a_body_below_the_minimum_rate_is_closed(
     with Conn(server.address) as conn:
         assert conn.call("/t/echo", [1]).result == [1]
     assert runs.names == ["t.echo"]
+
+
+def str_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+    start_response("200 OK", [])
+    if environ["PATH_INFO"] == "/list":
+        return ["a str, not bytes"]
+    return iter(["a str, not bytes"])
+
+
+@pytest.mark.parametrize("path", ["/list", "/iter"])
+def test_an_app_body_of_str_is_a_500(path: str) -> None:
+    server = serve(str_app, "127.0.0.1", 0)
+    try:
+        with Conn(server.address) as conn:
+            conn.send(f"GET {path} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+            reply = conn.read_reply()
+            assert reply.status == 500 and reply.headers.get("connection") == "close"
+            assert conn.at_eof()
+    finally:
+        server.stop(timeout=1)
