@@ -42,8 +42,10 @@ any PEP 3333 app. The rules:
   open-file limit less a margin, at most 10,000). At the bound a new
   connection is accepted, and the connection that has waited longest without
   a request in progress (idle keep-alive, or a head still arriving) is closed
-  to make room; when every connection has a request in progress, the new one
-  is closed at once. Either way the accept loop never stalls on EMFILE and a
+  to make room; failing that, the one whose app has waited longest for a
+  body arriving below :data:`MIN_BODY_RATE` (after a second of grace); when
+  every connection has a request in progress otherwise, the new one is
+  closed at once. Either way the accept loop never stalls on EMFILE and a
   slow client cannot keep a fresh one out.
 - **An answer that leaves a body unread** closes the connection (the answer
   says ``Connection: close``), unless what is left is a Content-Length
@@ -291,6 +293,7 @@ class RPCHandler:
         self.current: _Message | None = None
         self.busy = False
         self.writing = False
+        self.reading: _Message | None = None  # the body a read waits for
         self.deadline = 0.0
         self.since = time.monotonic()
         self.expired = False
@@ -519,7 +522,11 @@ class RPCHandler:
         # per read: body_timeout; in all: body_timeout plus 1 s per
         # MIN_BODY_RATE bytes received, which a slow sender cannot stretch
         deadline = min(now + timeout, msg.body_start + timeout + msg.received / MIN_BODY_RATE)
-        data = self._recv(deadline)
+        self.reading = msg
+        try:
+            data = self._recv(deadline)
+        finally:
+            self.reading = None
         if not data:
             self.refusal = _Refuse(400, "connection closed inside the body")
             raise OSError("the client closed the connection inside the request body")
@@ -1042,11 +1049,32 @@ class RPCServer(StreamServer):  # type: ignore[misc]
             if idle and (oldest is None or handler.since < oldest.since):
                 oldest = handler
         if oldest is None:
+            oldest = self._slowest_body()
+        if oldest is None:
             return False
         self.evicted_connections += 1
         oldest.expire()
         self.untrack(oldest)  # its greenlet leaves soon; the slot is free now
         return True
+
+    def _slowest_body(self) -> RPCHandler | None:
+        """The connection waiting longest for a body that arrives below MIN_BODY_RATE.
+
+        Its app is blocked reading, not working: at the bound it gives way
+        (a second of grace first), so slow uploads cannot hold every slot.
+        """
+        now = time.monotonic()
+        slowest = None
+        for handler in self._handlers:
+            msg = handler.reading
+            if msg is None or handler.expired or not msg.body_start:
+                continue
+            elapsed = now - msg.body_start
+            if elapsed < 1.0 or msg.received >= MIN_BODY_RATE * elapsed:
+                continue
+            if slowest is None or msg.body_start < slowest[0]:
+                slowest = (msg.body_start, handler)
+        return None if slowest is None else slowest[1]
 
     def handle(self, sock: Any, address: Any) -> None:
         """One accepted connection (runs in its own greenlet)."""

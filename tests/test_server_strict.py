@@ -1025,3 +1025,25 @@ def test_an_app_body_of_str_is_a_500(path: str) -> None:
             assert conn.at_eof()
     finally:
         server.stop(timeout=1)
+
+
+def test_at_the_bound_a_body_below_the_minimum_rate_makes_room(
+    start: Callable[..., RPCServer], runs: Runs
+) -> None:
+    server = start(max_connections=2, body_timeout=30)  # the deadline is far
+    slow = [Conn(server.address) for _ in range(2)]
+    try:
+        for conn in slow:
+            conn.send(post("/t/echo", length=1000) + b"\x90")
+        gevent.sleep(1.5)  # past the grace second, far below 500 B/s
+        with Conn(server.address) as fresh:
+            assert fresh.call("/t/echo", [2]).result == [2]
+        assert server.evicted_connections == 1
+        gone, _, _ = gevent.select.select([c.sock for c in slow], [], [], IO_TIMEOUT)
+        assert len(gone) == 1, gone
+        reply = next(c for c in slow if c.sock is gone[0]).read_reply()
+        assert reply.status == 400 and reply.headers.get("connection") == "close"
+    finally:
+        for conn in slow:
+            conn.close()
+    assert runs.names == ["t.echo"]
