@@ -434,7 +434,8 @@ class RPCHandler:
         """Parse ``data``; a framing error is kept in ``refusal`` (answered later)."""
         self._f_known = self._f_body = self._f_before = self._f_body_before = 0
         self._f_ended = False
-        self._touched.clear()
+        if self._touched:
+            self._touched.clear()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -469,6 +470,12 @@ class RPCHandler:
         runs (a body being read fails), whatever their order on the wire.
         """
         f_rest = self._f_known + self._f_body
+        msg = self.current
+        if msg is None and not self._residue and not self._seg_body:
+            # the common case, whole messages in one feed: the general path, shortened
+            if size - self._f_before - f_rest > MAX_HEAD + 8 * (self._f_body_before + self._f_body):
+                self._refuse_feed(_Refuse(400, "chunked framing larger than its body"))
+            return
         residue = self._residue + size - self._f_before - f_rest
         body = self._seg_body + self._f_body
         if self._f_ended:
@@ -481,7 +488,6 @@ class RPCHandler:
             body = self._f_body
         self._residue = residue
         self._seg_body = body
-        msg = self.current
         if msg is None:
             self._residue = self._seg_body = 0  # between messages: all accounted
         elif not msg.head_done:
@@ -537,9 +543,8 @@ class RPCHandler:
     def _next_message(self) -> _Message | None:
         """The next request whose head is complete; None when the connection is done."""
         server = self.server
-        # set once per wait (from the end of the last answer): bytes that
-        # start no head (CRLF) do not refresh it
-        self.since = time.monotonic()
+        # from the end of the last answer (handle() sets ``since``), once per
+        # wait: bytes that start no head (CRLF) do not refresh it
         idle_deadline = self.since + server.idle_timeout
         while not self.pending:
             if self.refusal is not None:
@@ -547,12 +552,11 @@ class RPCHandler:
                 return None
             if self.upgraded or server.stopping:
                 return None
-            now = time.monotonic()
             if self.current is None:
                 deadline = idle_deadline
             else:  # a head has begun: it must be complete in header_timeout
                 if not self.head_deadline:
-                    self.head_deadline = now + server.header_timeout
+                    self.head_deadline = time.monotonic() + server.header_timeout
                 deadline = self.head_deadline
             data = self._recv(deadline)
             if not data:
@@ -858,7 +862,7 @@ class _Response:
         A body that is not bytes raises TypeError before any head is sent,
         so the app's bug is answered 500.
         """
-        if not isinstance(data, (bytes, bytearray, memoryview)):
+        if type(data) is not bytes and not isinstance(data, (bytearray, memoryview)):
             raise TypeError(f"a WSGI body must be bytes, not {type(data).__name__}")
         length = self.length
         if length is None or self.no_body or self.sent + len(data) <= length:
