@@ -31,23 +31,29 @@ any PEP 3333 app. The rules:
   :data:`MIN_MEAN_CHUNK` bytes (each chunk costs a Python call): ``400``.
 - **Timeouts**, enforced by one watchdog greenlet on a coarse tick (no timer
   per read): a connection waiting for a request line closes after
-  ``idle_timeout`` s; a head must be complete ``header_timeout`` s after its
-  first byte (slowloris); a body read waits at most ``body_timeout`` s for
-  more bytes, and a write for the client to take it (a client that stops
-  reading). An app that is running has no deadline from the server.
+  ``idle_timeout`` s after its last answer (bytes that start no head, such
+  as CRLF, do not extend it); a head must be complete ``header_timeout`` s
+  after its first byte (slowloris); a body read waits at most
+  ``body_timeout`` s for more bytes, and the whole body must arrive within
+  ``body_timeout`` s plus 1 s per :data:`MIN_BODY_RATE` bytes (R.U.D.Y.: a
+  byte every few seconds); a write waits ``body_timeout`` s for the client
+  to take it (a client that stops reading). An app that is running has no deadline from the server.
 - **A bound on connections**, ``max_connections`` (default: the process's
   open-file limit less a margin, at most 10,000). At the bound a new
   connection is accepted, and the connection that has waited longest without
   a request in progress (idle keep-alive, or a head still arriving) is closed
-  to make room; when every connection has a request in progress, the new one
-  is closed at once. Either way the accept loop never stalls on EMFILE and a
+  to make room; failing that, the one whose app has waited longest for a
+  body arriving below :data:`MIN_BODY_RATE` (after a second of grace); when
+  every connection has a request in progress otherwise, the new one is
+  closed at once. Either way the accept loop never stalls on EMFILE and a
   slow client cannot keep a fresh one out.
 - **An answer that leaves a body unread** closes the connection (the answer
   says ``Connection: close``), unless what is left is a Content-Length
   remainder of at most :data:`DRAIN_LIMIT` bytes the client was not asked to
   wait for (no pending ``Expect: 100-continue``), which is read and dropped
   before the next request. ``100 Continue`` goes out when the app first
-  reads the body, never before a final answer. The close is a lingering one (RFC 9112, 9.6):
+  reads the body, only to an HTTP/1.1 client and only while no answer's
+  head has left (never inside an answer). The close is a lingering one (RFC 9112, 9.6):
   half-close, then read at most :data:`LINGER_BYTES` for at most
   :data:`LINGER_SECONDS`, so a client still sending can read the answer.
 - **One write per response.** A response whose body is known at the first
@@ -86,6 +92,7 @@ __all__ = [
     "MAX_FIELDS",
     "MAX_HEAD",
     "MAX_TARGET",
+    "MIN_BODY_RATE",
     "RPCHandler",
     "RPCServer",
     "default_max_connections",
@@ -109,6 +116,9 @@ MAX_SMALL_CHUNKS = 65536
 MIN_MEAN_CHUNK = 16
 #: one recv
 RECV_SIZE = 65536
+#: a body must arrive at this many bytes per second on average, after a
+#: first ``body_timeout`` of grace (R.U.D.Y.: a byte every few seconds)
+MIN_BODY_RATE = 500
 
 DEFAULT_IDLE_TIMEOUT = 15.0
 DEFAULT_HEADER_TIMEOUT = 10.0
@@ -156,7 +166,9 @@ class _Message:
 
     __slots__ = (
         "abandoned",
+        "answered",
         "body",
+        "body_start",
         "chunked",
         "complete",
         "expect_continue",
@@ -185,10 +197,12 @@ class _Message:
         self.head_bytes = 0
         self.body = bytearray()
         self.received = 0
+        self.body_start = 0.0
         self.pieces = 0
         self.trailer_fields = 0
         self.complete = False
         self.abandoned = False
+        self.answered = False
         self.version = "HTTP/1.1"
         self.method = "GET"
         self.keep_alive = True
@@ -279,6 +293,7 @@ class RPCHandler:
         self.current: _Message | None = None
         self.busy = False
         self.writing = False
+        self.reading: _Message | None = None  # the body a read waits for
         self.deadline = 0.0
         self.since = time.monotonic()
         self.expired = False
@@ -290,8 +305,18 @@ class RPCHandler:
         if address:
             self.base_environ["REMOTE_ADDR"] = str(address[0])
             self.base_environ["REMOTE_PORT"] = str(address[1])
-        self._wire = 0  # bytes fed since the last head completed
-        self._body_wire = 0  # body bytes parsed since then
+        # Wire accounting (see _account): bytes the callbacks saw in this
+        # feed (known head bytes, body bytes), those since the last message
+        # ended in it, and what the message in progress carries from
+        # earlier feeds.
+        self._f_known = 0
+        self._f_body = 0
+        self._f_before = 0  # known + body bytes of this feed up to the last message end
+        self._f_body_before = 0  # the body bytes among them
+        self._f_ended = False
+        self._touched: list[_Message] = []
+        self._residue = 0  # unexplained (framing) bytes of the message in progress
+        self._seg_body = 0  # its body bytes
 
     # -- llhttp callbacks ------------------------------------------------------------
 
@@ -302,6 +327,7 @@ class RPCHandler:
         msg = self.current
         assert msg is not None
         msg.target += url
+        self._f_known += len(url)
         if len(msg.target) > MAX_TARGET:
             raise _Refuse(414, f"request target above {MAX_TARGET} bytes")
 
@@ -314,10 +340,16 @@ class RPCHandler:
                 raise _Refuse(431, f"more than {MAX_FIELDS} trailer fields")
             return
         # llhttp has refused every control byte but HTAB in the value, and a
-        # name that is not a token. Size and count are checked once the head
-        # is complete; until then _feed bounds the bytes a head may take.
-        msg.fields.append((name, value))
-        msg.head_bytes += len(name) + len(value)
+        # name that is not a token. Count and size are checked per field: a
+        # head that never ends must not hold more than MAX_FIELDS objects.
+        fields = msg.fields
+        if len(fields) >= MAX_FIELDS:
+            raise _Refuse(431, f"more than {MAX_FIELDS} header fields")
+        fields.append((name, value))
+        msg.head_bytes += len(name) + len(value) + 4
+        self._f_known += len(name) + len(value) + 3  # at least "name:" CRLF
+        if msg.head_bytes + len(msg.target) > MAX_HEAD:
+            raise _Refuse(431, f"request head above {MAX_HEAD} bytes")
         special = _SPECIAL.get(name.lower())
         if special is None:
             return
@@ -344,11 +376,6 @@ class RPCHandler:
     def on_headers_complete(self) -> None:
         msg = self.current
         assert msg is not None
-        fields = len(msg.fields)
-        if fields > MAX_FIELDS:
-            raise _Refuse(431, f"more than {MAX_FIELDS} header fields")
-        if msg.head_bytes + 4 * fields + len(msg.target) > MAX_HEAD:
-            raise _Refuse(431, f"request head above {MAX_HEAD} bytes")
         parser = self.parser
         version = parser.get_http_version()
         if version == "1.1":
@@ -372,8 +399,9 @@ class RPCHandler:
         msg.method = parser.get_method().decode("ascii")
         msg.keep_alive = parser.should_keep_alive()
         msg.head_done = True
-        self._wire = 0
-        self._body_wire = 0
+        # at least "METHOD SP target SP HTTP/1.x CRLF" and the blank line
+        self._f_known += len(msg.method) + 14
+        self._touched.append(msg)
         self.pending.append(msg)
 
     def on_body(self, body: bytes) -> None:
@@ -382,7 +410,7 @@ class RPCHandler:
         size = len(body)
         msg.received += size
         msg.pieces += 1
-        self._body_wire += size
+        self._f_body += size
         if not msg.abandoned:
             msg.body += body
         if msg.pieces > MAX_SMALL_CHUNKS and msg.pieces * MIN_MEAN_CHUNK > msg.received:
@@ -393,11 +421,21 @@ class RPCHandler:
         assert msg is not None
         msg.complete = True
         self.current = None
+        self._touched.append(msg)
+        self._f_before += self._f_known + self._f_body
+        self._f_body_before += self._f_body
+        self._f_known = 0
+        self._f_body = 0
+        self._f_ended = True
 
     # -- reading ---------------------------------------------------------------------
 
     def _feed(self, data: bytes) -> None:
         """Parse ``data``; a framing error is kept in ``refusal`` (answered later)."""
+        self._f_known = self._f_body = self._f_before = self._f_body_before = 0
+        self._f_ended = False
+        if self._touched:
+            self._touched.clear()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -412,14 +450,7 @@ class RPCHandler:
                 reason = str(exc) or type(exc).__name__
                 self.refusal = _Refuse(400, f"malformed request: {reason}")
         else:
-            self._wire += len(data)
-            framing = self._wire - self._body_wire
-            if framing > MAX_HEAD:
-                msg = self.current
-                if msg is None or not msg.head_done:
-                    self.refusal = _Refuse(431, f"request head above {MAX_HEAD} bytes")
-                elif framing > MAX_HEAD + 8 * self._body_wire:
-                    self.refusal = _Refuse(400, "chunked framing larger than its body")
+            self._account(len(data))
             if self.refusal is None:
                 return
         # after an error nothing more from this connection is parsed or run
@@ -427,6 +458,51 @@ class RPCHandler:
         pending = self.pending
         if current is not None and not current.complete and pending and pending[-1] is current:
             pending.pop()
+
+    def _account(self, size: int) -> None:
+        """Bound the bytes of ``size`` fed that are neither head fields nor body.
+
+        llhttp reports no positions, so the unexplained bytes of one feed
+        (chunk sizes and extensions, trailers, OWS, a head still arriving)
+        are known only in total: they count against the message in progress
+        when the feed began. If that overruns its budget, the refusal covers
+        every message whose head or end was parsed in this feed: none of them
+        runs (a body being read fails), whatever their order on the wire.
+        """
+        f_rest = self._f_known + self._f_body
+        msg = self.current
+        if msg is None and not self._residue and not self._seg_body:
+            # the common case, whole messages in one feed: the general path, shortened
+            if size - self._f_before - f_rest > MAX_HEAD + 8 * (self._f_body_before + self._f_body):
+                self._refuse_feed(_Refuse(400, "chunked framing larger than its body"))
+            return
+        residue = self._residue + size - self._f_before - f_rest
+        body = self._seg_body + self._f_body
+        if self._f_ended:
+            # a message ended in this feed: its own residue is all of the
+            # above at most; the next one's starts at its end
+            if residue > MAX_HEAD + 8 * (body + self._f_body_before):
+                self._refuse_feed(_Refuse(400, "chunked framing larger than its body"))
+                return
+            residue = size - self._f_before - f_rest
+            body = self._f_body
+        self._residue = residue
+        self._seg_body = body
+        if msg is None:
+            self._residue = self._seg_body = 0  # between messages: all accounted
+        elif not msg.head_done:
+            if residue + msg.head_bytes + len(msg.target) > MAX_HEAD:
+                self._refuse_feed(_Refuse(431, f"request head above {MAX_HEAD} bytes"))
+        elif residue > MAX_HEAD + 8 * body:
+            self._refuse_feed(_Refuse(400, "chunked framing larger than its body"))
+
+    def _refuse_feed(self, refusal: _Refuse) -> None:
+        self.refusal = refusal
+        touched = self._touched
+        for msg in touched:
+            msg.complete = False  # its framing is not trusted: a read fails
+        if touched:
+            self.pending = deque(m for m in self.pending if m not in touched)
 
     def _recv(self, deadline: float) -> bytes:
         self.deadline = deadline
@@ -441,8 +517,22 @@ class RPCHandler:
             raise OSError(f"request body framing: {self.refusal.message}")
         if msg.expect_continue:
             msg.expect_continue = False
-            self._sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-        data = self._recv(time.monotonic() + self.server.body_timeout)
+            # never inside an answer whose head has left, and not to HTTP/1.0
+            # (RFC 9110 10.1.1): such a client sends its body when it stops waiting
+            if not msg.answered and msg.version == "HTTP/1.1":
+                self._sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        now = time.monotonic()
+        timeout = self.server.body_timeout
+        if not msg.body_start:
+            msg.body_start = now
+        # per read: body_timeout; in all: body_timeout plus 1 s per
+        # MIN_BODY_RATE bytes received, which a slow sender cannot stretch
+        deadline = min(now + timeout, msg.body_start + timeout + msg.received / MIN_BODY_RATE)
+        self.reading = msg
+        try:
+            data = self._recv(deadline)
+        finally:
+            self.reading = None
         if not data:
             self.refusal = _Refuse(400, "connection closed inside the body")
             raise OSError("the client closed the connection inside the request body")
@@ -453,19 +543,20 @@ class RPCHandler:
     def _next_message(self) -> _Message | None:
         """The next request whose head is complete; None when the connection is done."""
         server = self.server
+        # from the end of the last answer (handle() sets ``since``), once per
+        # wait: bytes that start no head (CRLF) do not refresh it
+        idle_deadline = self.since + server.idle_timeout
         while not self.pending:
             if self.refusal is not None:
                 self._refuse(self.refusal)
                 return None
             if self.upgraded or server.stopping:
                 return None
-            now = time.monotonic()
-            self.since = now
             if self.current is None:
-                deadline = now + server.idle_timeout
+                deadline = idle_deadline
             else:  # a head has begun: it must be complete in header_timeout
                 if not self.head_deadline:
-                    self.head_deadline = now + server.header_timeout
+                    self.head_deadline = time.monotonic() + server.header_timeout
                 deadline = self.head_deadline
             data = self._recv(deadline)
             if not data:
@@ -666,6 +757,7 @@ class _Response:
         "length",
         "msg",
         "no_body",
+        "overrun",
         "says_close",
         "sent",
         "status",
@@ -684,6 +776,7 @@ class _Response:
         self.chunked = False
         self.sent = 0
         self.no_body = head_only
+        self.overrun = False
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -755,17 +848,37 @@ class _Response:
         if msg.version == "HTTP/1.0" and not self.close:
             extra.append(b"Connection: keep-alive\r\n")
         self.head_sent = True
+        msg.answered = True
         head = b"HTTP/1.1 " + status + conn.server.date_header() + self.block
         if extra:
             head += b"".join(extra)
         return head + b"\r\n"
 
+    def _clip(self, data: bytes) -> bytes:
+        """``data`` cut to what the declared Content-Length has left.
+
+        Bytes past it would reach the client as the start of another answer
+        (a forged response); the connection closes after this one instead.
+        A body that is not bytes raises TypeError before any head is sent,
+        so the app's bug is answered 500.
+        """
+        if type(data) is not bytes and not isinstance(data, (bytearray, memoryview)):
+            raise TypeError(f"a WSGI body must be bytes, not {type(data).__name__}")
+        length = self.length
+        if length is None or self.no_body or self.sent + len(data) <= length:
+            return data
+        self.overrun = True
+        self.close = True
+        return data[: max(0, length - self.sent)]
+
     def write_all(self, data: bytes) -> None:
         """The whole body at once: head and body in one write."""
+        data = self._clip(data)
         self._send(self._head(len(data)), data)
         self.sent += len(data)
 
     def write(self, data: bytes) -> None:
+        data = self._clip(data)
         if not self.head_sent:
             self._send(self._head(None), data)
         else:
@@ -812,6 +925,11 @@ class _Response:
         """After the answer: drain a small remainder, or linger-close; True to go on."""
         msg = self.msg
         conn = self.conn
+        if self.overrun:
+            _log.error("WSGI app sent more body than its Content-Length %s: cut", self.length)
+            if not msg.complete:
+                conn._linger()
+            return False
         if self.length is not None and self.sent != self.length and not self.no_body:
             _log.error("WSGI app sent %d body bytes for Content-Length %d", self.sent, self.length)
             return False
@@ -935,11 +1053,32 @@ class RPCServer(StreamServer):  # type: ignore[misc]
             if idle and (oldest is None or handler.since < oldest.since):
                 oldest = handler
         if oldest is None:
+            oldest = self._slowest_body()
+        if oldest is None:
             return False
         self.evicted_connections += 1
         oldest.expire()
         self.untrack(oldest)  # its greenlet leaves soon; the slot is free now
         return True
+
+    def _slowest_body(self) -> RPCHandler | None:
+        """The connection waiting longest for a body that arrives below MIN_BODY_RATE.
+
+        Its app is blocked reading, not working: at the bound it gives way
+        (a second of grace first), so slow uploads cannot hold every slot.
+        """
+        now = time.monotonic()
+        slowest = None
+        for handler in self._handlers:
+            msg = handler.reading
+            if msg is None or handler.expired or not msg.body_start:
+                continue
+            elapsed = now - msg.body_start
+            if elapsed < 1.0 or msg.received >= MIN_BODY_RATE * elapsed:
+                continue
+            if slowest is None or msg.body_start < slowest[0]:
+                slowest = (msg.body_start, handler)
+        return None if slowest is None else slowest[1]
 
     def handle(self, sock: Any, address: Any) -> None:
         """One accepted connection (runs in its own greenlet)."""

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
+import gevent.select
 import gevent.socket
 import gevent.subprocess
 import msgpack
@@ -827,3 +828,222 @@ def test_slowloris_past_the_open_file_limit_against_rpcclient_serve() -> None:
         finally:
             for sock in drippers:
                 sock.close()
+
+
+# -- the hostile review (issue 13, second round) ----------------------------------------
+
+
+def test_a_head_of_many_fields_is_refused_before_it_ends(
+    start: Callable[..., RPCServer], runs: Runs
+) -> None:
+    # 16,000 empty fields and no blank line: refused as the 101st field
+    # arrives, not held (as Python objects) until the head times out
+    server = start(header_timeout=30, idle_timeout=30)
+    with Conn(server.address) as conn:
+        conn.send(b"GET / HTTP/1.1\r\n" + b"a:\r\n" * 16000)
+        _assert_refused(conn, 431)
+    assert all(h.current is None or len(h.current.fields) <= 100 for h in server._handlers)
+    assert runs.count == 0
+
+
+FORGED = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
+
+
+def overlong_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+    start_response("200 OK", [("Content-Length", "2")])
+    if environ["PATH_INFO"] == "/list":
+        return [b"ok" + FORGED]
+    return iter([b"o", b"k" + FORGED])  # the excess after the head went out
+
+
+@pytest.mark.parametrize("path", ["/list", "/iter"])
+def test_a_body_longer_than_its_content_length_is_cut_and_closed(path: str) -> None:
+    server = serve(overlong_app, "127.0.0.1", 0)
+    try:
+        with Conn(server.address) as conn:
+            pipelined = f"GET {path} HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n"
+            conn.send(pipelined.encode())
+            reply = conn.read_reply()
+            assert reply.body == b"ok"
+            assert conn.at_eof(), bytes(conn.buf)  # no forged second answer
+    finally:
+        server.stop(timeout=1)
+
+
+def late_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    if environ["PATH_INFO"] == "/late":
+
+        def body() -> Iterator[bytes]:
+            yield b"first;"  # the answer's head leaves here, then the body is read
+            yield b"body=" + environ["wsgi.input"].read()
+
+        return body()
+    return [b"body=" + environ["wsgi.input"].read()]
+
+
+def _read_all(conn: Conn) -> bytes:
+    with contextlib.suppress(OSError):
+        while conn._fill():
+            pass
+    return bytes(conn.buf)
+
+
+@pytest.mark.parametrize(
+    "request_head,expected",
+    [
+        ("POST /late HTTP/1.1\r\nHost: h\r\n", b"HTTP/1.1 200 OK\r\n"),
+        ("POST /now HTTP/1.0\r\n", b"HTTP/1.1 200 OK\r\n"),
+        (
+            "POST /now HTTP/1.1\r\nHost: h\r\nConnection: close\r\n",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n",
+        ),
+    ],
+    ids=["after-the-head", "http-1.0", "control"],
+)
+def test_100_continue_only_before_a_head_and_only_to_http11(
+    request_head: str, expected: bytes
+) -> None:
+    server = serve(late_app, "127.0.0.1", 0, body_timeout=2)
+    try:
+        with Conn(server.address) as conn:
+            conn.send(f"{request_head}Expect: 100-continue\r\nContent-Length: 3\r\n\r\n".encode())
+            gevent.sleep(0.3)
+            conn.send(b"abc")
+            out = _read_all(conn)
+            assert out.startswith(expected), out
+            assert out.count(b"HTTP/1.1 ") == expected.count(b"HTTP/1.1 "), out
+            assert b"body=abc" in out
+    finally:
+        server.stop(timeout=1)
+
+
+def counting_app(runs: Runs) -> Callable[..., Any]:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        body = environ["wsgi.input"].read()
+        runs.count += 1
+        runs.names.append(environ["PATH_INFO"])
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+def test_nothing_parsed_with_a_refused_framing_runs(runs: Runs) -> None:
+    # a 70 KB chunk extension: the framing is refused after the read that
+    # completes the message, which also holds a pipelined request
+    server = serve(counting_app(runs), "127.0.0.1", 0, body_timeout=2)
+    try:
+        with Conn(server.address) as conn:
+            conn.send(
+                b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1;"
+                + b"a" * 70000
+                + b"\r\nx\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"
+            )
+            reply = conn.read_reply()
+            assert reply.status >= 400 and reply.headers.get("connection") == "close"
+            assert conn.at_eof()
+        assert runs.names == []
+    finally:
+        server.stop(timeout=1)
+
+
+def test_a_body_read_with_the_next_head_is_not_counted_against_it(runs: Runs) -> None:
+    server = serve(counting_app(runs), "127.0.0.1", 0)
+    try:
+        with Conn(server.address) as conn:
+            h1 = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n"
+            h2 = b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n"
+            n = 65536 - len(h1 % 60000) - len(h2)
+            conn.send(h1 % n + b"x" * n + h2)  # one 64 KiB read: /a, its body, /b's head
+            assert len(conn.read_reply().body) == n
+            assert conn.read_reply().status == 200
+            conn.send(b"GET /c HTTP/1.1\r\n")  # then a head in two reads
+            gevent.sleep(0.2)
+            conn.send(b"Host: h\r\n\r\n")
+            assert conn.read_reply().status == 200
+        assert runs.names == ["/a", "/b", "/c"]
+    finally:
+        server.stop(timeout=1)
+
+
+def test_crlf_alone_does_not_keep_a_connection_open(start: Callable[..., RPCServer]) -> None:
+    server = start(idle_timeout=0.5, header_timeout=0.5)
+    with Conn(server.address) as conn:
+        started = time.monotonic()
+        with contextlib.suppress(OSError):
+            while time.monotonic() - started < 4.0:
+                conn.send(b"\r\n")  # not a head: must not refresh the idle deadline
+                gevent.sleep(0.2)
+        assert time.monotonic() - started < 4.0, "still open"
+        assert conn.at_eof()
+
+
+def test_a_body_below_the_minimum_rate_is_closed(
+    start: Callable[..., RPCServer], runs: Runs
+) -> None:
+    # R.U.D.Y.: a byte every 0.4 s never trips the 1 s per-read timeout; the
+    # body's deadline (body_timeout + 1 s per MIN_BODY_RATE bytes) does
+    server = start(max_connections=2, body_timeout=1.0)
+    closed: list[float] = []
+    started = time.monotonic()
+
+    def drip() -> None:
+        with Conn(server.address) as conn:
+            conn.send(post("/t/echo", length=1000))
+            with contextlib.suppress(OSError):
+                while time.monotonic() - started < 6.0:
+                    gevent.sleep(0.4)
+                    conn.send(b"\x90")
+                    if gevent.select.select([conn.sock], [], [], 0)[0]:
+                        break  # the server answered (400) or closed
+            closed.append(time.monotonic() - started)
+
+    drippers = [gevent.spawn(drip) for _ in range(2)]
+    gevent.joinall(drippers, timeout=10)
+    assert len(closed) == 2 and max(closed) < 5.0, closed
+    with Conn(server.address) as conn:
+        assert conn.call("/t/echo", [1]).result == [1]
+    assert runs.names == ["t.echo"]
+
+
+def str_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+    start_response("200 OK", [])
+    if environ["PATH_INFO"] == "/list":
+        return ["a str, not bytes"]
+    return iter(["a str, not bytes"])
+
+
+@pytest.mark.parametrize("path", ["/list", "/iter"])
+def test_an_app_body_of_str_is_a_500(path: str) -> None:
+    server = serve(str_app, "127.0.0.1", 0)
+    try:
+        with Conn(server.address) as conn:
+            conn.send(f"GET {path} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+            reply = conn.read_reply()
+            assert reply.status == 500 and reply.headers.get("connection") == "close"
+            assert conn.at_eof()
+    finally:
+        server.stop(timeout=1)
+
+
+def test_at_the_bound_a_body_below_the_minimum_rate_makes_room(
+    start: Callable[..., RPCServer], runs: Runs
+) -> None:
+    server = start(max_connections=2, body_timeout=30)  # the deadline is far
+    slow = [Conn(server.address) for _ in range(2)]
+    try:
+        for conn in slow:
+            conn.send(post("/t/echo", length=1000) + b"\x90")
+        gevent.sleep(2.5)  # past the grace second (with margin), far below 500 B/s
+        with Conn(server.address) as fresh:
+            assert fresh.call("/t/echo", [2]).result == [2]
+        assert server.evicted_connections == 1
+        gone, _, _ = gevent.select.select([c.sock for c in slow], [], [], IO_TIMEOUT)
+        assert len(gone) == 1, gone
+        reply = next(c for c in slow if c.sock is gone[0]).read_reply()
+        assert reply.status == 400 and reply.headers.get("connection") == "close"
+    finally:
+        for conn in slow:
+            conn.close()
+    assert runs.names == ["t.echo"]
