@@ -92,3 +92,27 @@ def test_serve_and_call_as_the_readme_shows() -> None:
         server.wait(timeout=10)
         if server.stdout:
             server.stdout.close()
+
+
+def test_ci_runs_the_test_command_the_readme_gives() -> None:
+    command = readme_block("**Running the tests**").strip().splitlines()[0]
+    steps = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.strip()]
+    assert steps[-1] == command
+
+
+def test_setup_py_and_readme_quote_one_compiled_build_figure() -> None:
+    # setup.py's docstring once said 1.2-1.3x while README said 1.45x
+    setup_doc = (ROOT / "setup.py").read_text().split('"""')[1]
+    figure = re.search(r"(\d+\.\d+)x the concurrent calls/s", setup_doc)
+    assert figure, setup_doc
+    compiled = README[README.index("\nThe compiled build\n") :]
+    assert f"{figure.group(1)}x the interpreted package's concurrent calls/s" in compiled
+
+
+def test_classifiers_name_every_python_the_tests_run_on() -> None:
+    noxfile = (ROOT / "noxfile.py").read_text()
+    versions = re.search(r"PYTHONS = \(([^)]*)\)", noxfile)
+    assert versions, "noxfile.py names no PYTHONS"
+    setup_cfg = (ROOT / "setup.cfg").read_text()
+    claimed = set(re.findall(r"Programming Language :: Python :: (3\.\d+)", setup_cfg))
+    assert claimed == set(re.findall(r'"(3\.\d+)"', versions.group(1)))
