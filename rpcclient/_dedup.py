@@ -22,6 +22,7 @@ window (Redis), each wait by the deadline and the lease.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import threading
 import time
@@ -43,6 +44,8 @@ _SCOPE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 RECORD_OVERHEAD = 256
 #: the bounded backoff of a duplicate polling a shared store (seconds)
 POLL_FIRST, POLL_MAX = 0.005, 0.05
+
+_log = logging.getLogger("rpcclient.server")
 
 NEW, IN_FLIGHT, DONE = "new", "in_flight", "done"
 
@@ -416,7 +419,16 @@ def call_once(  # noqa: PLR0917 - the hook passes what _serve holds
         environ.get("PATH_INFO", "").encode("utf-8", "surrogateescape") + b"\0" + data,
         digest_size=16,
     ).digest()
-    rec = store.claim(key, fingerprint)
+    try:
+        rec = store.claim(key, fingerprint)
+    except Exception as exc:  # noqa: BLE001 - a store down (Redis full, gone): shed, not run
+        _log.error("dedup store %s failed to claim: %r", store.scope, exc)
+        raise _Reject(
+            503,
+            "Unavailable",
+            "the dedup store is unavailable; the call was not run",
+            {"not_run": True},
+        ) from None
     if rec.state == NEW:
         if attempt >= 2 and (
             age_ms >= store.window * 1000 or store.evicted_since(time.monotonic() - age_ms / 1000.0)
@@ -480,10 +492,19 @@ def _run(
     try:
         body = app._call(method, data, deadline)
     except _Reject as rej:
-        store.complete(key, rej.status, app._envelope(rej.type, rej.message, rej.data))
+        _complete(store, key, rej.status, app._envelope(rej.type, rej.message, rej.data))
         raise
     except BaseException:
-        store.complete(key, 500, None)  # killed mid-run: it may have run, nothing to replay
+        _complete(store, key, 500, None)  # killed mid-run: it may have run, nothing to replay
         raise
-    store.complete(key, 200, body)
+    _complete(store, key, 200, body)
     return body
+
+
+def _complete(store: DedupStore, key: str, status: int, body: bytes | None) -> None:
+    """Record an answer; a store failure here must not lose the answer of a call that ran
+    (its duplicates then see the lease end: OutcomeUnknown)."""
+    try:
+        store.complete(key, status, body)
+    except Exception as exc:  # noqa: BLE001 - logged; the caller still gets its answer
+        _log.error("dedup store %s failed to record %r: %r", store.scope, key, exc)

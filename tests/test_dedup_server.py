@@ -421,3 +421,18 @@ def test_cli_serve_dedup(spec: str, request: Any) -> None:
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_redis_down_is_503_not_run(tmp_path: Path) -> None:
+    """A store that cannot claim sheds the call (not run), never runs it unrecorded."""
+    import redis
+
+    runs = Runs()
+    store = RedisDedupStore(redis.Redis(unix_socket_path=str(tmp_path / "none.sock")))
+    server = serve(build_app(runs, store), "127.0.0.1", 0)
+    try:
+        reply = call(server, "/t/add", [1, 2], "down-1")
+        assert reply.status == 503 and reply.error["data"] == {"not_run": True}
+        assert runs.count == 0
+    finally:
+        server.stop(timeout=1)
