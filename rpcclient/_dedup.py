@@ -304,11 +304,21 @@ class RedisDedupStore:
         else:
             raise TypeError(f"expected a redis.Redis or a redis URL, not {client_or_url!r}")
         if name is None:
-            kw = self.redis.connection_pool.connection_kwargs
-            where = f"{kw.get('host')}|{kw.get('port')}|{kw.get('path')}|{kw.get('db')}|{prefix}"
-            name = "redis-" + hashlib.blake2b(where.encode(), digest_size=8).hexdigest()
+            name = self._shared_scope()
         self.scope = _check_scope(name)
         self._complete = self.redis.register_script(_COMPLETE)
+
+    def _shared_scope(self) -> str:
+        """The scope kept in Redis itself (``prefix + "scope"``, no TTL): the first
+        store to start on this database and prefix draws it, every other one
+        reads it. Two Redis servers never share one, whatever address reaches them."""
+        mine = "redis-" + secrets.token_hex(8)
+        key = self.prefix + "scope"
+        self.redis.set(key, mine, nx=True)
+        raw = self.redis.get(key)
+        if raw is None:  # pragma: no cover - deleted in between
+            raise RuntimeError(f"dedup scope key {key!r} vanished")
+        return str(raw.decode("ascii", "replace"))
 
     def _key(self, key: str) -> str:
         return self.prefix + key

@@ -300,6 +300,16 @@ def test_memory_bounds_hold_by_count_and_bytes() -> None:
     assert kept == store.size
 
 
+def test_redis_scope_is_shared_per_database_and_prefix(redis_socket: str) -> None:
+    import redis
+
+    client = redis.Redis(unix_socket_path=redis_socket)
+    one, two = RedisDedupStore(client, prefix="s1:"), RedisDedupStore(client, prefix="s1:")
+    other = RedisDedupStore(client, prefix="s2:")
+    assert one.scope == two.scope != other.scope
+    assert RedisDedupStore(client, prefix="s1:", name="svc.a").scope == "svc.a"
+
+
 def test_memory_store_bounds_are_checked() -> None:
     for bad in [{"window": 0}, {"max_entries": 0}, {"max_bytes": -1}, {"window": "60"}]:
         with pytest.raises(ValueError, match=next(iter(bad))):
@@ -428,7 +438,8 @@ def test_redis_down_is_503_not_run(tmp_path: Path) -> None:
     import redis
 
     runs = Runs()
-    store = RedisDedupStore(redis.Redis(unix_socket_path=str(tmp_path / "none.sock")))
+    client = redis.Redis(unix_socket_path=str(tmp_path / "none.sock"))
+    store = RedisDedupStore(client, name="down")
     server = serve(build_app(runs, store), "127.0.0.1", 0)
     try:
         reply = call(server, "/t/add", [1, 2], "down-1")
