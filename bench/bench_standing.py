@@ -21,7 +21,8 @@ interleaved, medians; ratios are of medians from the same run):
     The cost of each feature: the same arm with one switched off at a time
     (``stats=False``, ``retry=NO_RETRY``, ``timeout=None``, one endpoint,
     ``deadline_mode="timer"`` as the alternative deadline mechanism,
-    ``deadline_header=False``), then all of them at once (the core alone),
+    ``deadline_header=False``, ``outlier_ejection=None``; ``balance="p2c-ewma"``
+    as the alternative balancer), then all of them at once (the core alone),
     as ratios against all-on.
 ``stats``
     The stats bookkeeping alone, in-process against a fake in-memory socket
@@ -77,7 +78,10 @@ FEATURES: dict[str, dict[str, Any]] = {
     "one endpoint": {"endpoints": 1},
     'deadline_mode="timer"': {"deadline_mode": "timer"},
     "deadline_header=False": {"deadline_header": False},
+    "outlier_ejection=None": {"outlier": "none"},
+    'balance="p2c-ewma"': {"balance": "p2c-ewma"},
     "all of the above": {
+        "outlier": "none",
         "stats": False,
         "retry": "none",
         "timeout": "none",
@@ -119,6 +123,8 @@ def build_client(urls: list[str], pool_size: int, options: dict[str, Any]) -> An
         retry=rpcclient.NO_RETRY if options.get("retry") == "none" else rpcclient.Retry(),
         timeout=None if options.get("timeout") == "none" else rpcclient.Timeout(),
         deadline_header=options.get("deadline_header", True),
+        **({"outlier_ejection": None} if options.get("outlier") == "none" else {}),
+        balance=options.get("balance", "p2c"),
     )
 
 

@@ -13,6 +13,7 @@ from ._codec import DEFAULT_CODEC, Codec
 from ._gevent_transport import TLSConfig
 from ._models import Endpoint, Headers, Request, Response
 from ._observe import CallEvent, Hook, Stats, report
+from ._outlier import FailurePercentage, OutlierEjection, SuccessRate
 from ._protocol import DEFAULT_PATH_TEMPLATE, decode_error_envelope
 from ._public import Client, GeventTransport
 from ._retry import NO_RETRY, Retry, RetryBudget
@@ -60,6 +61,7 @@ __all__ = [
     "Deadline",
     "DecodeError",
     "Endpoint",
+    "FailurePercentage",
     "GeventTransport",
     "HTTPStatusError",
     "Headers",
@@ -69,6 +71,7 @@ __all__ = [
     "MockTransport",
     "NO_RETRY",
     "OpenTelemetryHook",
+    "OutlierEjection",
     "PoolTimeout",
     "ProtocolError",
     "RPCError",
@@ -84,6 +87,7 @@ __all__ = [
     "ServiceProxy",
     "Stats",
     "StatsdReporter",
+    "SuccessRate",
     "TLSConfig",
     "Timeout",
     "TraceContextMiddleware",

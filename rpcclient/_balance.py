@@ -13,6 +13,24 @@ of service, one call at a time probes the host whose rest ends first and
 every other call fails fast with ConnectError (nothing sent): a host that
 drops SYNs costs one connect bound per cool-down, not one per call. A retry
 never picks a host the call already tried while another is available.
+
+Two more rules work on outcomes (both only in groups of two hosts or more):
+
+- ``balance="p2c-ewma"`` (opt-in; ``"p2c"`` is the default) compares the two drawn hosts by
+  Finagle's peak-EWMA cost, ``latency * (outstanding + 1)``: each host's
+  latency estimate jumps to a new peak at once and otherwise decays with
+  time (``tau`` seconds), toward each new sample and, while the host gets
+  no calls, toward zero (so a host once slow is tried again). A failure
+  never lowers the estimate (a host failing fast must not attract calls).
+  A host with no sample yet costs nothing while idle and a large penalty
+  once a call is in flight. ``balance="p2c"`` compares outstanding calls
+  only. (Not the default: one slow sample, such as a first call's connect,
+  starves a host until its estimate decays, ``tau * ln(ratio)``; and a
+  refusing host is tried once and then avoided rather than ejected.)
+- ``outlier=OutlierEjection(...)`` ejects by success rate and failure
+  percentage once per interval (see rpcclient._outlier), with the same
+  rest-then-probe return as a connect-failure ejection; each host's
+  ``eject_reason`` says which rule ejected it last.
 """
 
 from __future__ import annotations
@@ -21,11 +39,28 @@ import ipaddress
 import random
 import socket as _socket
 from collections.abc import Callable, Sequence
-from time import monotonic
+from math import exp
+from time import monotonic, perf_counter
 from typing import Any
 
 from ._models import Endpoint
+from ._outlier import OutlierEjection
+from ._outlier import judge as judge_interval
 from ._retry import RetryBudget
+from .exceptions import (
+    ConnectError,
+    ConnectionLost,
+    HTTPStatusError,
+    PoolTimeout,
+    ProtocolError,
+    RemoteError,
+    ResponseTooLarge,
+    RPCTimeout,
+)
+
+BALANCES = ("p2c-ewma", "p2c")
+#: the cost of a host with no latency sample yet, per call in flight (Finagle's idea)
+_PENALTY = 1e6
 
 __all__ = ["EndpointGroup", "Host", "ResolvingGroup", "resolve_addresses"]
 
@@ -36,12 +71,19 @@ class Host:
     __slots__ = (
         "calls",
         "connect_failures",
+        "eject_reason",
         "ejected_until",
         "ejections",
         "endpoint",
+        "ewma",
+        "ewma_stamp",
+        "failed",
         "failures",
+        "ok",
         "outstanding",
         "probing",
+        "streak",
+        "success_rate",
     )
 
     def __init__(self, endpoint: Endpoint) -> None:
@@ -54,6 +96,13 @@ class Host:
         self.ejected_until = 0.0
         self.ejections = 0
         self.probing = False  # a call is probing it back (see EndpointGroup)
+        self.eject_reason = ""  # why it was ejected last ("" never)
+        self.ewma = 0.0  # peak-EWMA latency, seconds (0.0: no sample yet)
+        self.ewma_stamp = 0.0  # perf_counter() of its last update
+        self.ok = 0  # attempts that succeeded in this outlier interval
+        self.failed = 0  # and those that failed (see rpcclient._outlier)
+        self.streak = 0  # outlier ejections in a row (their time grows with it)
+        self.success_rate = -1.0  # over the last interval judged (-1.0: no attempts)
 
     def stats(self, now: float) -> dict[str, Any]:
         return {
@@ -66,6 +115,9 @@ class Host:
             "resting": self.ejected_until > now,
             "probing": self.probing,
             "ejections": self.ejections,
+            "eject_reason": self.eject_reason or None,
+            "ewma_ms": round(self.ewma * 1000, 3),
+            "success_rate": None if self.success_rate < 0 else round(self.success_rate, 4),
         }
 
 
@@ -80,9 +132,18 @@ class EndpointGroup:
         eject_after: int = 5,
         cooldown: float = 10.0,
         rng: random.Random | None = None,
+        outlier: OutlierEjection | None = None,
+        balance: str = "p2c",
+        tau: float = 10.0,
     ) -> None:
         if not endpoints:
             raise ValueError("an endpoint group needs at least one endpoint")
+        if balance not in BALANCES:
+            raise ValueError(f"balance must be one of {', '.join(BALANCES)}, not {balance!r}")
+        if outlier is not None and not isinstance(outlier, OutlierEjection):
+            raise TypeError(f"outlier_ejection must be an OutlierEjection, not {outlier!r}")
+        if not tau > 0:
+            raise ValueError(f"tau must be a positive number of seconds, not {tau!r}")
         self.hosts = [Host(e) for e in endpoints]
         self.budget = budget
         self.eject_after = eject_after
@@ -90,6 +151,18 @@ class EndpointGroup:
         self._rng = rng or random.Random()
         #: how many hosts are out of service (0: the common case, no clock read)
         self._out = 0
+        self.outlier = outlier
+        self._ewma = balance == "p2c-ewma"
+        self._tau = float(tau)
+        self._next_judgement = (
+            perf_counter() + outlier.interval if outlier is not None else float("inf")
+        )
+        #: whether attempts report their outcome (:meth:`observe`); False for one host
+        self.tracking = False
+        self._set_tracking()
+
+    def _set_tracking(self) -> None:
+        self.tracking = len(self.hosts) > 1 and (self._ewma or self.outlier is not None)
 
     def pick(self, tried: Sequence[Host] = ()) -> Host | None:
         """The host for the next attempt, or None: every host is out of service
@@ -129,7 +202,59 @@ class EndpointGroup:
             i = int(draw() * n)
             j = int(draw() * (n - 1))
             a, b = live[i], live[j + 1 if j >= i else j]
-        return a if a.outstanding <= b.outstanding else b
+        if not self._ewma:
+            return a if a.outstanding <= b.outstanding else b
+        now = perf_counter()
+        tau = self._tau
+        return a if _cost(a, now, tau) <= _cost(b, now, tau) else b
+
+    def observe(self, host: Host, started: float, ok: bool, error: BaseException | None) -> None:
+        """An attempt on ``host`` begun at ``started`` (perf_counter) ended:
+        ``ok``, or with ``error`` (None: the caller's own Timeout or a kill,
+        no verdict on the host). Only called while :attr:`tracking`."""
+        now = perf_counter()
+        if ok:
+            host.ok += 1
+            failed = False
+        elif error is None or isinstance(error, PoolTimeout):
+            return  # the caller gave up, or our own queue: nothing about the host
+        elif _host_failed(error):
+            host.failed += 1
+            failed = True
+        else:
+            host.ok += 1  # a 4xx, a refused request: the host answered as it should
+            failed = False
+        rtt = now - started
+        previous = host.ewma
+        if rtt > previous:
+            host.ewma = rtt  # a new peak counts at once
+        elif not failed:
+            w = exp(-(now - host.ewma_stamp) / self._tau)
+            host.ewma = previous * w + rtt * (1.0 - w)
+        host.ewma_stamp = now
+        if now >= self._next_judgement:
+            self.judge(now)
+
+    def judge(self, now: float) -> None:
+        """Judge the interval that ended (rpcclient._outlier) and start the next."""
+        policy = self.outlier
+        if policy is None:
+            return
+        self._next_judgement = now + policy.interval
+        hosts = self.hosts
+        counts = [(h.ok, h.failed, h.ejected_until != 0.0) for h in hosts]
+        for h in hosts:
+            total = h.ok + h.failed
+            h.success_rate = h.ok / total if total else -1.0
+            h.ok = h.failed = 0
+        for i, reason in judge_interval(policy, counts, self._rng.random):
+            h = hosts[i]
+            h.streak += 1
+            self._eject(h, reason, policy.ejection_time(h.streak))
+        for h in hosts:
+            # a host in service (and not just ejected) forgets one ejection (as A50)
+            if h.ejected_until == 0.0 and h.streak > 0:
+                h.streak -= 1
 
     def _probe_early(self) -> Host | None:
         """Every host is out: the one whose rest ends first, unless all are probed."""
@@ -163,8 +288,9 @@ class EndpointGroup:
             host.connect_failures = 0
             self._count_out()
 
-    def _eject(self, host: Host) -> None:
-        host.ejected_until = monotonic() + self.cooldown
+    def _eject(self, host: Host, reason: str = "connect_failures", rest: float = -1.0) -> None:
+        host.ejected_until = monotonic() + (self.cooldown if rest < 0 else rest)
+        host.eject_reason = reason
         host.ejections += 1
         host.connect_failures = 0
         self._count_out()
@@ -183,6 +309,26 @@ class EndpointGroup:
             for h in self.hosts
         )
         return f"<EndpointGroup [{inner}]>"
+
+
+def _cost(host: Host, now: float, tau: float) -> float:
+    """Peak-EWMA load: the latency estimate decayed to ``now``, times calls in flight + 1."""
+    latency = host.ewma
+    if latency == 0.0:
+        return _PENALTY * host.outstanding
+    age = now - host.ewma_stamp
+    if age > 0.0:
+        latency *= exp(-age / tau)
+    return latency * (host.outstanding + 1)
+
+
+def _host_failed(error: BaseException) -> bool:
+    """Whether an attempt's error counts against its host (rpcclient._outlier)."""
+    if isinstance(error, (HTTPStatusError, RemoteError)):
+        return error.status >= 500
+    if isinstance(error, ResponseTooLarge):
+        return False  # our own limit
+    return isinstance(error, (ConnectError, ConnectionLost, ProtocolError, RPCTimeout))
 
 
 def _rest_end(host: Host) -> float:
@@ -226,9 +372,21 @@ class ResolvingGroup(EndpointGroup):
         eject_after: int = 5,
         cooldown: float = 10.0,
         rng: random.Random | None = None,
+        outlier: OutlierEjection | None = None,
+        balance: str = "p2c",
+        tau: float = 10.0,
     ) -> None:
         # spelled out, not **kw: compiled code passes keywords by position
-        super().__init__(endpoints, budget, eject_after=eject_after, cooldown=cooldown, rng=rng)
+        super().__init__(
+            endpoints,
+            budget,
+            eject_after=eject_after,
+            cooldown=cooldown,
+            rng=rng,
+            outlier=outlier,
+            balance=balance,
+            tau=tau,
+        )
         self._named = list(endpoints)
         self._refresh = refresh
         self._resolver = resolver
@@ -266,3 +424,4 @@ class ResolvingGroup(EndpointGroup):
                 hosts.append(known.get(spread.key) or Host(spread))
         self.hosts = hosts
         self._count_out()
+        self._set_tracking()

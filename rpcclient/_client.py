@@ -26,6 +26,7 @@ from ._codec import DEFAULT_CODEC, Codec
 from ._gevent_transport import TLSConfig
 from ._models import FRAMING_HEADERS, Endpoint, Request, Response, check_header, check_header_pair
 from ._observe import REQUEST_IDS, CallEvent, HookSet, Stats, run_hooks
+from ._outlier import OutlierEjection
 from ._protocol import (
     DEFAULT_PATH_TEMPLATE,
     ErrorDecoder,
@@ -121,7 +122,11 @@ class ClientCore:
     (``"service.method"``) that may be re-sent after they may have run.
     Hosts of a group that fail to connect ``eject_after`` times in a row
     rest for ``cooldown`` seconds, then one call at a time probes each back
-    (see rpcclient._balance). ``spread_dns=30.0`` turns each DNS name
+    (see rpcclient._balance). ``outlier_ejection`` (an
+    :class:`OutlierEjection`, None: off) also ejects hosts by success rate
+    and failure percentage; ``balance`` is ``"p2c-ewma"`` (two random
+    hosts, the lower peak-EWMA latency times calls in flight wins) or
+    ``"p2c"`` (the default: the fewer calls in flight wins). ``spread_dns=30.0`` turns each DNS name
     into one host per address it resolves to (re-resolved every 30 s;
     ``resolver(host, port) -> [ip, ...]`` replaces gevent's; gevent
     transport only).
@@ -158,6 +163,8 @@ class ClientCore:
         max_connection_age: float | None = 300.0,
         eject_after: int = 5,
         cooldown: float = 10.0,
+        outlier_ejection: OutlierEjection | None = OutlierEjection(),  # noqa: B008 - immutable
+        balance: str = "p2c",
         spread_dns: float | None = None,
         resolver: Callable[[str, int], Sequence[str]] | None = None,
         deadline_header: bool = True,
@@ -182,7 +189,14 @@ class ClientCore:
         for name in self._idempotent:
             split_name(name)
         self._groups = self._parse_endpoints(
-            endpoints, retry, eject_after, cooldown, spread_dns=spread_dns, resolver=resolver
+            endpoints,
+            retry,
+            eject_after,
+            cooldown,
+            spread_dns=spread_dns,
+            resolver=resolver,
+            outlier=outlier_ejection,
+            balance=balance,
         )
         self._codec = codec
         self._error_decoder = error_decoder
@@ -227,6 +241,8 @@ class ClientCore:
         *,
         spread_dns: float | None = None,
         resolver: Callable[[str, int], Sequence[str]] | None = None,
+        outlier: OutlierEjection | None = None,
+        balance: str = "p2c",
     ) -> dict[str, EndpointGroup]:
         if isinstance(endpoints, str) or (
             isinstance(endpoints, Sequence) and not isinstance(endpoints, Mapping)
@@ -251,10 +267,17 @@ class ClientCore:
                     resolver=resolver or resolve_addresses,
                     eject_after=eject_after,
                     cooldown=cooldown,
+                    outlier=outlier,
+                    balance=balance,
                 )
             else:
                 groups[service] = EndpointGroup(
-                    parsed, budget, eject_after=eject_after, cooldown=cooldown
+                    parsed,
+                    budget,
+                    eject_after=eject_after,
+                    cooldown=cooldown,
+                    outlier=outlier,
+                    balance=balance,
                 )
         return groups
 
@@ -440,6 +463,8 @@ class ClientCore:
                     tried.append(host)
                 finally:
                     host.outstanding -= 1
+                    if group.tracking:  # outcome and latency (rpcclient._balance)
+                        group.observe(host, attempt_started, ok, attempt_error)
                     if probe and host.probing:  # this attempt's probe, still open
                         group.probe_ended(host, ok or _connected(attempt_error))
                     if event is not None:
