@@ -54,14 +54,18 @@ import msgpack
 
 from . import _dedup
 from ._codec import DEFAULT_CODEC, Codec
+from ._dedup import DedupStore, MemoryDedupStore, RedisDedupStore
 from ._wsgiserver import RPCServer
 from .exceptions import DecodeError, InvalidRequest
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
     "MSGPACK_CONTENT_TYPES",
+    "DedupStore",
+    "MemoryDedupStore",
     "RPCApp",
     "RPCServer",
+    "RedisDedupStore",
     "current_deadline",
     "serve",
 ]

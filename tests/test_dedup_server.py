@@ -21,8 +21,7 @@ import gevent.event
 import msgpack
 import pytest
 
-from rpcclient._dedup import MemoryDedupStore, RedisDedupStore
-from rpcclient.server import RPCApp, RPCServer, serve
+from rpcclient.server import MemoryDedupStore, RedisDedupStore, RPCApp, RPCServer, serve
 from tests.test_server import REPO, Conn, Reply, post
 
 pytestmark = pytest.mark.timeout(60)
@@ -344,8 +343,8 @@ def _fingerprint(path: str, args: Any) -> bytes:
 # -- many processes ----------------------------------------------------------------------
 
 GUNICORN_APP = """
-import os, redis
-from rpcclient._dedup import RedisDedupStore
+import os, time, redis
+from rpcclient.server import RedisDedupStore
 from rpcclient.server import RPCApp
 store = RedisDedupStore(redis.Redis(unix_socket_path=os.environ["T_REDIS"]), prefix="g:")
 rpc = RPCApp(dedup=store)
@@ -357,6 +356,7 @@ def app(environ, start_response):  # which worker answered, replay or not
 def pid(n):
     with open(os.environ["T_LOG"], "a") as log:
         log.write(f"{n} {os.getpid()}\\n")
+    time.sleep(0.2)  # the worker stays busy: the duplicates must go to the others
     return os.getpid()
 """
 
@@ -386,14 +386,19 @@ def test_gunicorn_workers_share_the_redis_store(redis_socket: str, tmp_path: Pat
         deadline = time.monotonic() + 30
         pids: dict[str, set[int]] = {}
         answers: set[int] = set()
-        # The same id on separate connections until it reached 2+ workers:
-        # the sync worker answers one connection each, the kernel spreads them.
-        for i in range(20):
+        # The same id on 6 connections at once: a sync worker answers one
+        # connection at a time and the first one runs the handler for 0.2 s, so
+        # the others are taken by other workers (which wait for its answer, in
+        # flight, then replay it). Sent one after another, the kernel may hand
+        # every connection to the same worker, and the test would prove nothing.
+        for i in range(8):
             rid = f"gw-{i}"
+            jobs = [gevent.spawn(call, server, "/t/pid", [rid], rid) for _ in range(6)]
+            gevent.joinall(jobs, timeout=25, raise_error=True)
             seen: set[int] = set()
-            for _ in range(12):
-                reply = call(server, "/t/pid", [rid], rid)
-                assert reply.status == 200, (reply.status, reply.body)
+            for job in jobs:
+                reply = job.value
+                assert reply is not None and reply.status == 200, reply
                 answers.add(reply.result)
                 seen.add(int(reply.headers["x-worker"]))
             pids[rid] = seen
@@ -401,7 +406,8 @@ def test_gunicorn_workers_share_the_redis_store(redis_socket: str, tmp_path: Pat
         ran = [line.split()[0] for line in log.read_text().splitlines()]
         assert sorted(ran) == sorted(pids), "each id ran exactly once"
         assert any(len(seen) >= 2 for seen in pids.values()), "one id reached 2+ workers"
-        assert len(answers) >= 2, "the ids ran on more than one worker"
+        # every connection of an id got the one execution's answer (its pid)
+        assert len(answers) <= len(pids)
     finally:
         os.killpg(proc.pid, 9)
         proc.wait(10)
