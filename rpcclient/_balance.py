@@ -25,7 +25,7 @@ from time import monotonic
 from typing import Any
 
 from ._models import Endpoint
-from ._retry import RetryBudget
+from ._retry import RetryBudget, parse_dedup
 
 __all__ = ["EndpointGroup", "Host", "ResolvingGroup", "resolve_addresses"]
 
@@ -36,6 +36,9 @@ class Host:
     __slots__ = (
         "calls",
         "connect_failures",
+        "dedup_header",
+        "dedup_scope",
+        "dedup_window",
         "ejected_until",
         "ejections",
         "endpoint",
@@ -54,6 +57,22 @@ class Host:
         self.ejected_until = 0.0
         self.ejections = 0
         self.probing = False  # a call is probing it back (see EndpointGroup)
+        #: the ``X-Rpc-Dedup`` of its latest answer (None: it did not deduplicate)
+        self.dedup_header: str | None = None
+        self.dedup_scope: str | None = None
+        self.dedup_window = 0.0
+
+    def note_dedup(self, header: str | None) -> None:
+        """Remember the ``X-Rpc-Dedup`` of an answer (None: the answer had none)."""
+        if header == self.dedup_header:
+            return  # the usual case: the same advertisement again, parsed already
+        self.dedup_header = header
+        parsed = parse_dedup(header)
+        if parsed is None:
+            self.dedup_scope = None
+            self.dedup_window = 0.0
+        else:
+            self.dedup_scope, self.dedup_window = parsed
 
     def stats(self, now: float) -> dict[str, Any]:
         return {
@@ -66,6 +85,7 @@ class Host:
             "resting": self.ejected_until > now,
             "probing": self.probing,
             "ejections": self.ejections,
+            "dedup_scope": self.dedup_scope,
         }
 
 
@@ -130,6 +150,19 @@ class EndpointGroup:
             j = int(draw() * (n - 1))
             a, b = live[i], live[j + 1 if j >= i else j]
         return a if a.outstanding <= b.outstanding else b
+
+    def pick_scope(self, scope: str, tried: Sequence[Host], last: Host) -> Host:
+        """The host for a deduplicated re-send: one whose latest advertised
+        scope is ``scope``, in service, preferring one not tried yet; else
+        ``last`` (the host of the attempt that ended, which advertised it)."""
+        fallback: Host | None = None
+        for h in self.hosts:
+            if h.dedup_scope == scope and h.ejected_until == 0.0:
+                if h not in tried:
+                    return h
+                if fallback is None:
+                    fallback = h
+        return fallback if fallback is not None else last
 
     def _probe_early(self) -> Host | None:
         """Every host is out: the one whose rest ends first, unless all are probed."""

@@ -255,6 +255,21 @@ class Headers(Mapping[str, str]):
     def __len__(self) -> int:
         return len(self._map)
 
+    def first(self, low: str) -> str | None:
+        """The first field named ``low`` (given lower-case), or None.
+
+        For the call path: a scan of the fields as they came, without
+        building the case-folded map (an answer has a handful of fields).
+        """
+        joined = self._joined
+        if joined is not None:
+            return joined.get(low)
+        n = len(low)
+        for key, value in self._items:
+            if len(key) == n and key.lower() == low:
+                return value
+        return None
+
     def get_all(self, key: str) -> list[str]:
         low = key.lower()
         return [v for k, v in self._items if k.lower() == low]
