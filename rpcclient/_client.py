@@ -419,7 +419,7 @@ class ClientCore:
                 counted = False
                 try:
                     response = transport.send(request, deadline)
-                    dedup = response.headers.first("x-rpc-dedup")
+                    dedup = response.headers.dedup
                     if dedup != host.dedup_header:  # (None both: never advertised)
                         host.note_dedup(dedup)
                     if 200 <= response.status < 300:

@@ -298,3 +298,13 @@ def test_host_notes_dedup() -> None:
     assert (host.dedup_scope, host.dedup_window) == ("s1", 30.0)
     host.note_dedup(None)
     assert host.dedup_scope is None
+
+
+def test_headers_dedup_scanned_or_noted() -> None:
+    from rpcclient._models import Headers
+
+    scanned = Headers([("Content-Length", "1"), ("x-RPC-dedup", "s1; window=5")])
+    assert scanned.dedup == "s1; window=5"
+    assert Headers([("Content-Length", "1")]).dedup is None
+    # a transport that noted the field while parsing: no scan
+    assert Headers([], "s2; window=5", True).dedup == "s2; window=5"
