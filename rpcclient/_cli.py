@@ -90,6 +90,12 @@ def _configure_serve(parser: argparse.ArgumentParser) -> None:
         "--backlog", type=int, metavar="N", help="listen backlog (default: gevent's, 128)"
     )
     parser.add_argument(
+        "--dedup",
+        metavar="STORE",
+        help="run each request id at most once (RPCApp only): 'memory' (this process) "
+        "or a redis://HOST:PORT/DB or unix:// URL shared by every worker",
+    )
+    parser.add_argument(
         "--grace",
         type=float,
         default=5.0,
@@ -110,6 +116,10 @@ def _run_serve(args: argparse.Namespace) -> int:
         if args.max_body_size < 1:
             raise UsageError("--max-body-size must be positive")
         app.max_body_size = args.max_body_size
+    if args.dedup is not None:
+        if not isinstance(app, RPCApp):
+            raise UsageError("--dedup applies only to an rpcclient.server.RPCApp")
+        _set_dedup(app, args.dedup)
     host, port = parse_bind(args.bind)
     try:
         server = serve(app, host, port, backlog=args.backlog)
@@ -123,6 +133,23 @@ def _run_serve(args: argparse.Namespace) -> int:
     server.serve_forever(stop_timeout=args.grace)
     print("rpcclient: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def _set_dedup(app: Any, spec: str) -> None:
+    from . import _dedup
+
+    store: _dedup.DedupStore
+    if spec == "memory":
+        store = _dedup.MemoryDedupStore()
+    elif spec.startswith(("redis://", "rediss://", "unix://")):
+        try:
+            store = _dedup.RedisDedupStore(spec)
+        except ImportError:
+            message = "--dedup redis:// needs redis-py: pip install rpcclient[redis]"
+            raise UsageError(message) from None
+    else:
+        raise UsageError(f"--dedup must be 'memory' or a redis:// URL, not {spec!r}")
+    app.set_dedup(store)
 
 
 def _lazy(module: str, attr: str) -> Callable[[Any], Any]:

@@ -52,6 +52,7 @@ from typing import Any, TypeVar, overload
 import gevent
 import msgpack
 
+from . import _dedup
 from ._codec import DEFAULT_CODEC, Codec
 from ._wsgiserver import RPCServer
 from .exceptions import DecodeError, InvalidRequest
@@ -87,6 +88,7 @@ _STATUS_LINES = {
     400: "400 Bad Request",
     404: "404 Not Found",
     405: "405 Method Not Allowed",
+    409: "409 Conflict",
     411: "411 Length Required",
     413: "413 Content Too Large",
     415: "415 Unsupported Media Type",
@@ -181,6 +183,9 @@ class RPCApp:
     (``""`` or like ``"/rpc"``) prefixes every call path. Register functions
     before serving; the registry (and ``base_path``, ``codec``) is not meant to change
     under traffic: accepted paths and Content-Types are remembered.
+    ``dedup`` (a :class:`rpcclient._dedup.DedupStore`, e.g.
+    ``MemoryDedupStore()``) runs each request id at most once within its
+    window (README "Exactly-once calls (server)").
     """
 
     def __init__(
@@ -189,6 +194,7 @@ class RPCApp:
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         base_path: str = "",
         max_concurrency: int | None = None,
+        dedup: _dedup.DedupStore | None = None,
     ) -> None:
         if not isinstance(max_body_size, int) or max_body_size < 1:
             raise ValueError(f"max_body_size must be a positive int, not {max_body_size!r}")
@@ -210,9 +216,16 @@ class RPCApp:
         self._routes: dict[str, _Method] = {}
         self._ctypes: set[str] = set()
         self._in_flight = 0
+        self.set_dedup(dedup)
         # A plain lock keeps the shedding count exact under threaded WSGI
         # servers too; under gevent it is never contended across a switch.
         self._lock = threading.Lock()
+
+    def set_dedup(self, store: _dedup.DedupStore | None) -> None:
+        """Deduplicate calls by request id in ``store`` (None: off); before serving."""
+        self.dedup = store
+        #: the X-Rpc-Dedup header of every answer (None: dedup off)
+        self._dedup_advert = None if store is None else _dedup.advert(store)
 
     # -- registration ----------------------------------------------------------------
 
@@ -288,7 +301,7 @@ class RPCApp:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         """Answer one request; never raises for anything a client or a handler did."""
-        headers: list[tuple[str, str]] = []
+        headers: list[tuple[str, str]] = [] if self._dedup_advert is None else [self._dedup_advert]
         try:
             status, body = 200, self._serve(environ, headers)
         except _Reject as rej:
@@ -316,6 +329,8 @@ class RPCApp:
             raise
         try:
             data = self._read_body(environ, headers, length)
+            if self.dedup is not None or "HTTP_X_RPC_DEDUP_SCOPE" in environ:
+                return _dedup.call_once(self, environ, headers, method, data, deadline)
             return self._call(method, data, deadline)
         finally:
             with self._lock:
