@@ -308,3 +308,78 @@ def test_headers_dedup_scanned_or_noted() -> None:
     assert Headers([("Content-Length", "1")]).dedup is None
     # a transport that noted the field while parsing: no scan
     assert Headers([], "s2; window=5", True).dedup == "s2; window=5"
+
+
+# -- end to end, with the real RPCApp and its in-process store ---------------------
+
+
+def test_end_to_end_with_rpcapp_dedup(
+    raw_server: Callable[..., RawServer], wsgi_server: Callable[..., str], transport: str
+) -> None:
+    """A proxy forwards each call to a real ``RPCApp(dedup=MemoryDedupStore())``
+    and, for half the request ids, drops the client's connection once the
+    server answered the first attempt (the call ran; the client sees
+    ConnectionLost). Every non-idempotent call must succeed, each handler
+    run exactly once per call, the re-sends answered by replay."""
+    import random
+    import socket
+
+    from rpcclient._dedup import MemoryDedupStore
+    from rpcclient.server import RPCApp
+
+    runs: dict[str, int] = {}
+    app = RPCApp(dedup=MemoryDedupStore())
+
+    @app.register("t.once")
+    def once(token: str) -> str:
+        runs[token] = runs.get(token, 0) + 1
+        return token
+
+    upstream = wsgi_server(app).rsplit(":", 1)[1]
+    rng = random.Random(15)
+    dropped: set[bytes] = set()
+    replayed = []
+
+    def proxy(sock: Any, server: RawServer) -> None:
+        buf = bytearray()
+        while True:
+            got = read_request(sock, buf)
+            if got is None:
+                return
+            head, body = got
+            line, _, rest = head.partition(b"\r\n")
+            rid = _headers(head)["x-request-id"].encode()
+            up = socket.create_connection(("127.0.0.1", int(upstream)))
+            try:
+                up.sendall(line + b"\r\nConnection: close\r\n" + rest + b"\r\n\r\n" + body)
+                answer = b""
+                while chunk := up.recv(65536):
+                    answer += chunk
+            finally:
+                up.close()
+            if b"x-rpc-replayed" in answer.lower():
+                replayed.append(rid)
+            if rid not in dropped and rng.random() < 0.5:
+                dropped.add(rid)
+                return  # it ran; the client never hears
+            sock.sendall(answer)
+
+    srv = raw_server(proxy)
+    n = 60
+    # a budget that covers one re-send per call: half the calls need one
+    policy = Retry(backoff=0.0, budget_ratio=1.0)
+    with Client(
+        srv.url, transport=transport, timeout=Timeout(read=2, total=10), retry=policy
+    ) as client:
+        while True:  # until an answer advertised the scope (bounded by the drop odds)
+            try:
+                client.call("t.once", ["warm2"], idempotent=True)
+                break
+            except E.ConnectionLost:
+                assert len(runs) < 50
+        for i in range(n):
+            assert client.call("t.once", [f"c{i}"]) == f"c{i}"
+        resends = client.stats()["stats"]["methods"]["t.once"]["dedup_resends"]
+    calls = {k: v for k, v in runs.items() if k.startswith("c")}
+    assert len(calls) == n and set(calls.values()) == {1}, calls
+    assert resends >= 10 and len(replayed) >= 10
