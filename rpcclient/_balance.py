@@ -46,7 +46,7 @@ from typing import Any
 from ._models import Endpoint
 from ._outlier import OutlierEjection
 from ._outlier import judge as judge_interval
-from ._retry import RetryBudget
+from ._retry import RetryBudget, parse_dedup
 from .exceptions import (
     ConnectError,
     ConnectionLost,
@@ -71,6 +71,9 @@ class Host:
     __slots__ = (
         "calls",
         "connect_failures",
+        "dedup_header",
+        "dedup_scope",
+        "dedup_window",
         "eject_reason",
         "ejected_until",
         "ejections",
@@ -103,6 +106,22 @@ class Host:
         self.failed = 0  # and those that failed (see rpcclient._outlier)
         self.streak = 0  # outlier ejections in a row (their time grows with it)
         self.success_rate = -1.0  # over the last interval judged (-1.0: no attempts)
+        #: the ``X-Rpc-Dedup`` of its latest answer (None: it did not deduplicate)
+        self.dedup_header: str | None = None
+        self.dedup_scope: str | None = None
+        self.dedup_window = 0.0
+
+    def note_dedup(self, header: str | None) -> None:
+        """Remember the ``X-Rpc-Dedup`` of an answer (None: the answer had none)."""
+        if header == self.dedup_header:
+            return  # the usual case: the same advertisement again, parsed already
+        self.dedup_header = header
+        parsed = parse_dedup(header)
+        if parsed is None:
+            self.dedup_scope = None
+            self.dedup_window = 0.0
+        else:
+            self.dedup_scope, self.dedup_window = parsed
 
     def stats(self, now: float) -> dict[str, Any]:
         return {
@@ -118,6 +137,7 @@ class Host:
             "eject_reason": self.eject_reason or None,
             "ewma_ms": round(self.ewma * 1000, 3),
             "success_rate": None if self.success_rate < 0 else round(self.success_rate, 4),
+            "dedup_scope": self.dedup_scope,
         }
 
 
@@ -255,6 +275,19 @@ class EndpointGroup:
             # a host in service (and not just ejected) forgets one ejection (as A50)
             if h.ejected_until == 0.0 and h.streak > 0:
                 h.streak -= 1
+
+    def pick_scope(self, scope: str, tried: Sequence[Host], last: Host) -> Host:
+        """The host for a deduplicated re-send: one whose latest advertised
+        scope is ``scope``, in service, preferring one not tried yet; else
+        ``last`` (the host of the attempt that ended, which advertised it)."""
+        fallback: Host | None = None
+        for h in self.hosts:
+            if h.dedup_scope == scope and h.ejected_until == 0.0:
+                if h not in tried:
+                    return h
+                if fallback is None:
+                    fallback = h
+        return fallback if fallback is not None else last
 
     def _probe_early(self) -> Host | None:
         """Every host is out: the one whose rest ends first, unless all are probed."""

@@ -35,7 +35,7 @@ from ._protocol import (
     decode_response,
     split_name,
 )
-from ._retry import Retry, RetryBudget, was_not_run
+from ._retry import Retry, RetryBudget, dedup_resend_scope, was_not_run
 from ._timeouts import Deadline, Timeout
 from ._transport import Transport
 from ._version import __version__
@@ -378,23 +378,37 @@ class ClientCore:
         host: Host | None = None
         counted = False  # whether the last attempt is already in its host's figures
         reached = False  # whether an earlier attempt may have reached the server
+        dedup_scope: str | None = None  # set once re-sent for the server to deduplicate
         try:
             tried: list[Host] = []
             while True:
                 attempt += 1
-                host = group.pick(tried)
-                if host is None:
-                    raise self._all_out(group, name, attempt, request_id, reached)
-                # pick marks a rested host probing for the one attempt it gives it
-                # to: only that attempt may end the probe (another one in flight to
-                # the same host since before its ejection must not)
-                probe = host.probing
+                if dedup_scope is None:
+                    host = group.pick(tried)
+                    if host is None:
+                        raise self._all_out(group, name, attempt, request_id, reached)
+                    # pick marks a rested host probing for the one attempt it gives it
+                    # to: only that attempt may end the probe (another one in flight to
+                    # the same host since before its ejection must not)
+                    probe = host.probing
+                else:  # a deduplicated re-send: only a host of that scope knows the call
+                    assert host is not None  # the host of the attempt that ended
+                    host = group.pick_scope(dedup_scope, tried, host)
+                    probe = False
                 endpoint = host.endpoint
                 request_headers = extra
                 if expires is not None:
                     left = expires - monotonic()
                     ms = int(left * 1000) if left > 0 else 0
                     request_headers = [*extra, (b"X-Rpc-Timeout-Ms", b"%d" % ms)]
+                if dedup_scope is not None:
+                    age_ms = int((perf_counter() - started) * 1000)
+                    request_headers = [
+                        *request_headers,
+                        (b"X-Rpc-Attempt", b"%d" % attempt),
+                        (b"X-Rpc-Dedup-Scope", dedup_scope.encode()),
+                        (b"X-Rpc-Dedup-Age-Ms", b"%d" % age_ms),
+                    ]
                 if event is not None:
                     try:
                         request_headers = self._before_attempt(
@@ -428,6 +442,9 @@ class ClientCore:
                 counted = False
                 try:
                     response = transport.send(request, deadline)
+                    dedup = response.headers.dedup
+                    if dedup != host.dedup_header:  # (None both: never advertised)
+                        host.note_dedup(dedup)
                     if 200 <= response.status < 300:
                         result = self._codec.unpack(response.body, name=name)
                     else:
@@ -451,8 +468,25 @@ class ClientCore:
                             perf_counter() - attempt_started, type(exc).__name__, len(body), 0
                         )
                         counted = True
+                    resend = None
+                    if host.dedup_scope is not None and not idempotent:
+                        resend = dedup_resend_scope(
+                            exc,
+                            idempotent,
+                            host.dedup_scope,
+                            host.dedup_window,
+                            perf_counter() - started,
+                            dedup_scope,
+                        )
                     if not self._should_retry(
-                        exc, policy, attempt, idempotent, group, host, probe, deadline
+                        exc,
+                        policy,
+                        attempt,
+                        idempotent or resend is not None,
+                        group,
+                        host,
+                        probe,
+                        deadline,
                     ):
                         if reached:
                             # the call's verdict, not this attempt's: an earlier one may have run
@@ -460,6 +494,10 @@ class ClientCore:
                         raise  # as it is: its __cause__ is the transport's own error
                     if exc.may_have_reached_server and not was_not_run(exc):
                         reached = True  # (a 503 "not run" says it did not)
+                    if resend is not None:
+                        dedup_scope = resend
+                        if stats is not None:
+                            stats.method(name).dedup_resends += 1
                     tried.append(host)
                 finally:
                     host.outstanding -= 1

@@ -372,6 +372,7 @@ class ResponseReader:
         self._reason: list[str] = []
         self._interim = 0  # 1xx answers before this one
         self.request_id: str | None = None  # the answer's X-Request-Id, if any
+        self.dedup: str | None = None  # its X-Rpc-Dedup, if any (rpcclient._retry)
         self.coding: str | None = None  # its Content-Encoding, if any
         self._parser = self._new_parser()
 
@@ -418,7 +419,7 @@ class ResponseReader:
         self._fed = 0
         self._tokens = -1
         self._interim = 0
-        self.request_id = self.coding = None
+        self.request_id = self.coding = self.dedup = None
         self._names.clear()
         self._values.clear()
         self._reason.clear()
@@ -458,12 +459,15 @@ class ResponseReader:
         return "close" not in tokens
 
     def _note_fields(self) -> None:
-        # X-Request-Id and Content-Encoding, in one pass over the names
+        # X-Request-Id, X-Rpc-Dedup and Content-Encoding, in one pass over the names
         for name, value in self.fields:
             size = len(name)
             if size == 12:
                 if name.lower() == "x-request-id":
                     self.request_id = value
+            elif size == 11:
+                if name.lower() == "x-rpc-dedup":
+                    self.dedup = value
             elif size == 16 and name.lower() == "content-encoding":
                 self.coding = value if self.coding is None else self.coding + ", " + value
 
@@ -645,7 +649,9 @@ class ResponseReader:
         else:
             pieces = self._pieces
             body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        return Response(self.status, "".join(self._reason), Headers(self.fields), body)
+        return Response(
+            self.status, "".join(self._reason), Headers(self.fields, self.dedup, True), body
+        )
 
 
 def decode_content(body: bytes | bytearray, coding: str, limit: int) -> bytes | bytearray:

@@ -224,9 +224,18 @@ class Headers(Mapping[str, str]):
     returns them apart.
     """
 
-    __slots__ = ("_items", "_joined")
+    __slots__ = ("_dedup", "_items", "_joined", "_noted")
 
-    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        items: Iterable[tuple[str, str]] = (),
+        dedup: str | None = None,
+        noted: bool = False,
+    ) -> None:
+        """``noted``: the transport found ``dedup`` (the X-Rpc-Dedup field, or
+        None) as it parsed the fields: :attr:`dedup` then needs no scan."""
+        self._dedup = dedup
+        self._noted = noted
         # the case-folded map is built on first use: most answers are read
         # for their body only, and this is on every call's path
         self._items = items if isinstance(items, list) else list(items)
@@ -254,6 +263,28 @@ class Headers(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._map)
+
+    @property
+    def dedup(self) -> str | None:
+        """The ``X-Rpc-Dedup`` field (DEDUP_PROTOCOL.md), or None."""
+        if self._noted:
+            return self._dedup
+        return self.first("x-rpc-dedup")
+
+    def first(self, low: str) -> str | None:
+        """The first field named ``low`` (given lower-case), or None.
+
+        For the call path: a scan of the fields as they came, without
+        building the case-folded map (an answer has a handful of fields).
+        """
+        joined = self._joined
+        if joined is not None:
+            return joined.get(low)
+        n = len(low)
+        for key, value in self._items:
+            if len(key) == n and key.lower() == low:
+                return value
+        return None
 
     def get_all(self, key: str) -> list[str]:
         low = key.lower()

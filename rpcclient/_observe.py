@@ -58,11 +58,22 @@ def _bucket_upper(index: int) -> float:
 class Counter:
     """Figures of one method or one host."""
 
-    __slots__ = ("bytes_received", "bytes_sent", "calls", "errors", "hist", "retries", "total")
+    __slots__ = (
+        "bytes_received",
+        "bytes_sent",
+        "calls",
+        "dedup_resends",
+        "errors",
+        "hist",
+        "retries",
+        "total",
+    )
 
     def __init__(self) -> None:
         self.calls = 0
         self.retries = 0
+        #: retries re-sent for the server to deduplicate (non-idempotent calls)
+        self.dedup_resends = 0
         self.total = 0.0
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -82,6 +93,7 @@ class Counter:
         """Add ``other``'s figures to these."""
         self.calls += other.calls
         self.retries += other.retries
+        self.dedup_resends += other.dedup_resends
         self.total += other.total
         self.bytes_sent += other.bytes_sent
         self.bytes_received += other.bytes_received
@@ -108,6 +120,7 @@ class Counter:
             "errors": dict(self.errors),
             "error_count": sum(self.errors.values()),
             "retries": self.retries,
+            "dedup_resends": self.dedup_resends,
             "total_time": self.total,
             "avg_latency": self.total / self.calls if self.calls else None,
             "p50": self.percentile(0.5),

@@ -17,6 +17,15 @@ The rules (README.rst, "Retries"), applied by the client after each attempt:
    is raised, never slept on without bound).
 4. Never past the deadline: a backoff that would end after it is not slept
    and no attempt starts after it. Never beyond the group's retry budget.
+5. Exactly-once (DEDUP_PROTOCOL, issue 15): a call that is not idempotent
+   is re-sent after a read timeout, a lost connection or a truncated or
+   malformed answer when the host of that attempt last advertised
+   ``X-Rpc-Dedup: <scope>; window=<s>`` and the call is younger than the
+   window minus :data:`DEDUP_MARGIN` (:func:`dedup_resend_scope`, a pure
+   decision). The re-send carries the same request id, ``X-Rpc-Attempt``,
+   ``X-Rpc-Dedup-Scope`` and ``X-Rpc-Dedup-Age-Ms`` and goes to a host of
+   that scope: the server replays the first execution's answer instead of
+   running it twice. Rules 1-4 still bound it.
 
 Backoff is exponential with full jitter (a uniform draw in
 ``[0, min(cap, base * 2**n)]``): spread out retries do not arrive together.
@@ -25,14 +34,29 @@ Backoff is exponential with full jitter (a uniform draw in
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, replace
 from time import monotonic
 from typing import Any
 
 from ._models import reduce_by_init_fields
-from .exceptions import HTTPStatusError, RemoteError, RPCError
+from .exceptions import (
+    ConnectionLost,
+    HTTPStatusError,
+    ProtocolError,
+    ReadTimeout,
+    RemoteError,
+    ResponseTooLarge,
+    RPCError,
+)
 
 __all__ = ["NO_RETRY", "Retry", "RetryBudget"]
+
+#: seconds kept clear of a dedup window's end: the server must still hold
+#: the first attempt's record when the re-send arrives (clock skew between
+#: our age and its arrival time, the re-send's own transit)
+DEDUP_MARGIN = 1.0
+_SCOPE = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +123,58 @@ def was_not_run(exc: RPCError) -> bool:
 
 
 NO_RETRY = Retry(attempts=1)
+
+
+def parse_dedup(value: str | None) -> tuple[str, float] | None:
+    """``(scope, window seconds)`` from an ``X-Rpc-Dedup`` header, or None
+    when absent or malformed (a bad advertisement is no advertisement)."""
+    if not value:
+        return None
+    scope, sep, rest = value.partition(";")
+    scope = scope.strip()
+    if not sep or not _SCOPE.match(scope):
+        return None
+    window: float | None = None
+    for param in rest.split(";"):
+        key, eq, raw = param.partition("=")
+        if eq and key.strip().lower() == "window":
+            try:
+                window = float(raw.strip())
+            except ValueError:
+                return None
+    if window is None or not 0 < window < float("inf"):
+        return None
+    return scope, window
+
+
+def dedup_resend_scope(  # noqa: PLR0917 - a pure decision, its inputs spelled out
+    exc: RPCError,
+    idempotent: bool,
+    scope: str | None,
+    window: float,
+    age: float,
+    call_scope: str | None,
+) -> str | None:
+    """The dedup scope a call may be re-sent under after ``exc``, or None.
+
+    Pure (no clock, no I/O): ``scope``/``window`` are what the host of the
+    ended attempt last advertised, ``age`` the seconds since the call's first
+    attempt, ``call_scope`` the scope of an earlier re-send of this call
+    (every re-send of one call stays in one scope). Only for what rule 2
+    would refuse: a non-idempotent call whose attempt may have reached the
+    server and ended without an answer to trust.
+    """
+    if idempotent or scope is None:
+        return None
+    if call_scope is not None and scope != call_scope:
+        return None
+    if not isinstance(exc, ReadTimeout | ConnectionLost | ProtocolError):
+        return None
+    if isinstance(exc, ResponseTooLarge) or not exc.may_have_reached_server:
+        return None  # a replay would be as large; never reached: rule 1 covers it
+    if not age < window - DEDUP_MARGIN:
+        return None
+    return scope
 
 
 class RetryBudget:
