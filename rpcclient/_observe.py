@@ -58,11 +58,23 @@ def _bucket_upper(index: int) -> float:
 class Counter:
     """Figures of one method or one host."""
 
-    __slots__ = ("bytes_received", "bytes_sent", "calls", "errors", "hist", "retries", "total")
+    __slots__ = (
+        "bytes_received",
+        "bytes_sent",
+        "calls",
+        "errors",
+        "hedges",
+        "hedges_won",
+        "hist",
+        "retries",
+        "total",
+    )
 
     def __init__(self) -> None:
         self.calls = 0
         self.retries = 0
+        self.hedges = 0  # hedged attempts sent (see rpcclient._hedge)
+        self.hedges_won = 0  # calls a hedge answered first
         self.total = 0.0
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -82,6 +94,8 @@ class Counter:
         """Add ``other``'s figures to these."""
         self.calls += other.calls
         self.retries += other.retries
+        self.hedges += other.hedges
+        self.hedges_won += other.hedges_won
         self.total += other.total
         self.bytes_sent += other.bytes_sent
         self.bytes_received += other.bytes_received
@@ -108,6 +122,8 @@ class Counter:
             "errors": dict(self.errors),
             "error_count": sum(self.errors.values()),
             "retries": self.retries,
+            "hedges": self.hedges,
+            "hedges_won": self.hedges_won,
             "total_time": self.total,
             "avg_latency": self.total / self.calls if self.calls else None,
             "p50": self.percentile(0.5),
