@@ -359,9 +359,11 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
                 job.kill(block=True)  # the transport closes its connection
             attempt.host.outstanding -= 1
             if attempt.response is None and attempt.error is None:
-                # cancelled: it took at least this long (kept, or the estimate
-                # would forget the slow attempts hedging cuts short)
-                windows.add(name, perf_counter() - attempt.started)
+                # cancelled: it would have taken longer than the hedge delay. Kept
+                # as "longer than anything" (only its side of the percentile
+                # matters): its elapsed time would ratchet the estimate up, and
+                # leaving it out would let it drift down
+                windows.add(name, math.inf)
         if stats is not None:
             elapsed = perf_counter() - started
             host_url = None if winner is None else winner.host.endpoint.url
