@@ -121,9 +121,8 @@ def main() -> None:
             f"at {med['on']['extra'] * 100:.1f}% extra load "
             f"({opts.reps} interleaved reps x {opts.calls} calls, concurrency {opts.concurrency})"
         )
-        print(
-            f"policy {policy}; hedge delay at the end {policy.wait(hedged._hedge_windows, 'lat.work') * 1000:.2f} ms"
-        )
+        delay = policy.wait(hedged._hedge_windows, "lat.work")
+        print(f"policy {policy}; hedge delay at the end {delay * 1000:.2f} ms")
         plain.close()
         hedged.close()
     finally:
