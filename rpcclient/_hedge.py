@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from ._retry import Retry
     from ._timeouts import Deadline
 
-__all__ = ["Hedge", "LatencyWindows", "may_hedge"]
+__all__ = ["Hedge"]  # the rest is the client's
 
 #: transports that cannot be interrupted mid-exchange with a known outcome for
 #: the connection: their pools are urllib3's, whose handling of a greenlet killed
@@ -258,8 +258,10 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
         results.put(attempt)
 
     def launch() -> bool:
+        # hosts this call tried are avoided; one with an attempt in flight never
+        # gets another (pick falls back to a tried host when all were)
+        host = group.pick([a.host for a in attempts])
         in_flight = [a.host for a in attempts if not a.consumed]
-        host = group.pick(in_flight)
         if host is None or (host in in_flight and len(group.hosts) > 1):
             return False
         endpoint = host.endpoint
