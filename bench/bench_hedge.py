@@ -74,6 +74,7 @@ def run_arm(client: Client, calls: int, concurrency: int, hedged: bool) -> dict[
     latencies.sort()
     return {
         "p50": latencies[len(latencies) // 2],
+        "p95": latencies[int(len(latencies) * 0.95)],
         "p99": latencies[int(len(latencies) * 0.99)],
         "extra": hedges / len(latencies),
     }
@@ -105,14 +106,15 @@ def main() -> None:
             for arm, client in (("off", plain), ("on", hedged))[:: 1 if rep % 2 == 0 else -1]:
                 results[arm].append(run_arm(client, opts.calls, opts.concurrency, arm == "on"))
         med = {
-            arm: {k: statistics.median(r[k] for r in rows) for k in ("p50", "p99", "extra")}
+            arm: {k: statistics.median(r[k] for r in rows) for k in ("p50", "p95", "p99", "extra")}
             for arm, rows in results.items()
         }
         for arm in ("off", "on"):
             m = med[arm]
             reps = ", ".join(f"{r['p99'] * 1000:.1f}" for r in results[arm])
             print(
-                f"hedge {arm:3}: p50 {m['p50'] * 1000:6.2f} ms  p99 {m['p99'] * 1000:6.2f} ms  "
+                f"hedge {arm:3}: p50 {m['p50'] * 1000:6.2f} ms  "
+                f"p95 {m['p95'] * 1000:6.2f} ms  p99 {m['p99'] * 1000:6.2f} ms  "
                 f"extra load {m['extra'] * 100:5.1f}%  "
                 f"(p99 per rep: {reps})"
             )

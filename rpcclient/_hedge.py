@@ -56,7 +56,7 @@ class Hedge:
 
     ``delay`` (seconds) is a fixed wait before each hedge; or, with
     ``delay=None``, the wait is the method's observed attempt latency at
-    ``percentile`` (95.0 when not given) over its last 128 answered attempts,
+    ``percentile`` (95.0 when not given) over its last 128 first attempts,
     clamped to ``[min_delay, max_delay]``; until ``warmup`` attempts are seen
     it is ``max_delay``. ``max_attempts`` counts every attempt, the first
     included (2 = at most one hedge).
@@ -326,7 +326,8 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
             response = done.response
             error = done.error
             if response is not None:
-                windows.add(name, perf_counter() - done.started)
+                if done is attempts[0]:  # the estimate is of first attempts (below)
+                    windows.add(name, perf_counter() - done.started)
                 done.host.connect_failures = 0
                 if 200 <= response.status < 300:
                     result = client._codec.unpack(response.body, name=name)
@@ -360,7 +361,7 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
             if job is not None and not job.dead:
                 job.kill(block=True)  # the transport closes its connection
             attempt.host.outstanding -= 1
-            if attempt.response is None and attempt.error is None:
+            if attempt is attempts[0] and attempt.response is None and attempt.error is None:
                 # cancelled: it would have taken longer than the hedge delay. Kept
                 # as "longer than anything" (only its side of the percentile
                 # matters): its elapsed time would ratchet the estimate up, and
