@@ -98,11 +98,9 @@ def test_loser_cancelled_when_hedge_wins_then_pool_reused(
 ) -> None:
     a, b = hosts(5.0, 0.0)
     with Client([a.url, b.url], pool_size=1) as client:
-        won = 0
         for i in range(6):
             value = client.call("svc.who", [i], idempotent=True, hedge=Hedge(delay=0.02))
             assert value == ["b", i]
-            won += a.calls > won
         assert a.calls >= 1
         # a's connections were closed mid-read: no slot held, nothing left idle
         assert client.stats()["pools"][a.url]["in_use"] == 0
