@@ -11,6 +11,7 @@ from . import _client
 from ._client import ServiceProxy, register_transport
 from ._codec import DEFAULT_CODEC, Codec
 from ._gevent_transport import TLSConfig
+from ._hedge import Hedge
 from ._models import Endpoint, Headers, Request, Response
 from ._observe import CallEvent, Hook, Stats, report
 from ._outlier import FailurePercentage, OutlierEjection, SuccessRate
@@ -65,6 +66,7 @@ __all__ = [
     "GeventTransport",
     "HTTPStatusError",
     "Headers",
+    "Hedge",
     "Hook",
     "InvalidRequest",
     "MethodNotFound",

@@ -24,6 +24,7 @@ from mypy_extensions import mypyc_attr
 from ._balance import EndpointGroup, Host, ResolvingGroup, resolve_addresses
 from ._codec import DEFAULT_CODEC, Codec
 from ._gevent_transport import TLSConfig
+from ._hedge import Hedge, LatencyWindows, check_transport, hedged_call
 from ._models import FRAMING_HEADERS, Endpoint, Request, Response, check_header, check_header_pair
 from ._observe import REQUEST_IDS, CallEvent, HookSet, Stats, run_hooks
 from ._outlier import OutlierEjection
@@ -151,6 +152,7 @@ class ClientCore:
         timeout: Timeout | float | None = Timeout(),  # noqa: B008 - immutable
         retry: Retry = Retry(),  # noqa: B008 - immutable
         idempotent: Iterable[str] = (),
+        hedge: Hedge | None = None,
         pool_size: int = 10,
         headers: Mapping[str, str] | None = None,
         codec: Codec = DEFAULT_CODEC,
@@ -185,6 +187,10 @@ class ClientCore:
             raise TypeError(f"retry must be a rpcclient.Retry, not {retry!r}")
         self._timeout = Timeout.coerce(timeout)
         self._retry = retry
+        if hedge is not None and not isinstance(hedge, Hedge):
+            raise TypeError(f"hedge must be a rpcclient.Hedge, not {hedge!r}")
+        self._hedge = hedge
+        self._hedge_windows = LatencyWindows()
         self._idempotent = frozenset(idempotent)
         for name in self._idempotent:
             split_name(name)
@@ -227,6 +233,11 @@ class ClientCore:
                 "tls": tls,
             },
         )
+        try:
+            check_transport(hedge, self._transport.name)
+        except ValueError:
+            self._transport.close()
+            raise
         if spread_dns is not None and self._transport.name in ("requests", "urllib3"):
             # they connect to the URL's host themselves: spreading would be a pretence
             self._transport.close()
@@ -304,6 +315,7 @@ class ClientCore:
         idempotent: bool | None = None,
         retry: Retry | None = None,
         request_id: str | None = None,
+        hedge: Hedge | None = None,
     ) -> Any:
         """Call ``name`` (``"service.method"``) with ``args`` and return its result.
 
@@ -314,11 +326,17 @@ class ClientCore:
         happened after the server ran it. ``request_id`` is sent as
         ``X-Request-Id`` (one is generated when not given). Raises
         :class:`InvalidRequest` before any I/O for bad input; every error
-        carries ``attempts`` and ``request_id``.
+        carries ``attempts`` and ``request_id``. ``hedge`` (a :class:`Hedge`)
+        hedges this call, which must be idempotent (the client's ``hedge``
+        applies to its idempotent calls only; see rpcclient._hedge).
         """
         bounds = self._timeout if timeout is None else Timeout.coerce(timeout)
         total = bounds.total  # Timeout.start() inlined: one Python frame less per call
         deadline = Deadline(bounds, None if total is None else monotonic() + total)
+        if hedge is not None or self._hedge is not None:
+            return hedged_call(
+                self, name, args, deadline, headers, idempotent, retry, request_id, hedge
+            )
         # the core's own _call, not looked up on the (interpreted) subclass: a private
         # step nobody overrides, and the lookup would cost a dict search per call
         return ClientCore._call(self, name, args, deadline, headers, idempotent, retry, request_id)

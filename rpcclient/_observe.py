@@ -64,6 +64,8 @@ class Counter:
         "calls",
         "dedup_resends",
         "errors",
+        "hedges",
+        "hedges_won",
         "hist",
         "retries",
         "total",
@@ -74,6 +76,8 @@ class Counter:
         self.retries = 0
         #: retries re-sent for the server to deduplicate (non-idempotent calls)
         self.dedup_resends = 0
+        self.hedges = 0  # hedged attempts sent (see rpcclient._hedge)
+        self.hedges_won = 0  # calls a hedge answered first
         self.total = 0.0
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -94,6 +98,8 @@ class Counter:
         self.calls += other.calls
         self.retries += other.retries
         self.dedup_resends += other.dedup_resends
+        self.hedges += other.hedges
+        self.hedges_won += other.hedges_won
         self.total += other.total
         self.bytes_sent += other.bytes_sent
         self.bytes_received += other.bytes_received
@@ -121,6 +127,8 @@ class Counter:
             "error_count": sum(self.errors.values()),
             "retries": self.retries,
             "dedup_resends": self.dedup_resends,
+            "hedges": self.hedges,
+            "hedges_won": self.hedges_won,
             "total_time": self.total,
             "avg_latency": self.total / self.calls if self.calls else None,
             "p50": self.percentile(0.5),

@@ -1,0 +1,219 @@
+"""Hedged calls (rpcclient._hedge) against real servers on loopback.
+
+Each host is a small RPCApp on gevent.pywsgi whose ``svc.who`` sleeps for
+that host's current delay, then answers its own name and the caller's value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import pytest
+
+from rpcclient import Client, Hedge, Retry
+from rpcclient._hedge import LatencyWindows
+from rpcclient.exceptions import InvalidRequest, ReadTimeout, RPCError
+from rpcclient.server import RPCApp
+
+
+class SlowHost:
+    """One host: ``delay`` seconds per call (changeable), and the calls it got."""
+
+    def __init__(self, name: str, start: Callable[[Any], str], delay: float = 0.0) -> None:
+        self.name = name
+        self.delay = delay
+        self.calls = 0
+        app = RPCApp()
+
+        @app.register("svc.who")
+        def who(value: Any) -> list[Any]:
+            self.calls += 1
+            if self.delay:
+                gevent.sleep(self.delay)
+            return [self.name, value]
+
+        self.url = start(app)
+
+
+@pytest.fixture
+def hosts(wsgi_server: Callable[[Any], str]) -> Callable[..., list[SlowHost]]:
+    def make(*delays: float) -> list[SlowHost]:
+        return [SlowHost(chr(ord("a") + i), wsgi_server, d) for i, d in enumerate(delays)]
+
+    return make
+
+
+def method_stats(client: Client, name: str = "svc.who") -> dict[str, Any]:
+    return client.stats()["stats"]["methods"][name]  # type: ignore[no-any-return]
+
+
+def test_hedge_wins_when_first_host_stalls(hosts: Callable[..., list[SlowHost]]) -> None:
+    a, b = hosts(5.0, 0.0)
+    with Client([a.url, b.url], hedge=Hedge(delay=0.05), idempotent=["svc.who"]) as client:
+        # without a hedge a call landing on a would fail at 1 s (a stalls for 5 s)
+        for i in range(8):
+            assert client.call("svc.who", [i], timeout=1.0) == ["b", i]
+        figures = method_stats(client)
+    assert a.calls >= 1  # the random pick sent some first attempts to a
+    assert figures["hedges"] == a.calls  # one hedge for each stalled first attempt
+    assert figures["hedges_won"] == a.calls
+    assert figures["calls"] == 8
+
+
+def test_no_hedge_when_the_first_answers_in_time(hosts: Callable[..., list[SlowHost]]) -> None:
+    a, b = hosts(0.0, 0.0)
+    with Client([a.url, b.url], hedge=Hedge(delay=2.0)) as client:
+        for i in range(10):
+            assert client.call("svc.who", [i], idempotent=True)[1] == i
+        figures = method_stats(client)
+    assert figures["hedges"] == 0
+    assert a.calls + b.calls == 10
+
+
+def test_losers_connections_closed_and_pool_intact(
+    hosts: Callable[..., list[SlowHost]],
+) -> None:
+    (a,) = hosts(0.5)
+    # one host: the hedge goes to the same host on a second connection; the
+    # first attempt loses when a is made fast for the hedge... both are slow, so
+    # the call times out; then the next calls must read their own answers
+    with Client(a.url, pool_size=2) as client:
+        h = Hedge(delay=0.05)
+        with pytest.raises(ReadTimeout):
+            client.call("svc.who", ["lost"], idempotent=True, hedge=h, timeout=0.2)
+        assert method_stats(client)["hedges"] == 1
+        pool = client.stats()["pools"][a.url]
+        assert pool["in_use"] == 0 and pool["idle"] == 0  # both killed mid-read: closed
+        a.delay = 0.0
+        for i in range(5):
+            assert client.call("svc.who", [i]) == ["a", i]  # never a stale answer
+        pool = client.stats()["pools"][a.url]
+        assert pool["in_use"] == 0 and pool["idle"] == 1
+
+
+def test_loser_cancelled_when_hedge_wins_then_pool_reused(
+    hosts: Callable[..., list[SlowHost]],
+) -> None:
+    a, b = hosts(5.0, 0.0)
+    with Client([a.url, b.url], pool_size=1) as client:
+        for i in range(6):
+            value = client.call("svc.who", [i], idempotent=True, hedge=Hedge(delay=0.02))
+            assert value == ["b", i]
+        assert a.calls >= 1
+        # a's connections were closed mid-read: no slot held, nothing left idle
+        assert client.stats()["pools"][a.url]["in_use"] == 0
+        assert client.stats()["pools"][a.url]["idle"] == 0
+        a.delay = 0.0
+        answers = {client.call("svc.who", [i], timeout=2.0)[1] for i in range(10)}
+        assert answers == set(range(10))
+
+
+def test_empty_budget_sends_no_hedge(hosts: Callable[..., list[SlowHost]]) -> None:
+    (a,) = hosts(5.0)
+    no_budget = Retry(budget_ratio=0.0, budget_min_per_second=0.0)
+    with Client(a.url, retry=no_budget, hedge=Hedge(delay=0.02)) as client:
+        budget = client._groups["*"].budget
+        while budget.withdraw():  # the bucket starts full: empty it (bounded by its cap)
+            pass
+        with pytest.raises(ReadTimeout):
+            client.call("svc.who", [1], idempotent=True, timeout=0.3)
+        assert method_stats(client)["hedges"] == 0
+    assert a.calls == 1
+
+
+def test_deadline_covers_every_hedge(hosts: Callable[..., list[SlowHost]]) -> None:
+    a, b, c = hosts(5.0, 5.0, 5.0)
+    with Client([a.url, b.url, c.url], hedge=Hedge(delay=0.05, max_attempts=3)) as client:
+        with pytest.raises(RPCError) as info:
+            client.call("svc.who", [1], idempotent=True, timeout=0.4)
+        assert isinstance(info.value, ReadTimeout)
+        assert method_stats(client)["hedges"] == 2
+    # one attempt per host: a hedge never goes where one is in flight
+    assert (a.calls, b.calls, c.calls) == (1, 1, 1)
+
+
+def test_hedge_on_non_idempotent_call_refused(hosts: Callable[..., list[SlowHost]]) -> None:
+    (a,) = hosts(0.0)
+    with Client(a.url) as client:
+        with pytest.raises(InvalidRequest, match="not idempotent"):
+            client.call("svc.who", [1], hedge=Hedge(delay=0.01))
+    assert a.calls == 0  # refused before anything was sent
+
+
+def test_client_default_skips_non_idempotent_calls(
+    hosts: Callable[..., list[SlowHost]],
+) -> None:
+    a, b = hosts(0.3, 0.3)
+    with Client([a.url, b.url], hedge=Hedge(delay=0.01)) as client:
+        assert client.call("svc.who", [1])[1] == 1
+        assert method_stats(client)["hedges"] == 0
+    assert a.calls + b.calls == 1
+
+
+def test_failed_attempt_lets_the_next_hedge_go_at_once(
+    wsgi_server: Callable[[Any], str], hosts: Callable[..., list[SlowHost]]
+) -> None:
+    refused = []
+
+    def refuse(environ: Any, start_response: Any) -> list[bytes]:
+        refused.append(1)
+        start_response("503 Service Unavailable", [("Content-Length", "0")])
+        return [b""]
+
+    down = wsgi_server(refuse)
+    (b,) = hosts(0.0)
+    # a fixed delay far beyond the call's timeout: only the 503 can launch the hedge
+    with Client([down, b.url], hedge=Hedge(delay=30.0)) as client:
+        for i in range(6):
+            assert client.call("svc.who", [i], idempotent=True, timeout=2.0) == ["a", i]
+        figures = method_stats(client)
+    assert refused  # some first attempts went to the refusing host
+    assert figures["hedges"] == len(refused) == figures["hedges_won"]
+
+
+def test_percentile_delay_follows_observed_latency() -> None:
+    windows = LatencyWindows()
+    hedge = Hedge(percentile=90.0, min_delay=0.001, max_delay=1.0, warmup=10)
+    assert hedge.wait(windows, "s.m") == 1.0  # nothing seen yet: the longest wait
+    for ms in range(1, 101):
+        windows.add("s.m", ms / 1000)
+    assert hedge.wait(windows, "s.m") == pytest.approx(0.090)
+    for _ in range(128):
+        windows.add("s.m", 0.005)
+    assert hedge.wait(windows, "s.m") == pytest.approx(0.005)
+    for _ in range(128):
+        windows.add("s.m", 0.0)
+    assert hedge.wait(windows, "s.m") == 0.001  # clamped to min_delay
+    assert hedge.wait(windows, "other.m") == 1.0
+
+
+def test_latency_windows_bounded() -> None:
+    windows = LatencyWindows()
+    for i in range(2500):
+        windows.add(f"s.m{i}", 0.01)
+    assert len(windows._windows) <= 1000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"delay": -1.0}, ValueError),
+        ({"delay": float("nan")}, ValueError),
+        ({"delay": 0.1, "percentile": 90.0}, ValueError),
+        ({"percentile": 100.0}, ValueError),
+        ({"max_attempts": 1}, ValueError),
+        ({"max_attempts": 2.0}, TypeError),
+        ({"min_delay": 2.0, "max_delay": 1.0}, ValueError),
+    ],
+)
+def test_hedge_validation(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error, match="Hedge"):
+        Hedge(**kwargs)
+
+
+def test_blocking_transport_refuses_hedging(bundled_server: str) -> None:
+    pytest.importorskip("urllib3")
+    with pytest.raises(ValueError, match="gevent transport"):
+        Client(bundled_server, transport="urllib3", hedge=Hedge(delay=0.1))
