@@ -14,6 +14,15 @@ every attempt runs under the call's one deadline. Under hedging the retry
 policy's ``attempts`` and backoff do not apply (as in A6, where a method has
 either a retry or a hedging policy): ``max_attempts`` bounds all attempts.
 
+A call that is not idempotent is hedged only when the host of its first
+attempt advertised deduplication (``X-Rpc-Dedup``): each hedge carries that
+scope (``X-Rpc-Attempt``, ``X-Rpc-Dedup-Scope``, ``X-Rpc-Dedup-Age-Ms``, as a
+deduplicated re-send does), goes only to a host of the same scope, and only
+while the call is younger than the window minus ``DEDUP_MARGIN``; the
+server then runs the call at most once (a copy arriving while the first
+runs waits for its answer). Its failed attempts let the next hedge go only
+where a deduplicated re-send would be allowed.
+
 This module is the hedged path only; the client's default path does not
 come here (one ``if`` in ``ClientCore.call``).
 """
@@ -32,6 +41,7 @@ from ._balance import EndpointGroup, Host
 from ._models import Request, Response, reduce_by_init_fields
 from ._observe import REQUEST_IDS
 from ._protocol import decode_response
+from ._retry import DEDUP_MARGIN, dedup_resend_scope
 from .exceptions import ClientClosed, InvalidRequest, RPCError
 
 if TYPE_CHECKING:
@@ -163,10 +173,20 @@ class LatencyWindows:
 def may_hedge(client: ClientCore, name: str, idempotent: bool) -> bool:
     """Whether a call may be sent more than once at a time: the one seam.
 
-    Today: an idempotent call. A deduplicated (exactly-once) call may be
-    added here once the server advertises deduplication.
+    An idempotent call; or a deduplicated one: a host of its service has
+    advertised ``X-Rpc-Dedup`` (its hedges then go only to hosts of the
+    first attempt's scope, which run the call at most once; see
+    :func:`hedged_call`).
     """
-    return idempotent
+    if idempotent:
+        return True
+    route = client._routes.get(name)
+    if route is None:
+        try:
+            route = client._route(name)
+        except RPCError:
+            return False  # the plain path raises it for the call
+    return any(h.dedup_scope is not None for h in route[0].hosts)
 
 
 def check_transport(hedge: Hedge | None, transport_name: str) -> None:
@@ -219,7 +239,8 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
         raise TypeError(f"hedge must be a rpcclient.Hedge, not {hedge!r}")
     elif not may_hedge(client, name, idempotent):
         raise InvalidRequest(
-            "hedge= given for a call that is not idempotent: a hedge may run it twice "
+            "hedge= given for a call that is not idempotent, to a service no host of "
+            "which has advertised deduplication: a hedge may run it twice "
             "(pass idempotent=True if it is safe)",
             name=name,
         )
@@ -249,6 +270,10 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
     pending = 0
     hedges = 0
     started = perf_counter()
+    #: a call that is not idempotent is hedged only under the dedup scope its first
+    #: host advertised, to hosts of that scope, which run it at most once
+    scope: str | None = None
+    window = 0.0
 
     def run(attempt: _Attempt, request: Request) -> None:
         try:
@@ -258,18 +283,43 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
         results.put(attempt)
 
     def launch() -> bool:
+        nonlocal scope, window
         # hosts this call tried are avoided; one with an attempt in flight never
         # gets another (pick falls back to a tried host when all were)
-        host = group.pick([a.host for a in attempts])
+        tried = [a.host for a in attempts]
+        # a copy of a non-idempotent call may exist on a server: one in flight, or
+        # one that ended with an error that may have reached it
+        copy = not idempotent and any(
+            not a.consumed or a.error is None or a.error.may_have_reached_server for a in attempts
+        )
+        if not copy:
+            host = group.pick(tried)
+        elif scope is None:
+            return False  # its host does not deduplicate: never a second copy
+        else:
+            host = group.pick_scope(scope, tried, attempts[-1].host)
         in_flight = [a.host for a in attempts if not a.consumed]
         if host is None or (host in in_flight and len(group.hosts) > 1):
             return False
+        if not idempotent and not copy:
+            scope, window = host.dedup_scope, host.dedup_window  # this copy's scope
         endpoint = host.endpoint
         request_headers = own
         if client._deadline_header and deadline.expires is not None:
             left = deadline.expires - monotonic()
             ms = int(left * 1000) if left > 0 else 0
             request_headers = [*own, (b"X-Rpc-Timeout-Ms", b"%d" % ms)]
+        if copy:
+            assert scope is not None
+            age = perf_counter() - started
+            if not age < window - DEDUP_MARGIN:
+                return False  # the server may no longer hold the first copy's record
+            request_headers = [
+                *request_headers,
+                (b"X-Rpc-Attempt", b"%d" % (len(attempts) + 1)),
+                (b"X-Rpc-Dedup-Scope", scope.encode()),
+                (b"X-Rpc-Dedup-Age-Ms", b"%d" % int(age * 1000)),
+            ]
         base = endpoint.base_path
         request = Request(
             endpoint,
@@ -329,6 +379,9 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
                 if done is attempts[0]:  # the estimate is of first attempts (below)
                     windows.add(name, perf_counter() - done.started)
                 done.host.connect_failures = 0
+                advert = response.headers.dedup
+                if advert != done.host.dedup_header:  # (None both: never advertised)
+                    done.host.note_dedup(advert)
                 if 200 <= response.status < 300:
                     result = client._codec.unpack(response.body, name=name)
                     winner = done
@@ -342,7 +395,11 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
             error.with_context(name=name, endpoint=done.host.endpoint.url)
             error.request_id = request_id
             error.attempts = len(attempts)
-            if not policy.retryable(error, idempotent):
+            safe = idempotent or (
+                dedup_resend_scope(error, False, scope, window, perf_counter() - started, scope)
+                is not None
+            )
+            if not policy.retryable(error, safe):
                 winner = done  # a final answer settles the call
                 raise error
             # a retryable failure: the next hedge goes at once (A6)
