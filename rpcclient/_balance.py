@@ -34,7 +34,9 @@ Two more rules work on outcomes (both only in groups of two hosts or more):
   rule every host keeps a uniform sample (reservoir sampling) of at most
   ``_SAMPLES`` of its attempts' latencies over the interval: a bounded
   list, one store per attempt and, past ``_SAMPLES`` attempts, one random
-  draw; the medians are taken once per interval.
+  draw; the medians are taken once per interval. A host ejected for
+  latency comes back only if its probe answers within the rule's factor
+  of its peers' median; a slower probe rests it again, longer.
 """
 
 from __future__ import annotations
@@ -348,13 +350,41 @@ class EndpointGroup:
         ):
             self._eject(host)
 
-    def probe_ended(self, host: Host, connected: bool) -> None:
-        """A probe ended without a failed connect; ``connected``: it reached the host."""
+    def probe_ended(self, host: Host, connected: bool, latency: float = -1.0) -> None:
+        """A probe ended without a failed connect; ``connected``: it reached the host,
+        in ``latency`` seconds (-1.0: not measured).
+
+        A host ejected for latency whose probe answered too slowly rests again
+        (:meth:`_still_slow`): otherwise a host that stays slow would serve one
+        interval's share of calls after every rest, enough for a p99."""
         host.probing = False
         if connected and host.ejected_until != 0.0:
+            if host.eject_reason == "latency" and self._still_slow(host, latency):
+                policy = self.outlier
+                assert policy is not None  # (only the latency rule ejects for latency)
+                host.streak += 1
+                self._eject(host, "latency", policy.ejection_time(host.streak))
+                return
             host.ejected_until = 0.0
             host.connect_failures = 0
             self._count_out()
+
+    def _still_slow(self, host: Host, latency: float) -> bool:
+        """Whether a probe's ``latency`` is above the latency rule's factor times
+        the median of the other in-service hosts' medians of the last interval
+        judged (False when unmeasured, or with fewer peers than the rule needs)."""
+        policy = self.outlier
+        rule = policy.latency if policy is not None else None
+        if rule is None or latency < 0.0:
+            return False
+        peers = [
+            h.latency
+            for h in self.hosts
+            if h is not host and h.ejected_until == 0.0 and h.latency >= 0.0
+        ]
+        if len(peers) < rule.minimum_hosts - 1:
+            return False
+        return latency > rule.factor * median(peers)
 
     def _eject(self, host: Host, reason: str = "connect_failures", rest: float = -1.0) -> None:
         host.ejected_until = monotonic() + (self.cooldown if rest < 0 else rest)

@@ -522,7 +522,9 @@ class ClientCore:
                     if group.tracking:  # outcome and latency (rpcclient._balance)
                         group.observe(host, attempt_started, ok, attempt_error)
                     if probe and host.probing:  # this attempt's probe, still open
-                        group.probe_ended(host, ok or _connected(attempt_error))
+                        group.probe_ended(
+                            host, ok or _connected(attempt_error), perf_counter() - attempt_started
+                        )
                     if event is not None:
                         if attempt_error is None and not ok:
                             attempt_error = sys.exc_info()[1]  # the caller's Timeout, a kill

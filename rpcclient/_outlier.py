@@ -36,7 +36,10 @@ out of service (connect-failure ejections count too) and never the last
 host in service. A host's ``n``-th ejection in a row lasts
 ``base_ejection_time * n`` (at most ``max(base_ejection_time,
 max_ejection_time)``); ``n`` falls by one per interval the host stays in
-service. This module is interpreted (it runs once per interval); the
+service. A rested host comes back through one probe call
+(rpcclient._balance); one ejected for latency comes back only if that call
+answers within ``factor`` times the median of its peers' medians, else it
+rests again as its next ejection. This module is interpreted (it runs once per interval); the
 per-attempt bookkeeping lives in the compiled rpcclient._balance.
 """
 

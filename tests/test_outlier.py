@@ -289,6 +289,33 @@ def test_a_slow_hosts_rest_grows_like_any_outlier_ejection() -> None:
     assert group.stats()[2]["latency_ms"] == 2.0
 
 
+def test_a_host_ejected_for_latency_returns_only_if_its_probe_answers_in_time() -> None:
+    group = _group(3, OutlierEjection(base_ejection_time=30), balance="p2c")
+    fast1, fast2, slow = group.hosts
+    fast1.latency, fast2.latency, slow.latency = 0.002, 0.004, 0.05  # the last interval's
+    slow.streak = 1
+    group._eject(slow, "latency", 30)
+    group.probe_ended(slow, True, 0.05)  # still slow: 0.05 > 3 x 0.003
+    assert slow.ejected_until != 0.0 and slow.streak == 2 and slow.ejections == 2
+    assert 55 < slow.ejected_until - monotonic() < 61  # its next ejection's rest
+    group.probe_ended(slow, True, 0.008)  # within 3 x 0.003: back
+    assert slow.ejected_until == 0.0
+    # unmeasured, or without enough peers in service: back, as any probe
+    group._eject(slow, "latency", 30)
+    group.probe_ended(slow, True)
+    assert slow.ejected_until == 0.0
+    group._eject(fast2, "connect_failures")
+    group._eject(slow, "latency", 30)
+    group.probe_ended(slow, True, 0.05)  # one peer < minimum_hosts - 1
+    assert slow.ejected_until == 0.0
+    # a host ejected for another reason: a slow probe brings it back
+    group.probe_ended(fast2, True, 0.05)
+    assert fast2.ejected_until == 0.0
+    group._eject(slow, "failure_percentage", 30)
+    group.probe_ended(slow, True, 0.05)
+    assert slow.ejected_until == 0.0
+
+
 def test_bad_values_are_refused_with_their_name() -> None:
     with pytest.raises(ValueError, match="interval"):
         OutlierEjection(interval=0)
@@ -570,6 +597,14 @@ def test_a_slow_host_is_ejected_for_latency_and_back_once_it_recovers(backends: 
         assert hosts[slow.url]["eject_reason"] == "latency"
         assert hosts[slow.url]["latency_ms"] > 3 * hosts[fast1.url]["latency_ms"]
         assert not hosts[fast1.url]["ejections"] and not hosts[fast2.url]["ejections"]
+        # after its rest (0.5 s) one call probes it, answers slowly, and rests it again:
+        # one call per rest, not an interval's share
+        calls, ejections = hosts[slow.url]["calls"], hosts[slow.url]["ejections"]
+        assert _wait_for(lambda: _hosts(client)[slow.url]["ejections"] > ejections)
+        again = _hosts(client)[slow.url]
+        assert again["ejected"] and again["eject_reason"] == "latency"
+        probes = again["ejections"] - ejections
+        assert probes <= again["calls"] - calls <= probes + 1  # (+1: a probe in flight)
         slow.delay = 0.001  # recovers
         # its rest (0.5 s, growing if it came back still slow) ends, a probe brings it
         # back, and an interval judged with it in service finds it like its peers
