@@ -125,9 +125,10 @@ class ClientCore:
     rest for ``cooldown`` seconds, then one call at a time probes each back
     (see rpcclient._balance). ``outlier_ejection`` (an
     :class:`OutlierEjection`, None: off) also ejects hosts by success rate,
-    failure percentage and latency against their peers; ``balance`` is ``"p2c-ewma"`` (two random
-    hosts, the lower peak-EWMA latency times calls in flight wins) or
-    ``"p2c"`` (the default: the fewer calls in flight wins). ``spread_dns=30.0`` turns each DNS name
+    failure percentage and latency against their peers; ``balance`` is
+    ``"p2c-ewma"`` (two random hosts, the lower peak-EWMA latency times
+    calls in flight wins) or ``"p2c"`` (the default: the fewer calls in
+    flight wins). ``spread_dns=30.0`` turns each DNS name
     into one host per address it resolves to (re-resolved every 30 s;
     ``resolver(host, port) -> [ip, ...]`` replaces gevent's; gevent
     transport only).
