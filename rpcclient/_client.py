@@ -124,10 +124,11 @@ class ClientCore:
     Hosts of a group that fail to connect ``eject_after`` times in a row
     rest for ``cooldown`` seconds, then one call at a time probes each back
     (see rpcclient._balance). ``outlier_ejection`` (an
-    :class:`OutlierEjection`, None: off) also ejects hosts by success rate
-    and failure percentage; ``balance`` is ``"p2c-ewma"`` (two random
-    hosts, the lower peak-EWMA latency times calls in flight wins) or
-    ``"p2c"`` (the default: the fewer calls in flight wins). ``spread_dns=30.0`` turns each DNS name
+    :class:`OutlierEjection`, None: off) also ejects hosts by success rate,
+    failure percentage and latency against their peers; ``balance`` is
+    ``"p2c-ewma"`` (two random hosts, the lower peak-EWMA latency times
+    calls in flight wins) or ``"p2c"`` (the default: the fewer calls in
+    flight wins). ``spread_dns=30.0`` turns each DNS name
     into one host per address it resolves to (re-resolved every 30 s;
     ``resolver(host, port) -> [ip, ...]`` replaces gevent's; gevent
     transport only).
@@ -522,7 +523,9 @@ class ClientCore:
                     if group.tracking:  # outcome and latency (rpcclient._balance)
                         group.observe(host, attempt_started, ok, attempt_error)
                     if probe and host.probing:  # this attempt's probe, still open
-                        group.probe_ended(host, ok or _connected(attempt_error))
+                        group.probe_ended(
+                            host, ok or _connected(attempt_error), perf_counter() - attempt_started
+                        )
                     if event is not None:
                         if attempt_error is None and not ok:
                             attempt_error = sys.exc_info()[1]  # the caller's Timeout, a kill
