@@ -42,7 +42,7 @@ from ._models import Request, Response, reduce_by_init_fields
 from ._observe import REQUEST_IDS
 from ._protocol import decode_response
 from ._retry import DEDUP_MARGIN, dedup_resend_scope
-from .exceptions import ClientClosed, InvalidRequest, RPCError
+from .exceptions import ClientClosed, ConnectError, InvalidRequest, RPCError
 
 if TYPE_CHECKING:
     from ._client import ClientCore
@@ -200,10 +200,11 @@ def check_transport(hedge: Hedge | None, transport_name: str) -> None:
 
 
 class _Attempt:
-    __slots__ = ("consumed", "error", "host", "job", "response", "started")
+    __slots__ = ("consumed", "error", "host", "job", "probe", "response", "started")
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: Host, probe: bool) -> None:
         self.host = host
+        self.probe = probe  # this attempt is the host's probe after a rest (pick)
         self.started = perf_counter()
         self.job: gevent.Greenlet | None = None
         self.response: Response | None = None
@@ -223,7 +224,7 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
     hedge: Hedge | None,
 ) -> Any:
     """``ClientCore.call`` for a call that may be hedged (see the module docstring)."""
-    from ._client import _REQUEST_ID, ClientCore
+    from ._client import _REQUEST_ID, ClientCore, _connected
 
     if idempotent is None:
         idempotent = name in client._idempotent
@@ -292,14 +293,19 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
         copy = not idempotent and any(
             not a.consumed or a.error is None or a.error.may_have_reached_server for a in attempts
         )
+        probe = False
         if not copy:
             host = group.pick(tried)
+            # pick marks a rested host probing for the one attempt it gives it to
+            probe = host is not None and host.probing
         elif scope is None:
             return False  # its host does not deduplicate: never a second copy
         else:
             host = group.pick_scope(scope, tried, attempts[-1].host)
         in_flight = [a.host for a in attempts if not a.consumed]
         if host is None or (host in in_flight and len(group.hosts) > 1):
+            if probe:
+                group.probe_ended(host, False)  # type: ignore[arg-type]  # not sent
             return False
         if not idempotent and not copy:
             scope, window = host.dedup_scope, host.dedup_window  # this copy's scope
@@ -331,12 +337,22 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
             template.fixed_headers,
             template.cache_key,
         )
-        attempt = _Attempt(host)
+        attempt = _Attempt(host, probe)
         host.outstanding += 1
         host.calls += 1
         attempt.job = gevent.spawn(run, attempt, request)
         attempts.append(attempt)
         return True
+
+    def settle(attempt: _Attempt, ok: bool, error: RPCError | None) -> None:
+        # what the plain path tells the group of each attempt (ejection, probes)
+        host = attempt.host
+        if group.tracking:
+            group.observe(host, attempt.started, ok, error)
+        if isinstance(error, ConnectError):
+            group.connect_failed(host, attempt.probe)
+        if attempt.probe and host.probing:
+            group.probe_ended(host, ok or _connected(error), perf_counter() - attempt.started)
 
     def hedge_now() -> bool:
         nonlocal pending, hedges
@@ -383,6 +399,7 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
                 if advert != done.host.dedup_header:  # (None both: never advertised)
                     done.host.note_dedup(advert)
                 if 200 <= response.status < 300:
+                    settle(done, True, None)
                     result = client._codec.unpack(response.body, name=name)
                     winner = done
                     return result
@@ -391,6 +408,7 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
                 except RPCError as exc:
                     error = exc
             assert error is not None
+            settle(done, False, error)
             done.host.failures += 1
             error.with_context(name=name, endpoint=done.host.endpoint.url)
             error.request_id = request_id
@@ -418,6 +436,9 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
             if job is not None and not job.dead:
                 job.kill(block=True)  # the transport closes its connection
             attempt.host.outstanding -= 1
+            if attempt.probe and attempt.host.probing:
+                # cancelled: no verdict on the host; the next call probes it again
+                group.probe_ended(attempt.host, False)
             if attempt is attempts[0] and attempt.response is None and attempt.error is None:
                 # cancelled: it would have taken longer than the hedge delay. Kept
                 # as "longer than anything" (only its side of the percentile

@@ -300,3 +300,33 @@ def test_no_hedge_of_a_non_idempotent_call_before_its_host_deduplicates(
         assert client.call("svc.who", [2])[1] == 2
         assert method_stats(client)["hedges"] == 0
     assert a.calls + b.calls == 1
+
+
+def test_hedged_attempts_feed_ejection_and_probes(bundled_server: str) -> None:
+    """A dead host's probe taken by a hedged call ends, so later calls probe it again."""
+    from .conftest import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: refused
+    with Client(
+        [bundled_server, dead], eject_after=1, cooldown=0.2, idempotent=["math.add"]
+    ) as client:
+
+        def state() -> dict[str, Any]:
+            (group,) = client.stats()["groups"].values()
+            return next(h for h in group["hosts"] if h["url"] == dead)  # type: ignore[no-any-return]
+
+        hedge = Hedge(delay=0.05)
+        for _ in range(50):  # hedged calls only: their connect failures eject the host
+            assert client.call("math.add", [1, 2], hedge=hedge) == 3
+            if state()["ejected"]:
+                break
+        assert state()["ejected"], state()
+        probed = 0
+        for _ in range(4):
+            gevent.sleep(0.3)  # the rest is over: the next pick probes the host
+            before = state()["calls"]
+            for _ in range(5):
+                assert client.call("math.add", [1, 2], hedge=hedge) == 3
+            probed += state()["calls"] - before
+            assert not state()["probing"], state()  # each probe ended with its attempt
+        assert probed >= 2, probed  # probed again after every rest, not once for good
