@@ -12,6 +12,7 @@ the name, each header, the arguments' encodability, the request size.
 from __future__ import annotations
 
 import os
+import random
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -36,7 +37,7 @@ from ._protocol import (
     decode_response,
     split_name,
 )
-from ._retry import Retry, RetryBudget, dedup_resend_scope, was_not_run
+from ._retry import Retry, RetryBudget, decide_retry, dedup_resend_scope, was_not_run
 from ._timeouts import Deadline, Timeout
 from ._transport import Transport
 from ._version import __version__
@@ -496,7 +497,7 @@ class ClientCore:
                             perf_counter() - started,
                             dedup_scope,
                         )
-                    if not self._should_retry(
+                    if not self._prepare_retry(
                         exc,
                         policy,
                         attempt,
@@ -617,7 +618,7 @@ class ClientCore:
         event.status = None if response is None else response.status
         run_hooks(self._hooks.after_attempt, event)
 
-    def _should_retry(  # noqa: PLR0917
+    def _prepare_retry(  # noqa: PLR0917
         self,
         exc: RPCError,
         policy: Retry,
@@ -628,35 +629,29 @@ class ClientCore:
         probe: bool,
         deadline: Deadline,
     ) -> bool:
-        """Apply the retry rules (see rpcclient._retry); sleeps the backoff."""
+        """Do what a failed attempt asks, and say whether another may start.
+
+        The decision is :func:`rpcclient._retry.decide_retry`'s; the actions
+        are here, in this order: a host that failed to connect is counted
+        against (and maybe ejected), the backoff is slept, a deadline that
+        passed during the sleep ends the call, and the retry takes a token of
+        the group's budget (none left: ``exc``'s message says so).
+        """
         if isinstance(exc, ConnectError):
             group.connect_failed(host, probe)
-        if attempt >= policy.attempts or not policy.retryable(exc, idempotent):
+        decision = decide_retry(
+            policy, exc, attempt, idempotent, deadline.remaining(), random.random()
+        )
+        if decision.refused is not None:
             return False
-        retry_after = getattr(exc, "retry_after", None)
-        if not self._wait_before_retry(policy, attempt, retry_after, deadline):
+        if decision.delay > 0:
+            gevent.sleep(decision.delay)
+        if deadline.expired():  # the sleep overran it
             return False
         if not group.budget.withdraw():
             exc.message += " (retry budget of the service exhausted)"
             return False
         return True
-
-    @staticmethod
-    def _wait_before_retry(
-        policy: Retry, attempt: int, retry_after: float | None, deadline: Deadline
-    ) -> bool:
-        """Sleep the backoff; False when the deadline would pass first."""
-        delay = policy.delay(attempt)
-        if retry_after is not None:
-            if not retry_after <= policy.retry_after_max:  # also NaN and inf
-                return False  # the server asks for longer than we wait: its 503 stands
-            delay = max(delay, retry_after)
-        left = deadline.remaining()
-        if left is not None and delay >= left:
-            return False
-        if delay > 0:
-            gevent.sleep(delay)
-        return not deadline.expired()
 
     def call_many(
         self,
