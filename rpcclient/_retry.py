@@ -70,12 +70,17 @@ _SCOPE = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 class Retry:
     """How often and how patiently a call is re-tried (an immutable value).
 
-    ``attempts`` counts every try, the first included (1 = no retry).
-    ``budget_ratio`` and ``budget_min_per_second`` size each endpoint group's
-    :class:`RetryBudget`: retries may add at most that share of calls, plus a
-    small steady allowance, so a dead service never sees a retry storm.
-    ``retry_after_max`` is the longest ``Retry-After`` a retry waits for: a
-    503 asking for longer is raised as it is (even with no total deadline).
+    ``attempts`` counts every try, the first included (1 = no retry; an
+    int >= 1). ``backoff`` is the first retry's backoff ceiling, doubled for
+    each later retry up to ``backoff_max`` (both >= 0; each wait is a
+    uniform draw below its ceiling). ``retry_503=False`` never retries a
+    503, even one that says it did not run. ``budget_ratio`` (in [0, 1])
+    and ``budget_min_per_second`` (>= 0) size each endpoint group's
+    :class:`RetryBudget`: retries may add at most that share of calls, plus
+    a small steady allowance, so a dead service never sees a retry storm.
+    ``retry_after_max`` (finite, >= 0) is the longest ``Retry-After`` a
+    retry waits for: a 503 asking for longer is raised as it is (even with
+    no total deadline). A value out of range raises ValueError.
     """
 
     attempts: int = 3
@@ -107,11 +112,15 @@ class Retry:
         return ceiling
 
     def delay(self, retry_number: int, rng: random.Random | None = None) -> float:
-        """Full-jitter backoff before retry ``retry_number`` (1 = first retry)."""
+        """Full-jitter backoff before retry ``retry_number`` (1 = first retry):
+        a uniform draw from ``rng`` (None: the ``random`` module) below
+        :meth:`backoff_ceiling`."""
         return (rng or random).uniform(0.0, self.backoff_ceiling(retry_number))
 
     def retryable(self, exc: RPCError, idempotent: bool) -> bool:
-        """Whether the rules allow another attempt after ``exc`` (budget aside)."""
+        """Whether rules 1-3 allow another attempt after ``exc`` for a call
+        that is ``idempotent`` or not (attempts, deadline and budget aside:
+        :func:`decide_retry` adds those)."""
         status = getattr(exc, "status", None)
         if status == 503 and isinstance(exc, RemoteError | HTTPStatusError):
             if not self.retry_503:
