@@ -956,8 +956,8 @@ def _connected(error: BaseException | None) -> bool:
 
 
 def _check_count(option: str, value: object) -> None:
-    """Refuse a size or count that is not an int >= 1 (a bool is no count)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """Refuse a size or count that is not an int >= 1."""
+    if not isinstance(value, int):
         raise TypeError(f"{option} must be an int >= 1, not {value!r}")
     if value < 1:
         raise ValueError(f"{option} must be an int >= 1, not {value!r}")
@@ -968,7 +968,7 @@ def _check_seconds(option: str, value: object, *, none: bool = False, zero: bool
     None allowed with ``none``)."""
     if value is None and none:
         return
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not isinstance(value, int | float):
         raise TypeError(f"{option} must be a number of seconds, not {value!r}")
     if not (value >= 0 if zero else value > 0) or math.isinf(value):  # also NaN
         bound = ">= 0" if zero else "> 0"
