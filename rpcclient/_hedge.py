@@ -106,7 +106,8 @@ class Hedge:
         return replace(self, **changes)
 
     def wait(self, windows: LatencyWindows, name: str) -> float:
-        """The wait before each hedge of a call to ``name``."""
+        """The wait before each hedge of a call to ``name``, from the
+        method's latencies in ``windows`` (the client's)."""
         if self.delay is not None:
             return float(self.delay)
         window = windows.get(name)
