@@ -16,9 +16,10 @@ the same from run to run.
 
 Modes: ``seq`` (one greenlet, one connection), ``conc`` (50 greenlets on
 10 connections) and ``seq-hedged`` (``seq`` with ``Hedge(delay=1.0)`` on an
-idempotent method: the hedged path, no hedge ever sent). The client is ``rpcclient.Client(url)`` with every default
-(deadlines, retries, stats), one endpoint, a 100-byte bytes argument; the
-server answers a fixed 100-byte bytes value.
+idempotent method: the hedged path, no hedge ever sent). The client is
+``rpcclient.Client(url)`` with every default (deadlines, retries, stats), one
+endpoint, a 100-byte bytes argument; the server answers a fixed 100-byte
+bytes value.
 
 ``--tree PATH`` imports ``rpcclient`` from that source tree instead of this
 one (a checkout or a ``git archive`` of another commit, interpreted or with
