@@ -36,6 +36,8 @@ from typing import Any, Final
 
 import msgpack
 
+from ..offcpu import run_delay
+
 
 def _read_request(
     sock: socket.socket, buf: bytearray
@@ -221,7 +223,14 @@ class Peer:
 
 
 class Ticker:
-    """A greenlet that wakes every ``period`` s and records the longest wait past it."""
+    """A greenlet that wakes every ``period`` s and records the longest wait past it.
+
+    The wait counted is the greenlet's own: each gap between wakes less the
+    time the process sat in the kernel's run queue meanwhile
+    (:func:`tests.offcpu.run_delay`). A greenlet that keeps the CPU without
+    yielding is running, not queued, so starvation still counts in full; a
+    loaded machine that keeps the whole process off a CPU does not.
+    """
 
     def __init__(self, period: float = 0.005) -> None:
         import gevent
@@ -229,6 +238,7 @@ class Ticker:
         self.period = period
         self.worst = 0.0
         self._since = time.monotonic()
+        self._since_delay = run_delay()
         self._stop = False
         self._greenlet = gevent.spawn(self._run)
         gevent.sleep(0)
@@ -236,17 +246,21 @@ class Ticker:
     def _run(self) -> None:
         import gevent
 
-        last = time.monotonic()
+        last, last_delay = time.monotonic(), run_delay()
         while not self._stop:
             gevent.sleep(self.period)
-            now = time.monotonic()
+            now, delay = time.monotonic(), run_delay()
             # a wait that began before reset() counts from it
-            self.worst = max(self.worst, now - max(last, self._since) - self.period)
-            last = now
+            if self._since > last:
+                last, last_delay = self._since, self._since_delay
+            waited = (now - last) - (delay - last_delay)
+            self.worst = max(self.worst, waited - self.period)
+            last, last_delay = now, delay
 
     def reset(self) -> None:
         """Measure from now on (what ran before, a test's own setup, does not count)."""
         self.worst = 0.0
+        self._since_delay = run_delay()
         self._since = time.monotonic()
 
     def stop(self) -> float:
