@@ -52,7 +52,9 @@ def method_stats(client: Client, name: str = "svc.who") -> dict[str, Any]:
 
 def test_hedge_wins_when_first_host_stalls(hosts: Callable[..., list[SlowHost]]) -> None:
     a, b = hosts(5.0, 0.0)
-    with Client([a.url, b.url], hedge=Hedge(delay=0.05), idempotent=["svc.who"]) as client:
+    # the hedge waits 0.3 s (was 0.05): a first attempt to b slower than that
+    # on a loaded machine sends a losing hedge to a, and hedges_won != a.calls
+    with Client([a.url, b.url], hedge=Hedge(delay=0.3), idempotent=["svc.who"]) as client:
         # without a hedge a call landing on a would fail at 1 s (a stalls for 5 s)
         for i in range(8):
             assert client.call("svc.who", [i], timeout=1.0) == ["b", i]
@@ -76,14 +78,16 @@ def test_no_hedge_when_the_first_answers_in_time(hosts: Callable[..., list[SlowH
 def test_losers_connections_closed_and_pool_intact(
     hosts: Callable[..., list[SlowHost]],
 ) -> None:
-    (a,) = hosts(0.5)
+    (a,) = hosts(2.0)
     # one host: the hedge goes to the same host on a second connection; the
     # first attempt loses when a is made fast for the hedge... both are slow, so
-    # the call times out; then the next calls must read their own answers
+    # the call times out; then the next calls must read their own answers.
+    # The hedge is due at 0.05 s, the deadline at 1 s (was 0.2 s: 150 ms for
+    # the hedge to go out, which a loaded machine could miss)
     with Client(a.url, pool_size=2) as client:
         h = Hedge(delay=0.05)
         with pytest.raises(ReadTimeout):
-            client.call("svc.who", ["lost"], idempotent=True, hedge=h, timeout=0.2)
+            client.call("svc.who", ["lost"], idempotent=True, hedge=h, timeout=1.0)
         assert method_stats(client)["hedges"] == 1
         pool = client.stats()["pools"][a.url]
         assert pool["in_use"] == 0 and pool["idle"] == 0  # both killed mid-read: closed

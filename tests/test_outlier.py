@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import socket
+import statistics
 from time import monotonic, perf_counter
 from typing import Any
 
@@ -483,7 +484,7 @@ def test_a_host_answering_500s_is_ejected_and_returns_after_its_time(backends: A
 
 
 def _share_of_slow(balance: str, backends: Any) -> float:
-    fast1, slow, fast2 = backends(0.002, 0.02, 0.002)
+    fast1, slow, fast2 = backends(0.002, 0.1, 0.002)
     client = Client(
         [fast1.url, slow.url, fast2.url], balance=balance, outlier_ejection=None, retry=NO_RETRY
     )
@@ -498,10 +499,22 @@ def _share_of_slow(balance: str, backends: Any) -> float:
 
 
 def test_a_slow_host_gets_less_traffic_under_p2c_ewma(backends: Any) -> None:
-    ewma = _share_of_slow("p2c-ewma", backends)
-    counted = _share_of_slow("p2c", backends)
-    assert ewma < 0.1  # a third would be an even spread
-    assert ewma < counted
+    """Peak-EWMA sends a 50x slower host far fewer calls than counting calls in flight does.
+
+    The hosts are in this process, so on a loaded machine every call's
+    latency gains the process's scheduling delay (tens of ms): against a 20 ms
+    host that hid the contrast (p2c-ewma gave it 10-16 % of the calls at load
+    6, p2c 14-19 %), against 100 ms it stays (1.3-1.9 % vs 4.7-8.4 %). Medians
+    of 3 interleaved rounds; the bounds sit between the two, so p2c-ewma
+    behaving as plain p2c fails both.
+    """
+    rounds = [
+        (_share_of_slow("p2c-ewma", backends), _share_of_slow("p2c", backends)) for _ in range(3)
+    ]
+    ewma = statistics.median(r[0] for r in rounds)
+    counted = statistics.median(r[1] for r in rounds)
+    assert ewma < 0.035, rounds  # a third would be an even spread
+    assert ewma < 0.5 * counted, rounds
 
 
 def test_with_two_of_three_hosts_bad_the_cap_keeps_two_in_service(backends: Any) -> None:

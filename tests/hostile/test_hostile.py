@@ -7,8 +7,10 @@ new server. Every case is one call followed by a probe call, and checks:
 - the outcome is the answer's value or an ``rpcclient.exceptions`` error,
   never another value (the value a malformed answer seems to carry counts as
   "another value" only where the framing is unambiguous);
-- the call ends by its deadline + 50 ms, and a ticker greenlet never waits
-  more than 50 ms past its 5 ms tick meanwhile;
+- the call ends by its deadline (0.15 s; 3 s where the answer must be its
+  value) + 50 ms, and a ticker greenlet never waits more than 50 ms past its
+  5 ms tick meanwhile, both less the time the process waited for a CPU
+  (tests/offcpu.py): one try per case, none run again;
 - after an error, stray or late bytes, ``Connection: close`` or HTTP/1.0 the
   probe is the first request on its connection (the peer counts them):
   nothing is reused after an answer that did not end cleanly;
@@ -46,10 +48,15 @@ from hypothesis import strategies as st
 import rpcclient
 from rpcclient import Client, Retry, Timeout
 
+from ..offcpu import Lateness
 from .conftest import SEED
 from .peer import Peer, Ticker
 
 DEADLINE = 0.15  # per case call: a case that hangs costs this much
+# A case whose answer must be its value cannot hang unless the client is wrong;
+# its wider deadline is the peer's (another process) slack on a loaded machine,
+# where 0.15 s made a well-formed answer a ReadTimeout about 1 run in 8.
+ANSWER_DEADLINE = 3.0
 SLACK = 0.05  # the issue's bound past the deadline, and for a starved ticker
 MAX_RESPONSE = 1024 * 1024
 EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "2000"))
@@ -387,7 +394,6 @@ class Harness:
         self.client = self._new_client()
         self.ticker = Ticker()
         self.outcomes: dict[str, int] = {}
-        self.reruns = 0
         self.rss = _rss()
 
     def _new_client(self) -> Client:
@@ -405,34 +411,39 @@ class Harness:
         self.client.close()
 
     def _call(self, answer: Answer, wire: bytes) -> tuple[Any, BaseException | None, float, float]:
+        """The case's call: its value or error, how late past the deadline it
+        ended and the ticker's worst wait, both less this process's run-queue
+        delay (tests/offcpu.py), so a loaded machine does not make them late."""
         script = Peer.script(wire, then=answer.then, late=answer.late, late_ms=2)
+        limit = ANSWER_DEADLINE if answer.expect == VALUE else DEADLINE
         self.ticker.reset()
-        started = time.monotonic()
+        lateness = Lateness()
+        deadline = time.monotonic() + limit
         got: Any = None
         error: BaseException | None = None
         try:
             got = self.client.call(
-                "hostile.case", script, headers=Peer.SCRIPT, request_id=answer.request_id
+                "hostile.case",
+                script,
+                headers=Peer.SCRIPT,
+                request_id=answer.request_id,
+                timeout=Timeout(total=limit),
             )
         except rpcclient.RPCError as exc:
             error = exc
-        return got, error, time.monotonic() - started, self.ticker.worst
+        late = lateness.late(deadline)
+        lateness.stop()
+        return got, error, late, self.ticker.current()
 
     def run(self, answer: Answer) -> None:
         wire = answer.wire()
         what = f"HOSTILE_SEED={SEED} {answer!r}"[:800] + f"\nwire={wire[:300]!r}"
-        # A case over its time is run again (its connection is then new): on
-        # a loaded shared machine the process itself may wait for a CPU. A
-        # loop that does not yield or see its deadline is late every time.
-        for _attempt in range(3):
-            got, error, elapsed, gap = self._call(answer, wire)
-            if elapsed < DEADLINE + SLACK and gap < SLACK:
-                break
-            self.reruns += 1
-            self.client.transport.close()  # the next try starts on a new connection
-            self.client = self._new_client()
-        assert elapsed < DEADLINE + SLACK, f"{elapsed * 1000:.0f} ms, 3 times: {what}"
-        assert gap < SLACK, f"ticker starved {gap * 1000:.0f} ms, 3 times: {what}"
+        # One try: the time the process waited for a CPU is left out of both
+        # figures; a loop that does not yield or see its deadline is late on
+        # the CPU, and that still counts.
+        got, error, late, gap = self._call(answer, wire)
+        assert late < SLACK, f"{late * 1000:.0f} ms past the deadline: {what}"
+        assert gap < SLACK, f"ticker starved {gap * 1000:.0f} ms: {what}"
         if error is None:
             assert answer.expect != ERROR, f"accepted: {what}"
             assert got == answer.value, f"wrong value {got!r}: {what}"
@@ -446,7 +457,7 @@ class Harness:
         # the probe may meet the peer's close after an answer it accepted
         # (keep-alive's race, not the case's): it is idempotent, so retried
         probe = self.client.call(
-            "hostile.probe", None, timeout=1.0, idempotent=True, retry=Retry(attempts=3)
+            "hostile.probe", None, timeout=5.0, idempotent=True, retry=Retry(attempts=3)
         )
         # an error of the exchange ends its connection; one in decoding a
         # well-framed body (msgpack, Content-Encoding: its size) need not
@@ -504,7 +515,7 @@ def test_generated_answers_on_the_gevent_transport(gevent_harness: Harness) -> N
     case()
     print(
         f"HOSTILE_SEED={SEED}: {EXAMPLES} cases, outcomes {gevent_harness.outcomes}, "
-        f"{gevent_harness.reruns} run again for time, resident set "
+        f"resident set "
         f"{gevent_harness.memory_growth() / 2**20:+.1f} MiB"
     )
     assert gevent_harness.outcomes.get("value", 0) > EXAMPLES // 10  # not all refused
