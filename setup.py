@@ -28,6 +28,8 @@ HOT_MODULES = (
     "_pool",
     "_retry",
     "_timeouts",
+    "_wsgiserver",
+    "server",
 )
 
 

@@ -46,11 +46,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 import gevent
 import msgpack
+from mypy_extensions import mypyc_attr
 
 from . import _dedup
 from ._codec import DEFAULT_CODEC, Codec
@@ -126,15 +126,29 @@ class _Reject(Exception):
         self.data = data
 
 
-@dataclass(frozen=True)
+class _TooManyContainers(Exception):
+    pass
+
+
 class _Method:
-    name: str
-    fn: Callable[..., Any]
-    #: None when the callable has no introspectable signature (some builtins)
-    signature: inspect.Signature | None
-    #: (fewest, most) positional arguments a call without keywords may pass,
-    #: when that alone decides whether the arguments bind; None: always bind
-    positional: tuple[int, int] | None = None
+    """One registered function (a plain class: mypyc compiles it natively)."""
+
+    __slots__ = ("fn", "name", "positional", "signature")
+
+    def __init__(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        signature: inspect.Signature | None,
+        positional: tuple[int, int] | None = None,
+    ) -> None:
+        self.name = name
+        self.fn = fn
+        #: None when the callable has no introspectable signature (some builtins)
+        self.signature = signature
+        #: (fewest, most) positional arguments a call without keywords may pass,
+        #: when that alone decides whether the arguments bind; None: always bind
+        self.positional = positional
 
 
 def _positional(signature: inspect.Signature | None) -> tuple[int, int] | None:
@@ -178,6 +192,7 @@ def _is_private(service: str, method: str) -> bool:
     return service.startswith("_") or any(part.startswith("_") for part in method.split("."))
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # users may subclass it
 class RPCApp:
     """A WSGI application serving registered functions over wire protocol v1.
 
@@ -442,8 +457,10 @@ class RPCApp:
         except DecodeError:
             message = "request body is not one valid msgpack value"
             raise _Reject(400, "BadRequest", message) from None
-        except _TooManyContainers as exc:
-            raise _Reject(400, "BadRequest", str(exc)) from None
+        except _TooManyContainers:
+            # no "as" names in this function: compiled by mypyc (1.x), the
+            # clauses' names share one typed slot and the second one fails
+            raise _Reject(400, "BadRequest", str(sys.exc_info()[1])) from None
         pos: tuple[Any, ...] | list[Any] = ()
         kw: dict[str, Any] = {}
         if isinstance(args, list):
@@ -460,12 +477,14 @@ class RPCApp:
         elif method.signature is not None:
             try:
                 method.signature.bind(*pos, **kw)
-            except TypeError as exc:
-                raise _Reject(400, "BadArguments", f"{method.name}: {exc}") from None
+            except TypeError:
+                unbound = sys.exc_info()[1]
+                raise _Reject(400, "BadArguments", f"{method.name}: {unbound}") from None
         token = _deadline.set(deadline)
         try:
             result = method.fn(*pos, **kw)
-        except (Exception, gevent.Timeout) as exc:  # noqa: BLE001 - reported, never raised
+        except (Exception, gevent.Timeout):  # noqa: BLE001 - reported, never raised
+            exc: Any = sys.exc_info()[1]
             # gevent.Timeout is a BaseException; one escaping a handler is the
             # handler's own (this app sets none), so it is reported like any error.
             _log.error("%s raised %s", method.name, type(exc).__name__, exc_info=exc)
@@ -475,13 +494,14 @@ class RPCApp:
             _deadline.reset(token)
         try:
             return self.codec.pack(result)
-        except InvalidRequest as exc:
+        except InvalidRequest:
+            unpackable: Any = sys.exc_info()[1]
             _log.error("%s returned a %s that cannot be packed", method.name, type(result))
             raise _Reject(
                 500,
                 "EncodeError",
                 f"{method.name} returned a {type(result).__name__} msgpack cannot encode: "
-                f"{exc.message}",
+                f"{unpackable.message}",
             ) from None
 
     def _envelope(self, type: str, message: str, data: Any) -> bytes:
@@ -498,10 +518,6 @@ BUDGET_FREE_SIZE = 64 * 1024
 #: CONTAINER_BYTES body bytes
 CONTAINER_FLOOR = 4096
 CONTAINER_BYTES = 3
-
-
-class _TooManyContainers(Exception):
-    pass
 
 
 def _decode(codec: Codec, data: bytes) -> Any:
@@ -600,7 +616,9 @@ def serve(
     *,
     backlog: int | None = None,
     spawn: Any = None,
-    stop_timeout: float = 1.0,
+    # Optional only because mypyc (1.x) fails on a float keyword-only default
+    # beside **options; None is 1.0.
+    stop_timeout: float | None = 1.0,
     **options: Any,
 ) -> RPCServer:
     """Start serving the WSGI ``app`` (usually an :class:`RPCApp`) on the bundled
@@ -616,6 +634,6 @@ def serve(
     address cannot be bound.
     """
     server = RPCServer((host, port), app, backlog=backlog, spawn=spawn, **options)
-    server.stop_timeout = stop_timeout
+    server.stop_timeout = 1.0 if stop_timeout is None else stop_timeout
     server.start()
     return server
