@@ -85,7 +85,6 @@ _SERVICE = re.compile(r"[A-Za-z0-9_\-]+\Z")
 _METHOD = re.compile(r"[A-Za-z0-9_\-.]+\Z")
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,200}\Z")
 _TIMEOUT_MS = re.compile(r"[0-9]{1,12}\Z")
-_LENGTH = re.compile(r"[0-9]{1,19}\Z")
 
 _STATUS_LINES = {
     200: "200 OK",
@@ -596,7 +595,8 @@ def _framing(environ: dict[str, Any], headers: list[tuple[str, str]]) -> tuple[i
         return None, True
     if not text:
         return None, False
-    if not _LENGTH.match(text):
+    # 1 to 19 ASCII digits (str.isdigit alone takes other scripts' digits), no regex call
+    if not (len(text) <= 19 and text.isascii() and text.isdigit()):
         headers.append(_CLOSE)
         raise _Reject(400, "BadRequest", f"invalid Content-Length {text[:40]!r}")
     return int(text), False
