@@ -12,7 +12,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from email.utils import formatdate
 from typing import Any
 
 import gevent
@@ -20,6 +19,7 @@ import gevent.pool
 from gevent.server import StreamServer
 
 from ._wsgiserver import (
+    _DATE_LINE,
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -80,8 +80,6 @@ class RPCServer(StreamServer):  # type: ignore[misc]
         self.evicted_connections = 0
         self._handlers: dict[RPCHandler, None] = {}
         self._watchdog: Any = None
-        self._date_second = -1
-        self._date = b""
         self.environ_keys: dict[bytes, str] = {}
         self.base_environ: dict[str, Any] = {}
 
@@ -110,11 +108,8 @@ class RPCServer(StreamServer):  # type: ignore[misc]
         return f"http://{host}:{port}"
 
     def date_header(self) -> bytes:
-        now = int(time.time())
-        if now != self._date_second:
-            self._date_second = now
-            self._date = b"\r\nDate: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
-        return self._date
+        """``\\r\\nDate: ...\\r\\n`` for the current second (what each answer carries)."""
+        return _DATE_LINE.get()
 
     # -- connections -----------------------------------------------------------------
 
