@@ -16,6 +16,8 @@ the difference of the counts is the cost of one request, with start-up,
 imports, accepts and the warm-up requests cancelled out. ``PYTHONHASHSEED=0``.
 
 Modes: ``seq`` (one connection) and ``conc`` (10 connections, as wrk runs).
+``--server fixed`` counts bench/fixed_server.py instead (bench_server.py's
+ceiling, a raw gevent server answering one pre-built response).
 """
 
 from __future__ import annotations
@@ -57,6 +59,26 @@ gevent.signal_handler(signal.SIGTERM, server.close)
 print(json.dumps({"port": server.address[1], "compiled": rpcclient.COMPILED}), flush=True)
 server.serve_forever(stop_timeout=1.0)
 """
+
+#: bench/fixed_server.py (bench_server.py's ceiling) under the same driver:
+#: the like-for-like reference for issue 13's "0.5x the fixed server" target
+FIXED_SERVER = """\
+import json, signal, sys
+config = json.loads(sys.argv[1])
+sys.path.insert(0, config["tree"])
+sys.path.insert(0, config["tree"] + "/bench")
+import gevent
+from gevent.server import StreamServer
+import rpcclient
+from fixed_server import FixedServer, build_response
+app = FixedServer(build_response())
+server = StreamServer(("127.0.0.1", 0), app.handle)
+server.start()
+gevent.signal_handler(signal.SIGTERM, server.close)
+print(json.dumps({"port": server.address[1], "compiled": rpcclient.COMPILED}), flush=True)
+server.serve_forever(stop_timeout=1.0)
+"""
+SERVERS = {"rpcclient": SERVER, "fixed": FIXED_SERVER}
 
 BODY = msgpack.packb([b"x" * 97])
 REQUEST = (
@@ -116,7 +138,9 @@ def drive(port: int, requests: int, connections: int) -> None:
         raise errors[0]
 
 
-def count_instructions(tree: str, mode: str, requests: int, warmup: int) -> dict[str, Any]:
+def count_instructions(
+    tree: str, mode: str, requests: int, warmup: int, server: str = "rpcclient"
+) -> dict[str, Any]:
     """One server process under callgrind serving ``warmup + requests`` requests."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONHASHSEED"] = "0"
@@ -128,7 +152,7 @@ def count_instructions(tree: str, mode: str, requests: int, warmup: int) -> dict
             f"--callgrind-out-file={out}",
             sys.executable,
             "-c",
-            SERVER,
+            SERVERS[server],
             json.dumps({"tree": tree}),
         ]
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -160,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", default="2000,6000", help="the two counts: LOW,HIGH")
     parser.add_argument("--warmup", type=int, default=200, help="requests before the counted ones")
     parser.add_argument("--repeat", type=int, default=1, help="measurements per mode")
+    parser.add_argument("--server", choices=sorted(SERVERS), default="rpcclient")
     parser.add_argument("--out", default=os.path.join(HERE, "bench", "results"))
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
@@ -171,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, Any] = {
         "tool": "bench/server_callgrind.py",
         "tree": tree,
+        "server": args.server,
         "requests": [low, high],
         "warmup": args.warmup,
         "python": sys.version.split()[0],
@@ -181,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown mode {mode!r}: {', '.join(MODES)}")
         per: list[float] = []
         for _ in range(args.repeat):
-            a = count_instructions(tree, mode, low, args.warmup)
-            b = count_instructions(tree, mode, high, args.warmup)
+            a = count_instructions(tree, mode, low, args.warmup, args.server)
+            b = count_instructions(tree, mode, high, args.warmup, args.server)
             per.append((b["instructions"] - a["instructions"]) / (high - low))
             doc["compiled"] = a["compiled"]
             print(f"{mode}: {per[-1]:,.0f} instructions/request", flush=True)
