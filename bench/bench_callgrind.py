@@ -14,10 +14,12 @@ the cost of one call, with interpreter start-up, imports, connects and the
 warm-up calls cancelled out. ``PYTHONHASHSEED=0`` keeps dict and set layouts
 the same from run to run.
 
-Modes: ``seq`` (one greenlet, one connection) and ``conc`` (50 greenlets on
-10 connections). The client is ``rpcclient.Client(url)`` with every default
-(deadlines, retries, stats), one endpoint, a 100-byte bytes argument; the
-server answers a fixed 100-byte bytes value.
+Modes: ``seq`` (one greenlet, one connection), ``conc`` (50 greenlets on
+10 connections) and ``seq-hedged`` (``seq`` with ``Hedge(delay=1.0)`` on an
+idempotent method: the hedged path, no hedge ever sent). The client is
+``rpcclient.Client(url)`` with every default (deadlines, retries, stats), one
+endpoint, a 100-byte bytes argument; the server answers a fixed 100-byte
+bytes value.
 
 ``--tree PATH`` imports ``rpcclient`` from that source tree instead of this
 one (a checkout or a ``git archive`` of another commit, interpreted or with
@@ -55,7 +57,14 @@ sys.path.insert(0, config["tree"])
 import gevent
 import rpcclient
 assert rpcclient.__file__.startswith(config["tree"]), rpcclient.__file__
-client = rpcclient.Client(config["url"], pool_size=config["pool_size"])
+hedged = config.get("hedge", 0)
+client = rpcclient.Client(
+    config["url"],
+    pool_size=config["pool_size"],
+    # a hedge that never fires (1 s): the cost of the hedged path itself
+    hedge=rpcclient.Hedge(delay=1.0) if hedged else None,
+    idempotent=["bench.echo"] if hedged else (),
+)
 arg = b"a" * 100
 expected = b"x" * 100
 call = client.call
@@ -82,6 +91,7 @@ print(json.dumps({"calls": config["calls"], "compiled": rpcclient.COMPILED,
 MODES: dict[str, dict[str, int]] = {
     "seq": {"greenlets": 1, "pool_size": 1},
     "conc": {"greenlets": 50, "pool_size": 10},
+    "seq-hedged": {"greenlets": 1, "pool_size": 1, "hedge": 1},
 }
 
 _SUMMARY = re.compile(r"^(?:summary|totals):\s*(\d+)", re.MULTILINE)

@@ -21,7 +21,8 @@ interleaved, medians; ratios are of medians from the same run):
     The cost of each feature: the same arm with one switched off at a time
     (``stats=False``, ``retry=NO_RETRY``, ``timeout=None``, one endpoint,
     ``deadline_mode="timer"`` as the alternative deadline mechanism,
-    ``deadline_header=False``, ``outlier_ejection=None``; ``balance="p2c-ewma"``
+    ``deadline_header=False``, ``outlier_ejection=None``,
+    ``OutlierEjection(latency=None)`` (the latency rule alone off); ``balance="p2c-ewma"``
     as the alternative balancer), then all of them at once (the core alone),
     as ratios against all-on.
 ``stats``
@@ -79,6 +80,7 @@ FEATURES: dict[str, dict[str, Any]] = {
     'deadline_mode="timer"': {"deadline_mode": "timer"},
     "deadline_header=False": {"deadline_header": False},
     "outlier_ejection=None": {"outlier": "none"},
+    "latency rule off": {"outlier": "errors"},
     'balance="p2c-ewma"': {"balance": "p2c-ewma"},
     "all of the above": {
         "outlier": "none",
@@ -124,6 +126,11 @@ def build_client(urls: list[str], pool_size: int, options: dict[str, Any]) -> An
         timeout=None if options.get("timeout") == "none" else rpcclient.Timeout(),
         deadline_header=options.get("deadline_header", True),
         **({"outlier_ejection": None} if options.get("outlier") == "none" else {}),
+        **(
+            {"outlier_ejection": rpcclient.OutlierEjection(latency=None)}
+            if options.get("outlier") == "errors"
+            else {}
+        ),
         balance=options.get("balance", "p2c"),
     )
 

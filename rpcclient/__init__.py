@@ -14,7 +14,7 @@ from ._gevent_transport import TLSConfig
 from ._hedge import Hedge
 from ._models import Endpoint, Headers, Request, Response
 from ._observe import CallEvent, Hook, Stats, report
-from ._outlier import FailurePercentage, OutlierEjection, SuccessRate
+from ._outlier import FailurePercentage, LatencyOutlier, OutlierEjection, SuccessRate
 from ._protocol import DEFAULT_PATH_TEMPLATE, decode_error_envelope
 from ._public import Client, GeventTransport
 from ._retry import NO_RETRY, Retry, RetryBudget
@@ -69,6 +69,7 @@ __all__ = [
     "Hedge",
     "Hook",
     "InvalidRequest",
+    "LatencyOutlier",
     "MethodNotFound",
     "MockTransport",
     "NO_RETRY",

@@ -27,10 +27,16 @@ Two more rules work on outcomes (both only in groups of two hosts or more):
   only. (Not the default: one slow sample, such as a first call's connect,
   starves a host until its estimate decays, ``tau * ln(ratio)``; and a
   refusing host is tried once and then avoided rather than ejected.)
-- ``outlier=OutlierEjection(...)`` ejects by success rate and failure
-  percentage once per interval (see rpcclient._outlier), with the same
-  rest-then-probe return as a connect-failure ejection; each host's
-  ``eject_reason`` says which rule ejected it last.
+- ``outlier=OutlierEjection(...)`` ejects by success rate, failure
+  percentage and latency once per interval (see rpcclient._outlier), with
+  the same rest-then-probe return as a connect-failure ejection; each
+  host's ``eject_reason`` says which rule ejected it last. For the latency
+  rule every host keeps a uniform sample (reservoir sampling) of at most
+  ``_SAMPLES`` of its attempts' latencies over the interval: a bounded
+  list, one store per attempt and, past ``_SAMPLES`` attempts, one random
+  draw; the medians are taken once per interval. A host ejected for
+  latency comes back only if its probe answers within the rule's factor
+  of its peers' median; a slower probe rests it again, longer.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from time import monotonic, perf_counter
 from typing import Any
 
 from ._models import Endpoint
-from ._outlier import OutlierEjection
+from ._outlier import OutlierEjection, median
 from ._outlier import judge as judge_interval
 from ._retry import RetryBudget, parse_dedup
 from .exceptions import (
@@ -61,6 +67,9 @@ from .exceptions import (
 BALANCES = ("p2c-ewma", "p2c")
 #: the cost of a host with no latency sample yet, per call in flight (Finagle's idea)
 _PENALTY = 1e6
+#: latency samples a host keeps per outlier interval: its median's rank is then
+#: within a few percentiles of the true median, and the judgement sorts 64 floats
+_SAMPLES = 64
 
 __all__ = ["EndpointGroup", "Host", "ResolvingGroup", "resolve_addresses"]
 
@@ -82,6 +91,9 @@ class Host:
         "ewma_stamp",
         "failed",
         "failures",
+        "latency",
+        "latency_samples",
+        "latency_seen",
         "ok",
         "outstanding",
         "probing",
@@ -106,6 +118,10 @@ class Host:
         self.failed = 0  # and those that failed (see rpcclient._outlier)
         self.streak = 0  # outlier ejections in a row (their time grows with it)
         self.success_rate = -1.0  # over the last interval judged (-1.0: no attempts)
+        #: a uniform sample of this interval's latencies, seconds (rpcclient._outlier)
+        self.latency_samples: list[float] = []
+        self.latency_seen = 0  # the samples offered this interval (kept or not)
+        self.latency = -1.0  # median over the last interval judged (-1.0: no samples)
         #: the ``X-Rpc-Dedup`` of its latest answer (None: it did not deduplicate)
         self.dedup_header: str | None = None
         self.dedup_scope: str | None = None
@@ -137,6 +153,7 @@ class Host:
             "eject_reason": self.eject_reason or None,
             "ewma_ms": round(self.ewma * 1000, 3),
             "success_rate": None if self.success_rate < 0 else round(self.success_rate, 4),
+            "latency_ms": None if self.latency < 0 else round(self.latency * 1000, 3),
             "dedup_scope": self.dedup_scope,
         }
 
@@ -172,6 +189,8 @@ class EndpointGroup:
         #: how many hosts are out of service (0: the common case, no clock read)
         self._out = 0
         self.outlier = outlier
+        #: whether attempts keep latency samples (the latency rule is on)
+        self._sampling = outlier is not None and outlier.latency is not None
         self._ewma = balance == "p2c-ewma"
         self._tau = float(tau)
         self._next_judgement = (
@@ -245,6 +264,17 @@ class EndpointGroup:
             host.ok += 1  # a 4xx, a refused request: the host answered as it should
             failed = False
         rtt = now - started
+        if self._sampling and (not failed or isinstance(error, RPCTimeout)):
+            # a timeout's time is a lower bound of the host's latency: a sample; a
+            # fast failure is none (a failing host must not look fast)
+            seen = host.latency_seen
+            if seen < _SAMPLES:
+                host.latency_samples.append(rtt)
+            else:  # reservoir sampling: each of the interval's samples kept alike
+                j = int(self._rng.random() * (seen + 1))
+                if j < _SAMPLES:
+                    host.latency_samples[j] = rtt
+            host.latency_seen = seen + 1
         previous = host.ewma
         if rtt > previous:
             host.ewma = rtt  # a new peak counts at once
@@ -263,11 +293,18 @@ class EndpointGroup:
         self._next_judgement = now + policy.interval
         hosts = self.hosts
         counts = [(h.ok, h.failed, h.ejected_until != 0.0) for h in hosts]
+        latencies: list[tuple[int, float]] = []
         for h in hosts:
             total = h.ok + h.failed
             h.success_rate = h.ok / total if total else -1.0
             h.ok = h.failed = 0
-        for i, reason in judge_interval(policy, counts, self._rng.random):
+            if self._sampling:
+                samples = h.latency_samples
+                h.latency = median(samples) if samples else -1.0
+                latencies.append((h.latency_seen, h.latency))
+                samples.clear()
+                h.latency_seen = 0
+        for i, reason in judge_interval(policy, counts, self._rng.random, latencies):
             h = hosts[i]
             h.streak += 1
             self._eject(h, reason, policy.ejection_time(h.streak))
@@ -313,13 +350,41 @@ class EndpointGroup:
         ):
             self._eject(host)
 
-    def probe_ended(self, host: Host, connected: bool) -> None:
-        """A probe ended without a failed connect; ``connected``: it reached the host."""
+    def probe_ended(self, host: Host, connected: bool, latency: float = -1.0) -> None:
+        """A probe ended without a failed connect; ``connected``: it reached the host,
+        in ``latency`` seconds (-1.0: not measured).
+
+        A host ejected for latency whose probe answered too slowly rests again
+        (:meth:`_still_slow`): otherwise a host that stays slow would serve one
+        interval's share of calls after every rest, enough for a p99."""
         host.probing = False
         if connected and host.ejected_until != 0.0:
+            if host.eject_reason == "latency" and self._still_slow(host, latency):
+                policy = self.outlier
+                assert policy is not None  # (only the latency rule ejects for latency)
+                host.streak += 1
+                self._eject(host, "latency", policy.ejection_time(host.streak))
+                return
             host.ejected_until = 0.0
             host.connect_failures = 0
             self._count_out()
+
+    def _still_slow(self, host: Host, latency: float) -> bool:
+        """Whether a probe's ``latency`` is above the latency rule's factor times
+        the median of the other in-service hosts' medians of the last interval
+        judged (False when unmeasured, or with fewer peers than the rule needs)."""
+        policy = self.outlier
+        rule = policy.latency if policy is not None else None
+        if rule is None or latency < 0.0:
+            return False
+        peers = [
+            h.latency
+            for h in self.hosts
+            if h is not host and h.ejected_until == 0.0 and h.latency >= 0.0
+        ]
+        if len(peers) < rule.minimum_hosts - 1:
+            return False
+        return latency > rule.factor * median(peers)
 
     def _eject(self, host: Host, reason: str = "connect_failures", rest: float = -1.0) -> None:
         host.ejected_until = monotonic() + (self.cooldown if rest < 0 else rest)

@@ -11,7 +11,9 @@ the name, each header, the arguments' encodability, the request size.
 
 from __future__ import annotations
 
+import math
 import os
+import random
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -36,7 +38,7 @@ from ._protocol import (
     decode_response,
     split_name,
 )
-from ._retry import Retry, RetryBudget, dedup_resend_scope, was_not_run
+from ._retry import Retry, RetryBudget, decide_retry, dedup_resend_scope, was_not_run
 from ._timeouts import Deadline, Timeout
 from ._transport import Transport
 from ._version import __version__
@@ -87,6 +89,10 @@ register_transport("gevent", _gevent_factory)
 def _build_transport(transport: str | Transport | None, options: dict[str, Any]) -> Transport:
     if isinstance(transport, Transport):
         return transport
+    if transport is not None and not isinstance(transport, str):
+        raise TypeError(
+            f"transport must be a name, a rpcclient.Transport or None, not {transport!r}"
+        )
     name = transport or os.environ.get(ENV_TRANSPORT) or "gevent"
     if name not in _TRANSPORTS and name.isidentifier():
         # the optional transports register themselves on import
@@ -111,37 +117,134 @@ def _build_transport(transport: str | Transport | None, options: dict[str, Any])
 class ClientCore:
     """A msgpack RPC client over pooled keep-alive HTTP/1.1.
 
-    ``endpoints`` is one base URL for every service (``"http://h:8001"``), a
-    list of them, or a mapping ``{"user": "http://h1:8001", "billing":
-    ["http://h2:8001", "http://h3:8001"], "*": ...}`` (``"*"``: every other
-    service). ``transport`` is ``"gevent"`` (default), ``"requests"``,
-    ``"urllib3"``, a :class:`Transport`, or None to read the
-    ``RPCCLIENT_TRANSPORT`` environment variable. ``timeout`` is a
-    :class:`Timeout` or a number of seconds for every bound.
-
-    ``retry`` is the :class:`Retry` policy; ``idempotent`` names the methods
-    (``"service.method"``) that may be re-sent after they may have run.
-    Hosts of a group that fail to connect ``eject_after`` times in a row
-    rest for ``cooldown`` seconds, then one call at a time probes each back
-    (see rpcclient._balance). ``outlier_ejection`` (an
-    :class:`OutlierEjection`, None: off) also ejects hosts by success rate
-    and failure percentage; ``balance`` is ``"p2c-ewma"`` (two random
-    hosts, the lower peak-EWMA latency times calls in flight wins) or
-    ``"p2c"`` (the default: the fewer calls in flight wins). ``spread_dns=30.0`` turns each DNS name
-    into one host per address it resolves to (re-resolved every 30 s;
-    ``resolver(host, port) -> [ip, ...]`` replaces gevent's; gevent
-    transport only).
-
-    TLS (``https://`` endpoints): ``verify``, ``ca_certs`` and ``cert``, or
-    ``tls=TLSConfig(...)`` instead of them (for example a ready
-    ``ssl.SSLContext``: ``TLSConfig(context=ctx)``), on every transport.
-
     ``call`` raises only :mod:`rpcclient.exceptions` errors (and the caller's
     own ``gevent.Timeout``/``GreenletExit``), and never re-sends a call that
     may have run unless it is idempotent; an error's ``may_have_reached_server``
     is True when any attempt may have reached the server. A Client may be
     shared by greenlets and by OS threads (the gevent transport keeps one set
     of pools per thread, see rpcclient._threads).
+
+    Every argument is checked here, before any connection exists; a refused
+    one raises and leaves nothing open. Where the error is not named below,
+    a value of the wrong type raises TypeError and one out of range
+    ValueError. Sizes are bytes, times seconds.
+
+    Where calls go:
+
+    ``endpoints`` (required)
+        One base URL for every service (``"http://h:8001"``, ``https://``
+        too, a base path allowed), a list of them, or a mapping ``{"user":
+        "http://h1:8001", "billing": ["http://h2:8001", "http://h3:8001"],
+        "*": ...}`` (``"*"``: every other service). Refused with
+        InvalidRequest: anything else, an empty list, a URL that is not
+        ``http(s)://``, a service name that could not start a call name.
+    ``transport`` (None)
+        ``"gevent"``, ``"requests"``, ``"urllib3"`` (or a name given to
+        :func:`register_transport`), a ready :class:`Transport` (the client
+        closes it), or None: the ``RPCCLIENT_TRANSPORT`` environment
+        variable, else ``"gevent"``. An unknown name or a missing optional
+        library: ValueError.
+    ``path_template`` (``"/{service}/{method}"``)
+        The request target after the endpoint's base path: starts with
+        ``/``, plain ASCII path characters, no fields but ``{service}`` and
+        ``{method}`` as they are (InvalidRequest otherwise).
+    ``balance`` (``"p2c"``)
+        How a host of a group is picked: ``"p2c"``, of two random hosts the
+        one with fewer calls in flight; ``"p2c-ewma"``, the lower peak-EWMA
+        latency times calls in flight (see rpcclient._balance). Anything
+        else: ValueError.
+    ``spread_dns`` (None: off), ``resolver`` (None: gevent's)
+        ``spread_dns=30.0`` turns each DNS name into one host per address it
+        resolves to, re-resolved every 30 s; ``resolver(host, port) -> [ip,
+        ...]`` replaces gevent's lookup. ``spread_dns`` must be a finite
+        number > 0 and needs the gevent transport (ValueError);
+        ``resolver`` must be callable.
+
+    How long, how often:
+
+    ``timeout`` (``Timeout()``: connect 2, read 10, pool 2, total 10)
+        A :class:`Timeout`, a number of seconds for every bound, or None for
+        no bound at all; a call's ``timeout=`` replaces it. Refused as
+        :class:`Timeout` refuses (a bound <= 0, infinite or NaN: ValueError).
+    ``retry`` (``Retry()``: 3 attempts)
+        The :class:`Retry` policy (``NO_RETRY``: none); anything else:
+        TypeError. Its rules are rpcclient._retry's and README's "Retries".
+    ``idempotent`` (empty)
+        Names (``"service.method"``) of the methods that may be re-sent after
+        they may have run, and that ``hedge`` may hedge; a malformed name:
+        InvalidRequest (so is a bare string: its characters are no names).
+    ``hedge`` (None: off)
+        A :class:`Hedge`: the client's idempotent calls are sent again when
+        slow (see rpcclient._hedge). Not a Hedge: TypeError; a transport
+        other than gevent: ValueError (only it can cancel a losing attempt).
+    ``deadline_header`` (True)
+        Send the call's remaining time as ``X-Rpc-Timeout-Ms`` (the bundled
+        server's ``current_deadline()``); False sends nothing.
+
+    Hosts:
+
+    ``eject_after`` (5), ``cooldown`` (10.0)
+        A host that fails to connect ``eject_after`` times in a row (an int
+        >= 1) rests for ``cooldown`` seconds (a finite number >= 0), then one
+        call at a time probes it back.
+    ``outlier_ejection`` (``OutlierEjection()``; None: off)
+        Also eject hosts by success rate, failure percentage and latency
+        against their peers (an :class:`OutlierEjection`, else TypeError;
+        see rpcclient._outlier).
+
+    Connections, handed to the transport the client builds (a ready
+    :class:`Transport` has its own; the sizes and times are checked all the
+    same):
+
+    ``pool_size`` (10)
+        Connections per endpoint (and thread, on gevent): an int >= 1, else
+        ValueError from the transport.
+    ``idle_timeout`` (1.5), ``max_connection_age`` (300.0)
+        A pooled connection idle that long, or that old, is closed, not
+        reused; None: no bound; else a finite number > 0. The idle default
+        sits below common servers' keep-alive timeouts.
+    ``max_request_size``, ``max_response_size`` (64 MiB each), ``max_head_size`` (64 KiB)
+        Ints >= 1. A larger request body raises RequestTooLarge before any
+        I/O; a larger answer's body or head, ResponseTooLarge.
+
+    What travels:
+
+    ``headers`` (None)
+        Sent with every call, after ``User-Agent`` and ``Content-Type`` (which
+        they may replace); a call's own ``headers=`` replace them by name.
+        InvalidRequest for CR, LF or NUL, a header the transport writes
+        (``Content-Length``, ``Connection``...) or one the client writes
+        (``X-Request-Id``, ``X-Rpc-Timeout-Ms``).
+    ``codec`` (``DEFAULT_CODEC``)
+        The :class:`Codec` (or a subclass) that packs arguments and unpacks
+        results; anything else: TypeError.
+    ``error_decoder`` (``decode_error_envelope``)
+        ``error_decoder(status, headers, body, codec, name) -> RPCError |
+        None`` turns a non-2xx answer into the error raised (None: an
+        HTTPStatusError); must be callable (TypeError).
+
+    TLS (``https://`` endpoints), on every transport:
+
+    ``verify`` (True), ``ca_certs`` (None), ``cert`` (None)
+        Check the chain and host name (against the system store or the
+        ``ca_certs`` file); ``cert`` is a client certificate (``"cert.pem"``
+        or ``("cert.pem", "key.pem")``). The files are read when the first
+        ``https://`` connection needs them, not here.
+    ``tls`` (None)
+        A :class:`TLSConfig` instead of the three above (for example a ready
+        ``ssl.SSLContext``: ``TLSConfig(context=ctx)``). Not a TLSConfig:
+        TypeError; with any of the three changed: ValueError.
+
+    Observing:
+
+    ``stats`` (True)
+        Keep per-method and per-host figures for :meth:`stats`; False saves
+        their cost on every call.
+    ``hooks`` (empty)
+        Objects with any of :class:`Hook`'s methods (``before_call``,
+        ``before_attempt``, ``after_attempt``, ``after_call``), run in order;
+        an object with none of them is ignored, an exception a hook raises
+        is logged, never raised (:meth:`add_hook` adds one later).
     """
 
     def __init__(
@@ -185,6 +288,23 @@ class ClientCore:
             raise ValueError("give either tls= or verify/ca_certs/cert, not both")
         if not isinstance(retry, Retry):
             raise TypeError(f"retry must be a rpcclient.Retry, not {retry!r}")
+        if not isinstance(codec, Codec):
+            raise TypeError(f"codec must be a rpcclient.Codec, not {codec!r}")
+        if not callable(error_decoder):
+            raise TypeError(f"error_decoder must be callable, not {error_decoder!r}")
+        if resolver is not None and not callable(resolver):
+            raise TypeError(f"resolver must be callable or None, not {resolver!r}")
+        for option, size in (
+            ("max_request_size", max_request_size),
+            ("max_response_size", max_response_size),
+            ("max_head_size", max_head_size),
+            ("eject_after", eject_after),
+        ):
+            _check_count(option, size)
+        _check_seconds("idle_timeout", idle_timeout, none=True)
+        _check_seconds("max_connection_age", max_connection_age, none=True)
+        _check_seconds("spread_dns", spread_dns, none=True)
+        _check_seconds("cooldown", cooldown, zero=True)
         self._timeout = Timeout.coerce(timeout)
         self._retry = retry
         if hedge is not None and not isinstance(hedge, Hedge):
@@ -496,7 +616,7 @@ class ClientCore:
                             perf_counter() - started,
                             dedup_scope,
                         )
-                    if not self._should_retry(
+                    if not self._prepare_retry(
                         exc,
                         policy,
                         attempt,
@@ -522,7 +642,9 @@ class ClientCore:
                     if group.tracking:  # outcome and latency (rpcclient._balance)
                         group.observe(host, attempt_started, ok, attempt_error)
                     if probe and host.probing:  # this attempt's probe, still open
-                        group.probe_ended(host, ok or _connected(attempt_error))
+                        group.probe_ended(
+                            host, ok or _connected(attempt_error), perf_counter() - attempt_started
+                        )
                     if event is not None:
                         if attempt_error is None and not ok:
                             attempt_error = sys.exc_info()[1]  # the caller's Timeout, a kill
@@ -617,7 +739,7 @@ class ClientCore:
         event.status = None if response is None else response.status
         run_hooks(self._hooks.after_attempt, event)
 
-    def _should_retry(  # noqa: PLR0917
+    def _prepare_retry(  # noqa: PLR0917
         self,
         exc: RPCError,
         policy: Retry,
@@ -628,35 +750,29 @@ class ClientCore:
         probe: bool,
         deadline: Deadline,
     ) -> bool:
-        """Apply the retry rules (see rpcclient._retry); sleeps the backoff."""
+        """Do what a failed attempt asks, and say whether another may start.
+
+        The decision is :func:`rpcclient._retry.decide_retry`'s; the actions
+        are here, in this order: a host that failed to connect is counted
+        against (and maybe ejected), the backoff is slept, a deadline that
+        passed during the sleep ends the call, and the retry takes a token of
+        the group's budget (none left: ``exc``'s message says so).
+        """
         if isinstance(exc, ConnectError):
             group.connect_failed(host, probe)
-        if attempt >= policy.attempts or not policy.retryable(exc, idempotent):
+        decision = decide_retry(
+            policy, exc, attempt, idempotent, deadline.remaining(), random.random()
+        )
+        if decision.refused is not None:
             return False
-        retry_after = getattr(exc, "retry_after", None)
-        if not self._wait_before_retry(policy, attempt, retry_after, deadline):
+        if decision.delay > 0:
+            gevent.sleep(decision.delay)
+        if deadline.expired():  # the sleep overran it
             return False
         if not group.budget.withdraw():
             exc.message += " (retry budget of the service exhausted)"
             return False
         return True
-
-    @staticmethod
-    def _wait_before_retry(
-        policy: Retry, attempt: int, retry_after: float | None, deadline: Deadline
-    ) -> bool:
-        """Sleep the backoff; False when the deadline would pass first."""
-        delay = policy.delay(attempt)
-        if retry_after is not None:
-            if not retry_after <= policy.retry_after_max:  # also NaN and inf
-                return False  # the server asks for longer than we wait: its 503 stands
-            delay = max(delay, retry_after)
-        left = deadline.remaining()
-        if left is not None and delay >= left:
-            return False
-        if delay > 0:
-            gevent.sleep(delay)
-        return not deadline.expired()
 
     def call_many(
         self,
@@ -667,9 +783,11 @@ class ClientCore:
         """Run calls concurrently, one greenlet each, under ONE shared deadline.
 
         ``calls`` are ``(name, args)`` or ``(name, args, options)`` with
-        options ``headers``/``idempotent``/``retry``. Returns, in order, each
-        call's result or the :class:`RPCError` it raised (returned, not
-        raised). Bad input raises InvalidRequest before anything is sent.
+        options ``headers``/``idempotent``/``retry`` (another option:
+        TypeError). ``timeout`` (a :class:`Timeout` or seconds; None: the
+        client's) bounds them all together. Returns, in order, each call's
+        result or the :class:`RPCError` it raised (returned, not raised). A
+        bad name raises InvalidRequest before anything is sent.
         """
         deadline = (self._timeout if timeout is None else Timeout.coerce(timeout)).start()
         jobs = []
@@ -710,7 +828,12 @@ class ClientCore:
     def prepare(
         self, name: str, args: Any = None, headers: Mapping[str, str] | None = None
     ) -> Request:
-        """The validated Request a call's first attempt would send (for tests)."""
+        """The validated Request a call's first attempt would send (for tests).
+
+        ``name``, ``args`` and ``headers`` as for :meth:`call`, refused the
+        same way (InvalidRequest, RequestTooLarge; ClientClosed once closed);
+        nothing is sent and no request id is drawn.
+        """
         if self._closed:
             raise ClientClosed("client is closed", name=name if isinstance(name, str) else None)
         group, path = self._routes.get(name) or self._route(name)
@@ -777,7 +900,8 @@ class ClientCore:
     def service(self, service: str, *, methods: Iterable[str] | None = None) -> ServiceProxy:
         """A proxy: ``client.service("user").get_profile(42)``.
 
-        With ``methods``, only those names are callable: a typo raises
+        ``service`` must be a valid service name (InvalidRequest). With
+        ``methods``, only those names are callable: a typo raises
         AttributeError instead of a remote MethodNotFound.
         """
         return ServiceProxy(self, service, methods)
@@ -796,7 +920,8 @@ class ClientCore:
         self.close()
 
     def add_hook(self, hook: Any) -> None:
-        """Add a hook (see rpcclient._observe.Hook) after the existing ones."""
+        """Add ``hook`` (an object with any of :class:`Hook`'s methods) after
+        the existing ones; it sees the calls that start after this returns."""
         self._hook_list.append(hook)
         self._hooks = HookSet(self._hook_list)
         self._has_hooks = bool(self._hooks)
@@ -831,6 +956,26 @@ def _connected(error: BaseException | None) -> bool:
     return isinstance(error, RPCError) and not isinstance(
         error, ConnectError | PoolTimeout | ClientClosed | InvalidRequest
     )
+
+
+def _check_count(option: str, value: object) -> None:
+    """Refuse a size or count that is not an int >= 1."""
+    if not isinstance(value, int):
+        raise TypeError(f"{option} must be an int >= 1, not {value!r}")
+    if value < 1:
+        raise ValueError(f"{option} must be an int >= 1, not {value!r}")
+
+
+def _check_seconds(option: str, value: object, *, none: bool = False, zero: bool = False) -> None:
+    """Refuse a duration that is not a finite number > 0 (>= 0 with ``zero``;
+    None allowed with ``none``)."""
+    if value is None and none:
+        return
+    if not isinstance(value, int | float):
+        raise TypeError(f"{option} must be a number of seconds, not {value!r}")
+    if not (value >= 0 if zero else value > 0) or math.isinf(value):  # also NaN
+        bound = ">= 0" if zero else "> 0"
+        raise ValueError(f"{option} must be a finite number {bound}, not {value!r}")
 
 
 def _check_user_header(name: str | None, pair: tuple[bytes, bytes]) -> tuple[bytes, bytes]:

@@ -88,6 +88,15 @@ class Codec:
     encode; ``unpack`` raises :class:`DecodeError` for bytes that are not one
     complete msgpack value within the limits. Neither ever raises a msgpack
     exception.
+
+    The fields are msgpack's options of the same names: ``use_bin_type``,
+    ``datetime`` and ``default`` (called for an object msgpack cannot pack)
+    for packing; ``raw``, ``strict_map_key``, ``ext_hook`` (``ext_hook(code,
+    data)``), ``timestamp`` (0: ext -1 decodes as ``msgpack.Timestamp``, 3:
+    as datetime) and the length limits ``max_str_len``, ``max_bin_len``,
+    ``max_array_len``, ``max_map_len``, ``max_ext_len`` (one answer's
+    strings, binaries, arrays, maps, ext values; above one: DecodeError)
+    for unpacking. ``content_type`` is sent as ``Content-Type``.
     """
 
     use_bin_type: bool = True
@@ -172,7 +181,8 @@ class Codec:
             ) from None
 
     def unpack(self, data: bytes | bytearray | memoryview, *, name: str | None = None) -> Any:
-        """Decode exactly one msgpack value; :class:`DecodeError` otherwise."""
+        """Decode ``data`` as exactly one msgpack value; :class:`DecodeError`
+        (naming ``name``) otherwise."""
         try:
             if len(data) <= self._fast_limit:
                 return self._short_unpack(data)

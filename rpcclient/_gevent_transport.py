@@ -432,7 +432,19 @@ class GeventTransportCore(Transport):
         except Exception as exc:
             if conn is not None and conn.fired:
                 raise self._read_timeout(read_for, request) from None
-            raise _map_exchange_error(exc, request) from exc
+            error = _map_exchange_error(exc, request)
+            if (
+                conn is not None
+                and conn.requests  # reused: it had answered before
+                and type(error) is ConnectionLost
+                and conn.reader is not None
+                and conn.reader.nothing_read()
+            ):
+                # closed or reset before any byte of the answer: the server shut
+                # the idle connection as this request went out (see ConnectionLost)
+                error.idle_close = True
+                pool.went_stale(conn)  # the same lesson as a failed stale check
+            raise error from exc
         finally:
             if timer is not None:
                 timer.close()

@@ -14,6 +14,15 @@ every attempt runs under the call's one deadline. Under hedging the retry
 policy's ``attempts`` and backoff do not apply (as in A6, where a method has
 either a retry or a hedging policy): ``max_attempts`` bounds all attempts.
 
+A call that is not idempotent is hedged only when the host of its first
+attempt advertised deduplication (``X-Rpc-Dedup``): each hedge carries that
+scope (``X-Rpc-Attempt``, ``X-Rpc-Dedup-Scope``, ``X-Rpc-Dedup-Age-Ms``, as a
+deduplicated re-send does), goes only to a host of the same scope, and only
+while the call is younger than the window minus ``DEDUP_MARGIN``; the
+server then runs the call at most once (a copy arriving while the first
+runs waits for its answer). Its failed attempts let the next hedge go only
+where a deduplicated re-send would be allowed.
+
 This module is the hedged path only; the client's default path does not
 come here (one ``if`` in ``ClientCore.call``).
 """
@@ -32,7 +41,8 @@ from ._balance import EndpointGroup, Host
 from ._models import Request, Response, reduce_by_init_fields
 from ._observe import REQUEST_IDS
 from ._protocol import decode_response
-from .exceptions import ClientClosed, InvalidRequest, RPCError
+from ._retry import DEDUP_MARGIN, dedup_resend_scope
+from .exceptions import ClientClosed, ConnectError, InvalidRequest, RPCError
 
 if TYPE_CHECKING:
     from ._client import ClientCore
@@ -96,7 +106,8 @@ class Hedge:
         return replace(self, **changes)
 
     def wait(self, windows: LatencyWindows, name: str) -> float:
-        """The wait before each hedge of a call to ``name``."""
+        """The wait before each hedge of a call to ``name``, from the
+        method's latencies in ``windows`` (the client's)."""
         if self.delay is not None:
             return float(self.delay)
         window = windows.get(name)
@@ -163,10 +174,20 @@ class LatencyWindows:
 def may_hedge(client: ClientCore, name: str, idempotent: bool) -> bool:
     """Whether a call may be sent more than once at a time: the one seam.
 
-    Today: an idempotent call. A deduplicated (exactly-once) call may be
-    added here once the server advertises deduplication.
+    An idempotent call; or a deduplicated one: a host of its service has
+    advertised ``X-Rpc-Dedup`` (its hedges then go only to hosts of the
+    first attempt's scope, which run the call at most once; see
+    :func:`hedged_call`).
     """
-    return idempotent
+    if idempotent:
+        return True
+    route = client._routes.get(name)
+    if route is None:
+        try:
+            route = client._route(name)
+        except RPCError:
+            return False  # the plain path raises it for the call
+    return any(h.dedup_scope is not None for h in route[0].hosts)
 
 
 def check_transport(hedge: Hedge | None, transport_name: str) -> None:
@@ -179,16 +200,308 @@ def check_transport(hedge: Hedge | None, transport_name: str) -> None:
         )
 
 
-class _Attempt:
-    __slots__ = ("consumed", "error", "host", "job", "response", "started")
+class _Superseded(BaseException):
+    """Thrown into a caller whose first attempt a hedge has settled.
 
-    def __init__(self, host: Host) -> None:
+    A BaseException, like the GreenletExit of a kill: the transport's
+    ``finally`` closes the connection of the interrupted exchange and nothing
+    in it takes this for an error of its own.
+    """
+
+
+#: what settles a call: a success, or an answer the retry rules call final
+_WIN, _FINAL, _RETRY = 1, 2, 3
+
+
+class _Attempt:
+    __slots__ = (
+        "consumed",
+        "error",
+        "followed",
+        "host",
+        "job",
+        "probe",
+        "response",
+        "started",
+        "verdict",
+    )
+
+    def __init__(self, host: Host, probe: bool) -> None:
         self.host = host
+        self.probe = probe  # this attempt is the host's probe after a rest (pick)
         self.started = perf_counter()
-        self.job: gevent.Greenlet | None = None
+        self.job: gevent.Greenlet | None = None  # None: run in the caller's greenlet
         self.response: Response | None = None
         self.error: RPCError | None = None
-        self.consumed = False  # its outcome was taken from the queue
+        self.verdict = 0  # _WIN, _FINAL or _RETRY once it ended (0: not yet, or cut)
+        self.consumed = False  # its outcome was taken by the caller
+        self.followed = False  # its retryable failure already launched the next hedge
+
+
+class _Hedged:
+    """The state of one hedged call; its only owner is :func:`hedged_call`.
+
+    The first attempt runs in the caller's greenlet (no spawn, no queue while
+    no hedge is needed); a hub timer launches each hedge in a greenlet of its
+    own. A hedge that settles the call while the first attempt still runs
+    throws :class:`_Superseded` into the caller (as a ``gevent.Timeout``
+    would); one that fails retryably lets the next go at once. Every attempt's
+    outcome is judged where it ends (:meth:`finish`), so the caller only reads
+    verdicts.
+    """
+
+    __slots__ = (
+        "attempts",
+        "body",
+        "caller",
+        "client",
+        "deadline",
+        "group",
+        "hedge",
+        "hedges",
+        "idempotent",
+        "in_first",
+        "name",
+        "own",
+        "path",
+        "policy",
+        "results",
+        "scope",
+        "started",
+        "template",
+        "timer",
+        "wait",
+        "window",
+    )
+
+    def __init__(  # noqa: PLR0917 - the call's inputs, spelled out
+        self,
+        client: ClientCore,
+        name: str,
+        deadline: Deadline,
+        hedge: Hedge,
+        policy: Retry,
+        idempotent: bool,
+        template: Request,
+        own: list[tuple[bytes, bytes]],
+        wait: float,
+    ) -> None:
+        self.client = client
+        self.name = name
+        self.deadline = deadline
+        self.hedge = hedge
+        self.policy = policy
+        self.idempotent = idempotent
+        self.template = template
+        body = template.body
+        assert isinstance(body, bytes)  # prepare() encodes to bytes
+        self.body = body
+        self.group: EndpointGroup = client._routes[name][0]
+        self.path = client._routes[name][1]
+        self.own = own
+        self.wait = wait
+        self.attempts: list[_Attempt] = []
+        self.results: Queue[_Attempt] | None = None  # made with the first hedge
+        self.hedges = 0
+        self.started = perf_counter()
+        #: a call that is not idempotent is hedged only under the dedup scope its
+        #: first host advertised, to hosts of that scope, which run it at most once
+        self.scope: str | None = None
+        self.window = 0.0
+        self.caller = gevent.getcurrent()
+        self.in_first = False  # the caller is inside its first attempt's send
+        self.timer: Any = None
+
+    # -- attempts --------------------------------------------------------------------
+    def launch(self, spawn: bool) -> tuple[_Attempt, Request] | None:
+        """Pick a host and build an attempt's request (see the module docstring);
+        ``spawn``: send it in a greenlet of its own (a hedge). None: no host may
+        take it."""
+        attempts = self.attempts
+        group = self.group
+        idempotent = self.idempotent
+        tried = [a.host for a in attempts]
+        # a copy of a non-idempotent call may exist on a server: one in flight, or
+        # one that ended with an error that may have reached it
+        copy = not idempotent and any(
+            not a.consumed or a.error is None or a.error.may_have_reached_server for a in attempts
+        )
+        probe = False
+        if not copy:
+            host = group.pick(tried)
+            # pick marks a rested host probing for the one attempt it gives it to
+            probe = host is not None and host.probing
+        elif self.scope is None:
+            return None  # its host does not deduplicate: never a second copy
+        else:
+            host = group.pick_scope(self.scope, tried, attempts[-1].host)
+        if host is None:
+            return None
+        if len(group.hosts) > 1 and any(a.host is host for a in attempts if not a.consumed):
+            if probe:
+                group.probe_ended(host, False)  # not sent: the next call probes it
+            return None
+        if not idempotent and not copy:
+            self.scope, self.window = host.dedup_scope, host.dedup_window  # this copy's
+        endpoint = host.endpoint
+        request_headers = self.own
+        deadline = self.deadline
+        if self.client._deadline_header and deadline.expires is not None:
+            left = deadline.expires - monotonic()
+            ms = int(left * 1000) if left > 0 else 0
+            request_headers = [*request_headers, (b"X-Rpc-Timeout-Ms", b"%d" % ms)]
+        if copy:
+            assert self.scope is not None
+            age = perf_counter() - self.started
+            if not age < self.window - DEDUP_MARGIN:
+                return None  # the server may no longer hold the first copy's record
+            request_headers = [
+                *request_headers,
+                (b"X-Rpc-Attempt", b"%d" % (len(attempts) + 1)),
+                (b"X-Rpc-Dedup-Scope", self.scope.encode()),
+                (b"X-Rpc-Dedup-Age-Ms", b"%d" % int(age * 1000)),
+            ]
+        base = endpoint.base_path
+        request = Request(
+            endpoint,
+            "POST",
+            base + self.path if base else self.path,
+            request_headers,
+            self.body,
+            self.name,
+            self.template.fixed_headers,
+            self.template.cache_key,
+        )
+        attempt = _Attempt(host, probe)
+        host.outstanding += 1
+        host.calls += 1
+        attempts.append(attempt)
+        if spawn:
+            if self.results is None:
+                self.results = Queue()
+            attempt.job = gevent.spawn(self.run, attempt, request)
+        return attempt, request
+
+    def hedge_now(self) -> bool:
+        """Send one more attempt, if the policy, the deadline, the budget and a host allow."""
+        if len(self.attempts) >= self.hedge.max_attempts or self.deadline.expired():
+            return False
+        if not self.group.budget.withdraw():
+            return False
+        if self.launch(True) is None:
+            return False
+        self.hedges += 1
+        return True
+
+    def run(self, attempt: _Attempt, request: Request) -> None:
+        """A hedge's greenlet: send, judge, hand the outcome to the caller."""
+        try:
+            attempt.response = self.client._transport.send(request, self.deadline)
+        except RPCError as exc:
+            attempt.error = exc
+        self.finish(attempt)
+        assert self.results is not None
+        self.results.put(attempt)
+        if self.in_first:
+            if attempt.verdict == _RETRY:
+                attempt.followed = True
+                self.on_timer()  # A6: a retryable failure lets the next go at once
+            else:
+                gevent.get_hub().loop.run_callback(self.interrupt)
+
+    def interrupt(self) -> None:
+        """(A hub callback.) Cut the caller's first attempt, if it still runs."""
+        if self.in_first:
+            self.caller.throw(_Superseded())
+
+    def on_timer(self) -> None:
+        """(The hedge timer's callback, in the hub.) Launch a hedge; re-arm."""
+        if self.in_first and self.hedge_now() and len(self.attempts) < self.hedge.max_attempts:
+            self.arm()
+
+    def arm(self) -> None:
+        timer = self.timer
+        if timer is not None:
+            timer.stop()
+            timer.close()
+        left = self.deadline.remaining()
+        if left is not None and left <= self.wait:
+            self.timer = None  # no hedge could start before the deadline
+            return
+        timer = self.timer = gevent.get_hub().loop.timer(self.wait)
+        timer.start(self.on_timer)
+
+    def disarm(self) -> None:
+        timer = self.timer
+        if timer is not None:
+            self.timer = None
+            timer.stop()
+            timer.close()
+
+    def finish(self, attempt: _Attempt) -> None:
+        """Judge an ended attempt (``verdict``) and tell the host group of it."""
+        from ._client import _connected
+
+        client = self.client
+        host = attempt.host
+        response = attempt.response
+        error = attempt.error
+        if response is not None:
+            host.connect_failures = 0
+            advert = response.headers.dedup
+            if advert != host.dedup_header:  # (None both: never advertised)
+                host.note_dedup(advert)
+            if attempt is self.attempts[0]:  # the estimate is of first attempts
+                client._hedge_windows.add(self.name, perf_counter() - attempt.started)
+            if 200 <= response.status < 300:
+                attempt.verdict = _WIN
+            else:
+                try:
+                    decode_response(response, client._codec, self.name, client._error_decoder)
+                except RPCError as exc:
+                    error = attempt.error = exc
+        ok = attempt.verdict == _WIN
+        group = self.group
+        if group.tracking:
+            group.observe(host, attempt.started, ok, error)
+        if isinstance(error, ConnectError):
+            group.connect_failed(host, attempt.probe)
+        if attempt.probe and host.probing:
+            group.probe_ended(host, ok or _connected(error), perf_counter() - attempt.started)
+        if ok:
+            return
+        assert error is not None
+        host.failures += 1
+        error.with_context(name=self.name, endpoint=host.endpoint.url)
+        error.attempts = len(self.attempts)
+        safe = self.idempotent or (
+            dedup_resend_scope(
+                error, False, self.scope, self.window, perf_counter() - self.started, self.scope
+            )
+            is not None
+        )
+        attempt.verdict = _RETRY if self.policy.retryable(error, safe) else _FINAL
+
+    def cancel_the_rest(self) -> None:
+        """Kill every attempt still running; count a cut first attempt as slow."""
+        self.disarm()
+        attempts = self.attempts
+        for attempt in attempts:
+            if attempt.consumed:
+                continue
+            job = attempt.job
+            if job is not None and not job.dead:
+                job.kill(block=True)  # the transport closes its connection
+            attempt.host.outstanding -= 1
+            if attempt.probe and attempt.host.probing:
+                # cancelled: no verdict on the host; the next call probes it again
+                self.group.probe_ended(attempt.host, False)
+            if attempt is attempts[0] and not attempt.verdict:
+                # cut: it would have taken longer than the hedge delay. Kept as
+                # "longer than anything" (only its side of the percentile
+                # matters): its elapsed time would ratchet the estimate up, and
+                # leaving it out would let it drift down
+                self.client._hedge_windows.add(self.name, math.inf)
 
 
 def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
@@ -219,7 +532,8 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
         raise TypeError(f"hedge must be a rpcclient.Hedge, not {hedge!r}")
     elif not may_hedge(client, name, idempotent):
         raise InvalidRequest(
-            "hedge= given for a call that is not idempotent: a hedge may run it twice "
+            "hedge= given for a call that is not idempotent, to a service no host of "
+            "which has advertised deduplication: a hedge may run it twice "
             "(pass idempotent=True if it is safe)",
             name=name,
         )
@@ -234,160 +548,129 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
     elif not _REQUEST_ID.match(request_id):
         raise InvalidRequest(f"invalid request id {request_id!r}", name=name)
     template = client.prepare(name, args, headers)  # every check, before any I/O
-    body = template.body
-    assert isinstance(body, bytes)  # prepare() encodes to bytes
     group: EndpointGroup = client._routes[name][0]
-    path = client._routes[name][1]
-    own = [*template.headers, (b"X-Request-Id", request_id.encode())]
-    transport = client._transport
-    windows = client._hedge_windows
-    stats = client._stats if client._stats.enabled else None
-    wait = hedge.wait(windows, name)
     group.budget.deposit()
-    results: Queue[_Attempt] = Queue()
-    attempts: list[_Attempt] = []
-    pending = 0
-    hedges = 0
-    started = perf_counter()
-
-    def run(attempt: _Attempt, request: Request) -> None:
-        try:
-            attempt.response = transport.send(request, deadline)
-        except RPCError as exc:
-            attempt.error = exc
-        results.put(attempt)
-
-    def launch() -> bool:
-        # hosts this call tried are avoided; one with an attempt in flight never
-        # gets another (pick falls back to a tried host when all were)
-        host = group.pick([a.host for a in attempts])
-        in_flight = [a.host for a in attempts if not a.consumed]
-        if host is None or (host in in_flight and len(group.hosts) > 1):
-            return False
-        endpoint = host.endpoint
-        request_headers = own
-        if client._deadline_header and deadline.expires is not None:
-            left = deadline.expires - monotonic()
-            ms = int(left * 1000) if left > 0 else 0
-            request_headers = [*own, (b"X-Rpc-Timeout-Ms", b"%d" % ms)]
-        base = endpoint.base_path
-        request = Request(
-            endpoint,
-            "POST",
-            base + path if base else path,
-            request_headers,
-            body,
-            name,
-            template.fixed_headers,
-            template.cache_key,
-        )
-        attempt = _Attempt(host)
-        host.outstanding += 1
-        host.calls += 1
-        attempt.job = gevent.spawn(run, attempt, request)
-        attempts.append(attempt)
-        return True
-
-    def hedge_now() -> bool:
-        nonlocal pending, hedges
-        if len(attempts) >= hedge.max_attempts or deadline.expired():
-            return False
-        if not group.budget.withdraw():
-            return False
-        if not launch():
-            return False
-        pending += 1
-        hedges += 1
-        return True
-
-    launch()
-    pending = 1
-    hedging = True  # until max_attempts, the budget or the hosts say no more
+    stats = client._stats if client._stats.enabled else None
+    call = _Hedged(
+        client,
+        name,
+        deadline,
+        hedge,
+        policy,
+        idempotent,
+        template,
+        [*template.headers, (b"X-Request-Id", request_id.encode())],
+        hedge.wait(client._hedge_windows, name),
+    )
     winner: _Attempt | None = None
     failure: BaseException | None = None
     try:
+        launched = call.launch(False)
+        if launched is None:
+            raise ClientCore._all_out(group, name, 1, request_id, False)
+        first, request = launched
+        call.arm()
+        call.in_first = True
+        try:
+            first.response = client._transport.send(request, deadline)
+        except RPCError as exc:
+            first.error = exc
+        except _Superseded:
+            pass  # a hedge settled the call: its outcome is in the queue
+        finally:
+            call.in_first = False
+            call.disarm()
+        done = first
+        if first.response is not None or first.error is not None:
+            call.finish(first)
+        else:
+            done = _take(call)  # the hedge that cut it
         while True:
-            timeout = wait if hedging else None
-            left = deadline.remaining()
-            if left is not None and left > 0:
-                timeout = left if timeout is None else min(timeout, left)
-            try:
-                done = results.get(timeout=timeout)
-            except Empty:
-                if hedging and hedge_now():
-                    continue
-                hedging = False
-                # wait for the ones in flight: each is bounded by the deadline
-                # inside the transport
-                done = results.get()
             done.consumed = True
-            pending -= 1
             done.host.outstanding -= 1
-            response = done.response
+            if done.verdict == _WIN:
+                winner = done
+                assert done.response is not None
+                return client._codec.unpack(done.response.body, name=name)
             error = done.error
-            if response is not None:
-                if done is attempts[0]:  # the estimate is of first attempts (below)
-                    windows.add(name, perf_counter() - done.started)
-                done.host.connect_failures = 0
-                if 200 <= response.status < 300:
-                    result = client._codec.unpack(response.body, name=name)
-                    winner = done
-                    return result
-                try:
-                    decode_response(response, client._codec, name, client._error_decoder)
-                except RPCError as exc:
-                    error = exc
             assert error is not None
-            done.host.failures += 1
-            error.with_context(name=name, endpoint=done.host.endpoint.url)
             error.request_id = request_id
-            error.attempts = len(attempts)
-            if not policy.retryable(error, idempotent):
+            error.attempts = len(call.attempts)
+            if done.verdict == _FINAL:
                 winner = done  # a final answer settles the call
                 raise error
-            # a retryable failure: the next hedge goes at once (A6)
-            if hedging and hedge_now():
-                continue
-            if pending == 0:
+            # a retryable failure: the next hedge goes at once (A6), unless its own
+            # greenlet sent it already
+            if not (done.followed or call.hedge_now()) and not _pending(call):
                 raise error
+            done = _take(call, error)
     except BaseException as exc:
         failure = exc
         raise
     finally:
-        for attempt in attempts:
-            job = attempt.job
-            if attempt.consumed:
-                continue
-            if job is not None and not job.dead:
-                job.kill(block=True)  # the transport closes its connection
-            attempt.host.outstanding -= 1
-            if attempt is attempts[0] and attempt.response is None and attempt.error is None:
-                # cancelled: it would have taken longer than the hedge delay. Kept
-                # as "longer than anything" (only its side of the percentile
-                # matters): its elapsed time would ratchet the estimate up, and
-                # leaving it out would let it drift down
-                windows.add(name, math.inf)
+        call.cancel_the_rest()
         if stats is not None:
-            elapsed = perf_counter() - started
-            host_url = None if winner is None else winner.host.endpoint.url
-            stats.record(
-                name,
-                None,
-                elapsed,
-                elapsed,
-                None if failure is None else type(failure).__name__,
-                len(body),
-                0 if winner is None or winner.response is None else len(winner.response.body),
-                0,  # hedges are counted apart
-            )
-            counter = stats.method(name)
-            counter.hedges += hedges
-            if winner is not None and winner is not attempts[0] and failure is None:
-                counter.hedges_won += 1
-            if host_url is not None:
-                stats.host(host_url).add(
-                    perf_counter() - winner.started,  # type: ignore[union-attr]
-                    None if failure is None else type(failure).__name__,
-                    len(body),
-                    0,
-                )
+            _record(call, stats, winner, failure)
+
+
+def _pending(call: _Hedged) -> bool:
+    return any(not a.consumed for a in call.attempts)
+
+
+def _take(call: _Hedged, error: RPCError | None = None) -> _Attempt:
+    """The next ended hedge; launching more while none ends within the wait.
+
+    ``error``: the failure that leaves the call waiting (raised when nothing
+    is left in flight and no hedge may go)."""
+    results = call.results
+    deadline = call.deadline
+    hedging = True
+    while True:
+        if not _pending(call):
+            assert error is not None
+            raise error
+        assert results is not None
+        timeout: float | None = call.wait if hedging else None
+        left = deadline.remaining()
+        if left is not None and left > 0:
+            timeout = left if timeout is None else min(timeout, left)
+        try:
+            got: _Attempt = results.get(timeout=timeout)
+        except Empty:
+            if hedging and call.hedge_now():
+                continue
+            hedging = False
+            # wait for the ones in flight: each is bounded by the deadline inside
+            # the transport
+            got = results.get()
+        return got
+
+
+def _record(
+    call: _Hedged, stats: Any, winner: _Attempt | None, failure: BaseException | None
+) -> None:
+    elapsed = perf_counter() - call.started
+    name = call.name
+    host_url = None if winner is None else winner.host.endpoint.url
+    stats.record(
+        name,
+        None,
+        elapsed,
+        elapsed,
+        None if failure is None else type(failure).__name__,
+        len(call.body),
+        0 if winner is None or winner.response is None else len(winner.response.body),
+        0,  # hedges are counted apart
+    )
+    counter = stats.method(name)
+    counter.hedges += call.hedges
+    if winner is not None and winner is not call.attempts[0] and failure is None:
+        counter.hedges_won += 1
+    if host_url is not None:
+        assert winner is not None
+        stats.host(host_url).add(
+            perf_counter() - winner.started,
+            None if failure is None else type(failure).__name__,
+            len(call.body),
+            0,
+        )

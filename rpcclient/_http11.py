@@ -436,6 +436,10 @@ class ResponseReader:
             parser._on_header_field = self._names.append
             parser._on_header_value = self._values.append
 
+    def nothing_read(self) -> bool:
+        """True while no byte of this answer has arrived (since the last reset)."""
+        return self._fed == 0 and self.status == 0 and not self.final
+
     def should_keep_alive(self) -> bool:
         """The final answer's keep-alive verdict.
 

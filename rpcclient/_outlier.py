@@ -12,14 +12,34 @@ first attempt to end after it) the counters are judged and reset:
   ``enforcement_percentage``;
 - failure percentage: among the same kind of hosts, one whose failure
   share is above ``threshold`` percent is ejected with probability
-  ``enforcement_percentage``.
+  ``enforcement_percentage``;
+- latency: among the hosts with at least ``request_volume`` latency
+  samples (needing at least ``minimum_hosts`` of them), a host whose
+  median latency over the interval is above ``factor`` times the median of
+  the other hosts' medians is ejected with probability
+  ``enforcement_percentage``, the slowest first.
+
+The first two see only errors: a host that answers, slowly, is never an
+outlier by them. The latency rule compares a host with its peers, not with
+a fixed bound, so a service that is slow everywhere (a slow method, a busy
+database behind every host) ejects nobody. Its samples are the attempts the
+host answered (a 4xx too) and those that timed out (their time is a lower
+bound of the host's latency, so a host timing out counts as slow); a fast
+failure (a refused connect, a 5xx, a lost connection) is no latency sample,
+or a failing host would look fast. A median, not a mean or the balancer's
+peak-EWMA: one stall (a collection pause, a scheduling hiccup of this
+client) moves a mean and sets a peak, but leaves a median of dozens of
+samples where it was.
 
 An ejection never leaves more than ``max_ejection_percent`` of the hosts
 out of service (connect-failure ejections count too) and never the last
 host in service. A host's ``n``-th ejection in a row lasts
 ``base_ejection_time * n`` (at most ``max(base_ejection_time,
 max_ejection_time)``); ``n`` falls by one per interval the host stays in
-service. This module is interpreted (it runs once per interval); the
+service. A rested host comes back through one probe call
+(rpcclient._balance); one ejected for latency comes back only if that call
+answers within ``factor`` times the median of its peers' medians, else it
+rests again as its next ejection. This module is interpreted (it runs once per interval); the
 per-attempt bookkeeping lives in the compiled rpcclient._balance.
 """
 
@@ -30,7 +50,14 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["FailurePercentage", "OutlierEjection", "SuccessRate", "judge"]
+__all__ = [
+    "FailurePercentage",
+    "LatencyOutlier",
+    "OutlierEjection",
+    "SuccessRate",
+    "judge",
+    "median",
+]
 
 
 def _check_number(owner: str, name: str, value: object, *, positive: bool = False) -> None:
@@ -84,11 +111,36 @@ class FailurePercentage:
 
 
 @dataclass(frozen=True)
+class LatencyOutlier:
+    """Eject a host whose median latency is above ``factor`` times its peers'.
+
+    ``factor`` > 1; ``request_volume``: latency samples a host needs in the
+    interval to be judged (or to serve as a peer); ``minimum_hosts``: how
+    many such hosts the rule needs (3: every host is then measured against
+    the median of at least two others, never against a single peer).
+    """
+
+    factor: float = 3.0
+    enforcement_percentage: int = 100
+    minimum_hosts: int = 3
+    request_volume: int = 20
+
+    def __post_init__(self) -> None:
+        _check_number("LatencyOutlier", "factor", self.factor, positive=True)
+        if self.factor <= 1:
+            # at 1 or below the rule would eject a host no slower than its peers
+            raise ValueError(f"LatencyOutlier.factor must be above 1, not {self.factor!r}")
+        _check_int("LatencyOutlier", "enforcement_percentage", self.enforcement_percentage, 0, 100)
+        _check_int("LatencyOutlier", "minimum_hosts", self.minimum_hosts, 2)
+        _check_int("LatencyOutlier", "request_volume", self.request_volume, 1)
+
+
+@dataclass(frozen=True)
 class OutlierEjection:
     """When hosts of a group are ejected by their outcomes (module docstring).
 
-    ``success_rate`` / ``failure_percentage``: the two rules, None to turn
-    one off. Times are seconds.
+    ``success_rate`` / ``failure_percentage`` / ``latency``: the three
+    rules, None to turn one off. Times are seconds.
     """
 
     interval: float = 10.0
@@ -97,6 +149,7 @@ class OutlierEjection:
     max_ejection_percent: int = 50
     success_rate: SuccessRate | None = field(default_factory=SuccessRate)
     failure_percentage: FailurePercentage | None = field(default_factory=FailurePercentage)
+    latency: LatencyOutlier | None = field(default_factory=LatencyOutlier)
 
     def __post_init__(self) -> None:
         _check_number("OutlierEjection", "interval", self.interval, positive=True)
@@ -117,6 +170,10 @@ class OutlierEjection:
                 f"OutlierEjection.failure_percentage must be a FailurePercentage or None, "
                 f"not {self.failure_percentage!r}"
             )
+        if self.latency is not None and not isinstance(self.latency, LatencyOutlier):
+            raise TypeError(
+                f"OutlierEjection.latency must be a LatencyOutlier or None, not {self.latency!r}"
+            )
 
     def ejection_time(self, times: int) -> float:
         """How long the ``times``-th ejection in a row lasts."""
@@ -124,15 +181,27 @@ class OutlierEjection:
         return min(self.base_ejection_time * times, longest)
 
 
+def median(values: Sequence[float]) -> float:
+    """The median of ``values`` (not empty): the middle one, or the mean of the two."""
+    ordered = sorted(values)
+    half = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[half]
+    return (ordered[half - 1] + ordered[half]) / 2
+
+
 def judge(
     policy: OutlierEjection,
     counts: Sequence[tuple[int, int, bool]],
     draw: Callable[[], float] = random.random,
+    latencies: Sequence[tuple[int, float]] = (),
 ) -> list[tuple[int, str]]:
     """Which hosts to eject now, as ``(index, reason)``, in order.
 
     ``counts[i]`` is host ``i``'s ``(ok, failed, out_of_service)`` over the
-    interval that ended. Pure arithmetic (the caller ejects and resets);
+    interval that ended; ``latencies[i]``, if given, its ``(samples,
+    median seconds)`` over the same interval (empty: the latency rule has
+    nothing to judge). Pure arithmetic (the caller ejects and resets);
     ``draw()`` in [0, 1) decides the enforcement percentages.
     """
     n = len(counts)
@@ -177,5 +246,27 @@ def judge(
             for i, pct in sorted(volume, key=lambda v: -v[1]):  # the worst first
                 if pct > share.threshold and room() and draw() * 100 < share.enforcement_percentage:
                     chosen.append((i, "failure_percentage"))
+                    taken.add(i)
+                    out += 1
+    slow = policy.latency
+    if slow is not None and latencies:
+        # hosts just ejected by the rules above still serve as peers: they were
+        # in service through the interval, so their medians describe it
+        peers = [
+            (i, m)
+            for i, (samples, m) in enumerate(latencies)
+            if not counts[i][2] and samples >= slow.request_volume
+        ]
+        if len(peers) >= slow.minimum_hosts:
+            over: list[tuple[float, int]] = []
+            for i, m in peers:
+                if i in taken:
+                    continue
+                others = median([p for j, p in peers if j != i])
+                if m > slow.factor * others:
+                    over.append((m / others if others > 0 else math.inf, i))
+            for _, i in sorted(over, key=lambda v: -v[0]):  # the slowest (by ratio) first
+                if room() and draw() * 100 < slow.enforcement_percentage:
+                    chosen.append((i, "latency"))
                     out += 1
     return chosen

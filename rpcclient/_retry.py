@@ -29,6 +29,13 @@ The rules (README.rst, "Retries"), applied by the client after each attempt:
 
 Backoff is exponential with full jitter (a uniform draw in
 ``[0, min(cap, base * 2**n)]``): spread out retries do not arrive together.
+
+Decisions apart from actions: :func:`decide_retry` applies rules 1-4 to
+plain values (no clock, no sleep, no I/O, no random draw: the caller passes
+the time left and the jitter draw) and answers with a :class:`RetryDecision`.
+The client does what the answer asks: it ejects a host that failed to
+connect (before asking), sleeps the delay, then takes a token from the
+group's budget (after sleeping: a retry the deadline stops costs none).
 """
 
 from __future__ import annotations
@@ -63,12 +70,17 @@ _SCOPE = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 class Retry:
     """How often and how patiently a call is re-tried (an immutable value).
 
-    ``attempts`` counts every try, the first included (1 = no retry).
-    ``budget_ratio`` and ``budget_min_per_second`` size each endpoint group's
-    :class:`RetryBudget`: retries may add at most that share of calls, plus a
-    small steady allowance, so a dead service never sees a retry storm.
-    ``retry_after_max`` is the longest ``Retry-After`` a retry waits for: a
-    503 asking for longer is raised as it is (even with no total deadline).
+    ``attempts`` counts every try, the first included (1 = no retry; an
+    int >= 1). ``backoff`` is the first retry's backoff ceiling, doubled for
+    each later retry up to ``backoff_max`` (both >= 0; each wait is a
+    uniform draw below its ceiling). ``retry_503=False`` never retries a
+    503, even one that says it did not run. ``budget_ratio`` (in [0, 1])
+    and ``budget_min_per_second`` (>= 0) size each endpoint group's
+    :class:`RetryBudget`: retries may add at most that share of calls, plus
+    a small steady allowance, so a dead service never sees a retry storm.
+    ``retry_after_max`` (finite, >= 0) is the longest ``Retry-After`` a
+    retry waits for: a 503 asking for longer is raised as it is (even with
+    no total deadline). A value out of range raises ValueError.
     """
 
     attempts: int = 3
@@ -94,13 +106,21 @@ class Retry:
     def with_(self, **changes: Any) -> Retry:
         return replace(self, **changes)
 
+    def backoff_ceiling(self, retry_number: int) -> float:
+        """The longest backoff before retry ``retry_number`` (1 = first retry)."""
+        ceiling: float = min(self.backoff_max, self.backoff * (2 ** (retry_number - 1)))
+        return ceiling
+
     def delay(self, retry_number: int, rng: random.Random | None = None) -> float:
-        """Full-jitter backoff before retry ``retry_number`` (1 = first retry)."""
-        ceiling = min(self.backoff_max, self.backoff * (2 ** (retry_number - 1)))
-        return (rng or random).uniform(0.0, ceiling)
+        """Full-jitter backoff before retry ``retry_number`` (1 = first retry):
+        a uniform draw from ``rng`` (None: the ``random`` module) below
+        :meth:`backoff_ceiling`."""
+        return (rng or random).uniform(0.0, self.backoff_ceiling(retry_number))
 
     def retryable(self, exc: RPCError, idempotent: bool) -> bool:
-        """Whether the rules allow another attempt after ``exc`` (budget aside)."""
+        """Whether rules 1-3 allow another attempt after ``exc`` for a call
+        that is ``idempotent`` or not (attempts, deadline and budget aside:
+        :func:`decide_retry` adds those)."""
         status = getattr(exc, "status", None)
         if status == 503 and isinstance(exc, RemoteError | HTTPStatusError):
             if not self.retry_503:
@@ -123,6 +143,69 @@ def was_not_run(exc: RPCError) -> bool:
 
 
 NO_RETRY = Retry(attempts=1)
+
+#: why :func:`decide_retry` refused a retry (``RetryDecision.refused``)
+REFUSED_ATTEMPTS = "attempts"  # the policy's attempts are used up
+REFUSED_RULES = "rules"  # rules 1-3: the error must not be re-sent
+REFUSED_RETRY_AFTER = "retry_after"  # rule 3: a Retry-After above retry_after_max
+REFUSED_DEADLINE = "deadline"  # rule 4: the wait would end at or after the deadline
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDecision:
+    """What :func:`decide_retry` answers: retry after ``delay`` seconds, or not.
+
+    ``refused`` is None for a retry, else one of the ``REFUSED_*`` reasons
+    (and ``delay`` is 0). A retry still needs a token of the group's budget,
+    which the caller takes after sleeping (rule 4).
+    """
+
+    refused: str | None
+    delay: float = 0.0
+
+    @property
+    def retry(self) -> bool:
+        return self.refused is None
+
+
+_REFUSE_ATTEMPTS = RetryDecision(REFUSED_ATTEMPTS)
+_REFUSE_RULES = RetryDecision(REFUSED_RULES)
+_REFUSE_RETRY_AFTER = RetryDecision(REFUSED_RETRY_AFTER)
+_REFUSE_DEADLINE = RetryDecision(REFUSED_DEADLINE)
+
+
+def decide_retry(  # noqa: PLR0917 - a pure decision, its inputs spelled out
+    policy: Retry,
+    exc: RPCError,
+    attempt: int,
+    idempotent: bool,
+    remaining: float | None,
+    jitter: float,
+) -> RetryDecision:
+    """Whether attempt number ``attempt`` (1 = the first), ended by ``exc``,
+    may be followed by another, and after how long (rules 1-4, budget aside).
+
+    Pure: ``remaining`` is the seconds left before the call's deadline (None:
+    no deadline), ``jitter`` a uniform draw in ``[0, 1)`` that scales the
+    backoff ceiling (``policy.backoff_ceiling``); ``idempotent`` is True for
+    an idempotent call and for a deduplicated re-send (rule 5). The delay is
+    the larger of the jittered backoff and the error's ``retry_after``; a
+    ``retry_after`` above ``policy.retry_after_max`` (or NaN) refuses, as
+    does a delay that reaches ``remaining``.
+    """
+    if attempt >= policy.attempts:
+        return _REFUSE_ATTEMPTS
+    if not policy.retryable(exc, idempotent):
+        return _REFUSE_RULES
+    delay = policy.backoff_ceiling(attempt) * jitter
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        if not retry_after <= policy.retry_after_max:  # also NaN and inf
+            return _REFUSE_RETRY_AFTER  # the server asks for longer than we wait
+        delay = max(delay, retry_after)
+    if remaining is not None and delay >= remaining:
+        return _REFUSE_DEADLINE
+    return RetryDecision(None, delay)
 
 
 def parse_dedup(value: str | None) -> tuple[str, float] | None:

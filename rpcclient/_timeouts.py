@@ -75,7 +75,8 @@ class Timeout:
         return replace(self, **changes)
 
     def start(self, now: float | None = None) -> Deadline:
-        """The deadline of a call starting now."""
+        """The deadline of a call starting at ``now`` (a ``time.monotonic()``
+        instant; None: the clock now)."""
         if now is None:
             now = monotonic()
         return Deadline(self, None if self.total is None else now + self.total)
@@ -87,9 +88,10 @@ class Timeout:
 class Deadline:
     """One call's clock: the Timeout plus the absolute end of the call.
 
-    ``expires`` is a ``time.monotonic()`` instant or None. The ``*_for``
-    methods give how long a phase may still take: the phase's own bound cut
-    to the time left, ``None`` for unbounded, and never below zero.
+    ``timeout`` is the call's :class:`Timeout`; ``expires`` is a
+    ``time.monotonic()`` instant or None. The ``*_for`` methods give how long
+    a phase may still take: the phase's own bound cut to the time left,
+    ``None`` for unbounded, and never below zero.
     """
 
     __slots__ = ("expires", "timeout")

@@ -188,7 +188,18 @@ class ReadTimeout(TransportError, RPCTimeout):
 
 
 class ConnectionLost(TransportError):
-    """The peer closed or reset the connection before a complete answer."""
+    """The peer closed or reset the connection before a complete answer.
+
+    ``idle_close`` is True when the connection was a reused keep-alive one
+    and it ended before any byte of the answer: the signature of a server
+    that closed the idle connection as the request went out (it may also
+    have crashed on the request: ``may_have_reached_server`` stays True).
+    Only a request that is safe to repeat may be re-sent for it, as Go's
+    ``net/http`` does for idempotent requests; ``rpcclient.compat.requests``
+    does so once, on a new connection.
+    """
+
+    idle_close = False
 
 
 class ProtocolError(TransportError):

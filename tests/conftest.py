@@ -152,6 +152,29 @@ def keepalive_answering(answer: Callable[[bytes, bytes], bytes]) -> Handler:
     return handler
 
 
+def closes_when_reused(how: str, answer: bytes | None = None) -> Handler:
+    """A handler that answers a connection's first request, then, when the next one
+    arrives, closes: unread (``reset``: the kernel answers with RST) or read
+    (``fin``) - what a server that closes idle keep-alive connections, or
+    closes after each answer without saying so, does as a request goes out.
+    ``answer``: the bytes of the one answer (a text/plain ``ok`` by default)."""
+
+    def handler(sock: Any, server: RawServer) -> None:
+        req = read_request(sock)
+        if req is None:
+            return
+        server.requests.append(req)
+        sock.sendall(answer or http_response(b"ok", content_type="text/plain"))
+        if how == "reset":
+            sock.recv(1, socket.MSG_PEEK)  # the next request is here, left unread
+        else:
+            again = read_request(sock)
+            if again is not None:
+                server.requests.append(again)
+
+    return handler
+
+
 def free_port() -> int:
     """A loopback port nobody listens on (bound once, then released)."""
     s = socket.socket()

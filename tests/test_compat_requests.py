@@ -30,6 +30,7 @@ import rpcclient.compat.requests as shim
 
 from .conftest import (
     RawServer,
+    closes_when_reused,
     free_port,
     http_response,
     keepalive_answering,
@@ -431,6 +432,37 @@ def test_server_closes_before_answering(raw_server: Any) -> None:
 
     srv: RawServer = raw_server(close)
     same_error(lambda rq: rq.post(srv.url + "/x", data=b"hi", timeout=2))
+
+
+@pytest.mark.parametrize("how", ["reset", "fin"])
+@pytest.mark.parametrize("caller", ["session", "module function"])
+def test_an_idle_close_of_a_reused_connection_re_sends_a_get(
+    raw_server: Any, how: str, caller: str
+) -> None:
+    # requests' module functions open a new connection per call; the shim's
+    # share a pool, so a server's idle close must not become an error
+    srv: RawServer = raw_server(closes_when_reused(how))
+    with shim.Session() as session:
+        get = session.get if caller == "session" else shim.get
+        for _ in range(3):
+            r = get(srv.url + "/x", timeout=5)
+            assert (r.status_code, r.content) == (200, b"ok")
+    assert srv.connections == 3
+    # each re-send went out once more, on a new connection; "fin" read the failed ones
+    assert len(srv.requests) == (3 if how == "reset" else 5)
+
+
+@pytest.mark.parametrize("how", ["reset", "fin"])
+def test_an_idle_close_never_re_sends_a_post(raw_server: Any, how: str) -> None:
+    srv: RawServer = raw_server(closes_when_reused(how))
+    with shim.Session() as session:
+        assert session.post(srv.url + "/x", data=b"a", timeout=5).content == b"ok"
+        with pytest.raises(shim.ConnectionError) as info:
+            session.post(srv.url + "/x", data=b"b", timeout=5)
+    cause = info.value.__cause__
+    assert isinstance(cause, rpcclient.ConnectionLost) and cause.idle_close
+    assert cause.may_have_reached_server
+    assert srv.connections == 1  # not re-sent on a new connection
 
 
 @pytest.mark.parametrize(

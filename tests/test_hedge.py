@@ -6,6 +6,7 @@ that host's current delay, then answers its own name and the caller's value.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from rpcclient import Client, Hedge, Retry
 from rpcclient._hedge import LatencyWindows
 from rpcclient.exceptions import InvalidRequest, ReadTimeout, RPCError
-from rpcclient.server import RPCApp
+from rpcclient.server import MemoryDedupStore, RPCApp
 
 
 class SlowHost:
@@ -217,3 +218,115 @@ def test_blocking_transport_refuses_hedging(bundled_server: str) -> None:
     pytest.importorskip("urllib3")
     with pytest.raises(ValueError, match="gevent transport"):
         Client(bundled_server, transport="urllib3", hedge=Hedge(delay=0.1))
+
+
+# -- deduplicated (exactly-once) calls are hedged under their scope ---------------------
+
+
+class DedupHost:
+    """A host deduplicating in ``store``; ``before`` seconds pass before its RPCApp
+    sees a request (a queue in front of the app: the copy has not been claimed)."""
+
+    def __init__(
+        self, name: str, start: Callable[[Any], str], store: MemoryDedupStore, runs: Counter[str]
+    ) -> None:
+        self.before = 0.0
+        self.requests = 0
+        app = RPCApp(dedup=store)
+
+        @app.register("svc.write")
+        def write(token: str) -> list[str]:
+            runs[token] += 1
+            return [name, token]
+
+        def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+            self.requests += 1
+            if self.before:
+                gevent.sleep(self.before)
+            return app(environ, start_response)
+
+        self.url = start(wsgi)
+
+
+def learn_scopes(client: Client, hosts: int) -> None:
+    """Plain calls until every host has answered once (a scope is learnt from an answer)."""
+    for i in range(50):
+        client.call("svc.write", [f"warm{i}"])
+        (group,) = client.stats()["groups"].values()
+        scopes = [h["dedup_scope"] for h in group["hosts"]]
+        if len(scopes) == hosts and all(scopes):
+            return
+    raise AssertionError("the hosts' dedup scopes were never learnt")
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["one scope", "two scopes"])
+def test_a_deduplicated_call_is_hedged_only_within_its_scope(
+    wsgi_server: Callable[[Any], str], shared: bool
+) -> None:
+    runs: Counter[str] = Counter()
+    store = MemoryDedupStore()
+    a = DedupHost("a", wsgi_server, store, runs)
+    b = DedupHost("b", wsgi_server, store if shared else MemoryDedupStore(), runs)
+    with Client([a.url, b.url], hedge=Hedge(delay=0.05)) as client:
+        learn_scopes(client, 2)
+        before = method_stats(client, "svc.write")["hedges"]
+        a.before = 0.6  # a's copies now wait in front of its app
+        first_on_a = a.requests
+        results = [client.call("svc.write", [f"t{i}"], timeout=3.0) for i in range(8)]
+        first_on_a = a.requests - first_on_a
+        hedges = method_stats(client, "svc.write")["hedges"] - before
+        gevent.sleep(0.8)  # a's late copies reach its app, which replays or runs them
+    assert [r[1] for r in results] == [f"t{i}" for i in range(8)]
+    assert first_on_a >= 1  # the random pick sent some first attempts to a
+    if shared:
+        # each call stuck at a got one hedge to b, which won; a's copy then replayed
+        assert hedges >= 1 and all(r[0] == "b" for r in results)
+    else:
+        # b does not hold a's records: a copy there could run the call twice
+        assert hedges == 0
+    twice = {t: n for t, n in runs.items() if n != 1}
+    assert not twice, twice  # every call ran exactly once
+
+
+def test_no_hedge_of_a_non_idempotent_call_before_its_host_deduplicates(
+    hosts: Callable[..., list[SlowHost]],
+) -> None:
+    # plain hosts: the explicit hedge= is refused (test above); the client's
+    # default takes the plain path, one attempt
+    a, b = hosts(0.2, 0.2)
+    with Client([a.url, b.url], hedge=Hedge(delay=0.01)) as client:
+        with pytest.raises(InvalidRequest, match="deduplication"):
+            client.call("svc.who", [1], hedge=Hedge(delay=0.01))
+        assert client.call("svc.who", [2])[1] == 2
+        assert method_stats(client)["hedges"] == 0
+    assert a.calls + b.calls == 1
+
+
+def test_hedged_attempts_feed_ejection_and_probes(bundled_server: str) -> None:
+    """A dead host's probe taken by a hedged call ends, so later calls probe it again."""
+    from .conftest import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: refused
+    with Client(
+        [bundled_server, dead], eject_after=1, cooldown=0.2, idempotent=["math.add"]
+    ) as client:
+
+        def state() -> dict[str, Any]:
+            (group,) = client.stats()["groups"].values()
+            return next(h for h in group["hosts"] if h["url"] == dead)  # type: ignore[no-any-return]
+
+        hedge = Hedge(delay=0.05)
+        for _ in range(50):  # hedged calls only: their connect failures eject the host
+            assert client.call("math.add", [1, 2], hedge=hedge) == 3
+            if state()["ejected"]:
+                break
+        assert state()["ejected"], state()
+        probed = 0
+        for _ in range(4):
+            gevent.sleep(0.3)  # the rest is over: the next pick probes the host
+            before = state()["calls"]
+            for _ in range(5):
+                assert client.call("math.add", [1, 2], hedge=hedge) == 3
+            probed += state()["calls"] - before
+            assert not state()["probing"], state()  # each probe ended with its attempt
+        assert probed >= 2, probed  # probed again after every rest, not once for good

@@ -1,4 +1,4 @@
-"""Ejection by outcome (success rate, failure percentage) and peak-EWMA balancing.
+"""Ejection by outcome (success rate, failure percentage, latency) and peak-EWMA balancing.
 
 Pure units for the policy's arithmetic (rpcclient._outlier.judge, the
 ejection time, the validation); the rest against real loopback hosts, one
@@ -18,18 +18,26 @@ import msgpack
 import pytest
 
 import rpcclient
-from rpcclient import NO_RETRY, Client, FailurePercentage, OutlierEjection, SuccessRate
-from rpcclient._balance import EndpointGroup
+from rpcclient import (
+    NO_RETRY,
+    Client,
+    FailurePercentage,
+    LatencyOutlier,
+    OutlierEjection,
+    SuccessRate,
+)
+from rpcclient._balance import _SAMPLES, EndpointGroup
 from rpcclient._models import Endpoint
-from rpcclient._outlier import judge
+from rpcclient._outlier import judge, median
 from rpcclient._retry import RetryBudget
 
 from .conftest import http_response, read_request
 
 # -- the policy's arithmetic (pure) ----------------------------------------------
 
-ONLY_RATE = OutlierEjection(failure_percentage=None)
-ONLY_SHARE = OutlierEjection(success_rate=None)
+ONLY_RATE = OutlierEjection(failure_percentage=None, latency=None)
+ONLY_SHARE = OutlierEjection(success_rate=None, latency=None)
+ONLY_SLOW = OutlierEjection(success_rate=None, failure_percentage=None)
 
 
 def never() -> float:
@@ -91,6 +99,101 @@ def test_ejection_time_grows_with_repeated_ejections_up_to_the_maximum() -> None
     assert OutlierEjection(base_ejection_time=30, max_ejection_time=1).ejection_time(3) == 30
 
 
+def _ok(n: int) -> list[tuple[int, int, bool]]:
+    return [(40, 0, False)] * n  # n hosts in service, no failures
+
+
+def test_median() -> None:
+    assert median([3.0]) == 3.0
+    assert median([5.0, 1.0, 3.0]) == 3.0
+    assert median([4.0, 1.0, 2.0, 3.0]) == 2.5
+
+
+def test_latency_ejects_a_host_above_factor_times_its_peers_median() -> None:
+    # 2, 2, 20 ms: the slow one against the others' median (2 ms), 10x > 3x
+    slow = [(40, 0.002), (40, 0.002), (40, 0.020)]
+    assert judge(ONLY_SLOW, _ok(3), never, slow) == [(2, "latency")]
+    # 2, 2.1, 5 ms: 5 < 3 x 2.05: merely slower is no outlier
+    assert judge(ONLY_SLOW, _ok(3), never, [(40, 0.002), (40, 0.0021), (40, 0.005)]) == []
+    # a lower factor takes it
+    lax = OutlierEjection(
+        success_rate=None, failure_percentage=None, latency=LatencyOutlier(factor=2.0)
+    )
+    assert judge(lax, _ok(3), never, [(40, 0.002), (40, 0.0021), (40, 0.005)]) == [(2, "latency")]
+    # without latencies (the group keeps none): nothing to judge
+    assert judge(ONLY_SLOW, _ok(3), never) == []
+
+
+def test_a_uniformly_slow_cluster_ejects_nobody_nor_the_fast_minority() -> None:
+    assert judge(ONLY_SLOW, _ok(3), never, [(40, 0.5)] * 3) == []
+    # two of three slow: each slow one's peers' median is (2 + 20) / 2 ms; and a
+    # fast host is never an outlier
+    assert judge(ONLY_SLOW, _ok(3), never, [(40, 0.002), (40, 0.020), (40, 0.020)]) == []
+
+
+def test_latency_needs_request_volume_and_minimum_hosts() -> None:
+    # the slow host has 19 < 20 samples: not judged
+    assert judge(ONLY_SLOW, _ok(3), never, [(40, 0.002), (40, 0.002), (19, 0.020)]) == []
+    # a thin peer does not count: two judged hosts < minimum_hosts 3
+    assert judge(ONLY_SLOW, _ok(3), never, [(40, 0.002), (5, 0.002), (40, 0.020)]) == []
+    # two hosts: not by default, but with minimum_hosts=2
+    pair = [(40, 0.002), (40, 0.020)]
+    assert judge(ONLY_SLOW, _ok(2), never, pair) == []
+    two = OutlierEjection(
+        success_rate=None, failure_percentage=None, latency=LatencyOutlier(minimum_hosts=2)
+    )
+    assert judge(two, _ok(2), never, pair) == [(1, "latency")]
+    # a host out of service is neither judged nor a peer
+    out = [(40, 0, False), (40, 0, False), (40, 0, False), (0, 0, True)]
+    every = OutlierEjection(success_rate=None, failure_percentage=None, max_ejection_percent=100)
+    lat = [(40, 0.002), (40, 0.002), (40, 0.020), (40, 0.9)]
+    assert judge(every, out, never, lat) == [(2, "latency")]
+    # with it out, the 0.9 s host is no peer: the others are judged against 2 ms
+    thin = [(40, 0, False), (40, 0, False), (0, 0, True), (0, 0, True)]
+    assert judge(every, thin, never, lat) == []  # two hosts judged < minimum_hosts 3
+
+
+def test_latency_obeys_the_cap_the_slowest_first_and_enforcement() -> None:
+    counts = _ok(4)
+    lat = [(40, 0.002), (40, 0.002), (40, 0.020), (40, 0.050)]
+    # 50 % of 4: two may go, the slowest (by ratio) first
+    assert judge(ONLY_SLOW, counts, never, lat) == [(3, "latency"), (2, "latency")]
+    quarter = OutlierEjection(success_rate=None, failure_percentage=None, max_ejection_percent=25)
+    assert judge(quarter, counts, never, lat) == [(3, "latency")]
+    # one already out by another rule: it counts against the cap
+    assert judge(quarter, [*counts[:3], (0, 0, True)], never, [*lat[:3], (0, 0.0)]) == []
+    half = OutlierEjection(
+        success_rate=None,
+        failure_percentage=None,
+        latency=LatencyOutlier(enforcement_percentage=50),
+    )
+    assert judge(half, _ok(3), lambda: 0.49, lat[:3]) == [(2, "latency")]
+    assert judge(half, _ok(3), lambda: 0.5, lat[:3]) == []
+
+
+def test_a_host_ejected_for_failures_is_not_ejected_again_for_latency() -> None:
+    policy = OutlierEjection(success_rate=None)  # failure percentage and latency
+    counts = [(40, 0, False), (40, 0, False), (40, 0, False), (0, 40, False)]
+    lat = [(40, 0.002), (40, 0.002), (40, 0.002), (40, 0.020)]  # (timeouts: slow too)
+    assert judge(policy, counts, never, lat) == [(3, "failure_percentage")]
+
+
+def test_latency_rule_values_are_refused_with_their_name() -> None:
+    with pytest.raises(ValueError, match="factor"):
+        LatencyOutlier(factor=1.0)
+    with pytest.raises(TypeError, match="factor"):
+        LatencyOutlier(factor="3")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="minimum_hosts"):
+        LatencyOutlier(minimum_hosts=1)
+    with pytest.raises(ValueError, match="request_volume"):
+        LatencyOutlier(request_volume=0)
+    with pytest.raises(TypeError, match="latency"):
+        OutlierEjection(latency=3.0)  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        LatencyOutlier().factor = 2  # type: ignore[misc]
+    assert OutlierEjection().latency == LatencyOutlier()  # on by default
+
+
 def _group(n: int, policy: OutlierEjection | None, balance: str = "p2c-ewma") -> EndpointGroup:
     eps = [Endpoint.parse(f"http://h{i}") for i in range(n)]
     return EndpointGroup(
@@ -124,6 +227,93 @@ def test_a_group_grows_a_hosts_rest_and_forgets_one_interval_at_a_time() -> None
     stats = group.stats()[1]
     assert stats["ejections"] == 3 and stats["eject_reason"] == "failure_percentage"
     assert stats["success_rate"] == 1.0
+
+
+def test_a_group_samples_latency_boundedly_and_only_of_answers_and_timeouts() -> None:
+    group = _group(3, ONLY_SLOW, balance="p2c")
+    host = group.hosts[0]
+    assert group.tracking
+    for k in range(1000):
+        group.observe(host, perf_counter() - 0.001 * (k % 10 + 1), True, None)
+    assert len(host.latency_samples) == _SAMPLES and host.latency_seen == 1000
+    # every kept sample is one of the offered ones, from all over the interval
+    assert {round(x * 1000) for x in host.latency_samples} <= set(range(1, 12))
+    other = group.hosts[1]
+    group.observe(other, perf_counter() - 0.5, False, rpcclient.ConnectError("refused"))
+    group.observe(other, perf_counter() - 0.5, False, rpcclient.ConnectionLost("reset"))
+    group.observe(other, perf_counter() - 0.5, False, rpcclient.HTTPStatusError("x", status=503))
+    assert other.latency_seen == 0  # fast failures are no latency samples (nor slow ones)
+    group.observe(other, perf_counter() - 0.5, False, rpcclient.ReadTimeout("slow"))
+    group.observe(other, perf_counter() - 0.5, False, rpcclient.HTTPStatusError("x", status=404))
+    assert other.latency_seen == 2  # a timeout is a lower bound, a 4xx an answer
+    group.judge(perf_counter())
+    assert host.latency_seen == 0 and host.latency_samples == []  # a new interval
+    assert 0.002 <= host.latency <= 0.010 and other.latency >= 0.5
+    assert group.stats()[2]["latency_ms"] is None  # no samples
+    # without the latency rule no sample is kept
+    off = _group(3, ONLY_SHARE, balance="p2c")
+    off.observe(off.hosts[0], perf_counter() - 0.01, True, None)
+    assert off.hosts[0].latency_seen == 0
+
+
+def test_a_slow_hosts_rest_grows_like_any_outlier_ejection() -> None:
+    policy = OutlierEjection(
+        interval=1,
+        base_ejection_time=30,
+        success_rate=None,
+        failure_percentage=None,
+        latency=LatencyOutlier(request_volume=5),
+    )
+    group = _group(3, policy, balance="p2c")
+    slow = group.hosts[2]
+    clock = perf_counter()
+
+    def interval(slow_rtt: float) -> None:
+        nonlocal clock
+        for h in group.hosts:
+            rtt = slow_rtt if h is slow else 0.002
+            h.latency_samples[:] = [rtt] * 10
+            h.latency_seen = 10
+        clock += 1
+        group.judge(clock)
+
+    rests = []
+    for _ in range(2):
+        interval(0.1)
+        assert slow.ejected_until != 0.0 and slow.eject_reason == "latency"
+        rests.append(slow.ejected_until - monotonic())
+        group.probe_ended(slow, True)
+    assert 25 < rests[0] < 31 and 55 < rests[1] < 61
+    interval(0.002)  # recovered, in service: not ejected, the streak falls
+    assert slow.ejected_until == 0.0 and slow.streak == 1
+    assert group.stats()[2]["latency_ms"] == 2.0
+
+
+def test_a_host_ejected_for_latency_returns_only_if_its_probe_answers_in_time() -> None:
+    group = _group(3, OutlierEjection(base_ejection_time=30), balance="p2c")
+    fast1, fast2, slow = group.hosts
+    fast1.latency, fast2.latency, slow.latency = 0.002, 0.004, 0.05  # the last interval's
+    slow.streak = 1
+    group._eject(slow, "latency", 30)
+    group.probe_ended(slow, True, 0.05)  # still slow: 0.05 > 3 x 0.003
+    assert slow.ejected_until != 0.0 and slow.streak == 2 and slow.ejections == 2
+    assert 55 < slow.ejected_until - monotonic() < 61  # its next ejection's rest
+    group.probe_ended(slow, True, 0.008)  # within 3 x 0.003: back
+    assert slow.ejected_until == 0.0
+    # unmeasured, or without enough peers in service: back, as any probe
+    group._eject(slow, "latency", 30)
+    group.probe_ended(slow, True)
+    assert slow.ejected_until == 0.0
+    group._eject(fast2, "connect_failures")
+    group._eject(slow, "latency", 30)
+    group.probe_ended(slow, True, 0.05)  # one peer < minimum_hosts - 1
+    assert slow.ejected_until == 0.0
+    # a host ejected for another reason: a slow probe brings it back
+    group.probe_ended(fast2, True, 0.05)
+    assert fast2.ejected_until == 0.0
+    group._eject(slow, "failure_percentage", 30)
+    group.probe_ended(slow, True, 0.05)
+    assert slow.ejected_until == 0.0
 
 
 def test_bad_values_are_refused_with_their_name() -> None:
@@ -356,3 +546,127 @@ def test_the_last_host_in_service_is_never_ejected(backends: Any) -> None:
     _call(client)
     assert last.calls == before + 1  # still called
     client.close()
+
+
+# -- latency ejection against real loopback hosts ---------------------------------
+
+SLOW_FAST = OutlierEjection(
+    interval=0.2,
+    base_ejection_time=0.5,
+    success_rate=None,
+    failure_percentage=None,
+    latency=LatencyOutlier(request_volume=5),
+)
+
+
+class Load:
+    """``workers`` greenlets calling ``client`` in a loop until :meth:`stop`."""
+
+    def __init__(self, client: Client, workers: int = 6) -> None:
+        self.running = True
+        self.client = client
+        self.greenlets = [gevent.spawn(self._loop) for _ in range(workers)]
+
+    def _loop(self) -> None:
+        while self.running:
+            _call(self.client)
+            gevent.sleep(0)
+
+    def stop(self) -> None:
+        self.running = False
+        gevent.joinall(self.greenlets, timeout=10)
+
+
+def _wait_for(what: Any, bound: float = 15.0) -> bool:
+    """Poll ``what()`` every 10 ms for at most ``bound`` s (a bound, not an assertion)."""
+    stop = monotonic() + bound
+    while monotonic() < stop:
+        if what():
+            return True
+        gevent.sleep(0.01)
+    return False
+
+
+def test_a_slow_host_is_ejected_for_latency_and_back_once_it_recovers(backends: Any) -> None:
+    fast1, slow, fast2 = backends(0.001, 0.05, 0.001)  # 50x slower
+    client = Client([fast1.url, slow.url, fast2.url], retry=NO_RETRY, outlier_ejection=SLOW_FAST)
+    load = Load(client)
+    try:
+        assert _wait_for(lambda: _hosts(client)[slow.url]["ejected"]), _hosts(client)
+        hosts = _hosts(client)
+        assert hosts[slow.url]["eject_reason"] == "latency"
+        assert hosts[slow.url]["latency_ms"] > 3 * hosts[fast1.url]["latency_ms"]
+        assert not hosts[fast1.url]["ejections"] and not hosts[fast2.url]["ejections"]
+        # after its rest (0.5 s) one call probes it, answers slowly, and rests it again:
+        # one call per rest, not an interval's share
+        calls, ejections = hosts[slow.url]["calls"], hosts[slow.url]["ejections"]
+        assert _wait_for(lambda: _hosts(client)[slow.url]["ejections"] > ejections)
+        again = _hosts(client)[slow.url]
+        assert again["ejected"] and again["eject_reason"] == "latency"
+        probes = again["ejections"] - ejections
+        assert probes <= again["calls"] - calls <= probes + 1  # (+1: a probe in flight)
+        slow.delay = 0.001  # recovers
+        # its rest (0.5 s, growing if it came back still slow) ends, a probe brings it
+        # back, and an interval judged with it in service finds it like its peers
+        assert _wait_for(
+            lambda: (
+                not _hosts(client)[slow.url]["ejected"]
+                and (_hosts(client)[slow.url]["latency_ms"] or 50) < 10
+            )
+        ), _hosts(client)
+        back = _hosts(client)[slow.url]["ejections"]
+        during = slow.calls
+        gevent.sleep(1.0)  # five intervals more
+        hosts = _hosts(client)
+        assert not hosts[slow.url]["ejected"] and hosts[slow.url]["ejections"] == back
+        assert slow.calls > during  # it takes calls again
+    finally:
+        load.stop()
+        client.close()
+
+
+def test_a_uniformly_slow_cluster_ejects_nobody(backends: Any) -> None:
+    hosts3 = backends(0.05, 0.05, 0.05)
+    client = Client([b.url for b in hosts3], retry=NO_RETRY, outlier_ejection=SLOW_FAST)
+    load = Load(client)
+    try:
+        # ~7 intervals of ~8 calls per host each (6 greenlets, 50 ms calls): a 50 ms
+        # host would be ejected against any fixed bound, but not against its peers
+        gevent.sleep(1.5)
+        stats = _hosts(client)
+        assert all(h["ejections"] == 0 for h in stats.values()), stats
+        assert all(h["latency_ms"] > 40 for h in stats.values()), stats  # slow, all of them
+    finally:
+        load.stop()
+        client.close()
+
+
+def test_the_cap_holds_for_latency_ejections(backends: Any) -> None:
+    fast1, fast2, slow1, slow2 = backends(0.001, 0.001, 0.05, 0.05)
+    quarter = OutlierEjection(
+        interval=0.2,
+        base_ejection_time=0.3,
+        max_ejection_time=0.3,
+        max_ejection_percent=25,
+        success_rate=None,
+        failure_percentage=None,
+        latency=LatencyOutlier(request_volume=5),
+    )
+    client = Client(
+        [fast1.url, fast2.url, slow1.url, slow2.url], retry=NO_RETRY, outlier_ejection=quarter
+    )
+    load = Load(client, workers=8)
+    most = 0
+    ever: set[str] = set()
+    try:
+        stop = monotonic() + 3.0  # ~15 intervals, several rests
+        while monotonic() < stop:
+            out = [u for u, h in _hosts(client).items() if h["ejected"]]
+            most = max(most, len(out))
+            ever.update(out)
+            gevent.sleep(0.005)
+    finally:
+        load.stop()
+        client.close()
+    assert most == 1  # 25 % of 4 hosts: one at most, though two are slow
+    assert ever and ever <= {slow1.url, slow2.url}

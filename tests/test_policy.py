@@ -24,9 +24,11 @@ import pytest
 
 import rpcclient
 from rpcclient import Client, Hook, Retry, Timeout
+from rpcclient._pool import SINGLE_USE_AFTER
 
 from .conftest import (
     RawServer,
+    closes_when_reused,
     free_port,
     http_response,
     keepalive_answering,
@@ -883,3 +885,24 @@ def test_a_server_that_closes_after_each_answer_gets_single_use_connections(
         gevent.joinall([gevent.spawn(client.call, "a.b") for _ in range(50)], timeout=10)
         (pool,) = client.stats()["pools"].values()
         assert not pool["single_use"] and pool["connections_created"] <= 10, pool
+
+
+def test_idle_closes_of_reused_connections_teach_the_pool_single_use(
+    raw_server: Any,
+) -> None:
+    # a server that closes each connection as its second request arrives: the
+    # failed calls are not re-sent (a POST may have run), and after
+    # SINGLE_USE_AFTER of them the pool stops reusing, so the rest succeed
+    srv: RawServer = raw_server(closes_when_reused("reset", ok(None)))
+    failures: list[rpcclient.ConnectionLost] = []
+    with Client(srv.url, timeout=Timeout(5)) as client:
+        for i in range(12):
+            try:
+                client.call("a.b", i)
+            except rpcclient.ConnectionLost as exc:
+                failures.append(exc)
+        (pool,) = client.stats()["pools"].values()
+    assert len(failures) == SINGLE_USE_AFTER, failures
+    assert all(f.idle_close and f.may_have_reached_server for f in failures)
+    assert pool["single_use"], pool
+    assert len(srv.requests) == 12 - SINGLE_USE_AFTER  # none re-sent

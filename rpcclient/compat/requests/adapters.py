@@ -27,6 +27,14 @@ Contract of :meth:`HTTPAdapter.send`:
   whole answer is read before ``send`` returns (also with ``stream=True``:
   ``raw``, ``iter_content`` and ``iter_lines`` then read from memory), so
   the connection is back in the pool at once;
+- a request that is safe to repeat (GET, HEAD, OPTIONS, TRACE, PUT,
+  DELETE, with no streamed body) whose reused keep-alive connection the
+  server closed as it went out, before any byte of the answer
+  (``ConnectionLost.idle_close``), is re-sent on a new connection, at most
+  ``pool_maxsize`` times, not counted against ``max_retries`` (Go's
+  ``net/http`` rule): connections are pooled where requests would have
+  opened a new one, and a server's idle close must not turn into an error
+  requests would never raise. Anything else is never re-sent for it;
 - the read bound covers the whole answer from the first byte written
   (requests bounds each ``recv``): a server dripping bytes cannot stretch it;
 - errors are requests' classes with requests' messages (``"...: Read timed
@@ -105,6 +113,8 @@ __all__ = ["DEFAULT_MAX_RESPONSE_SIZE", "BaseAdapter", "HTTPAdapter"]
 MIB = 1024 * 1024
 DEFAULT_MAX_RESPONSE_SIZE = 64 * MIB
 DEFAULT_POOLSIZE = _upstream.DEFAULT_POOLSIZE
+#: idempotent methods (RFC 9110, 9.2.2): re-sent after an idle close
+_REPEATABLE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 DEFAULT_RETRIES = _upstream.DEFAULT_RETRIES
 DEFAULT_POOLBLOCK = _upstream.DEFAULT_POOLBLOCK
 # the transport frames the body itself and always names the URL's host
@@ -508,6 +518,7 @@ class HTTPAdapter(_upstream.HTTPAdapter):
         body = _wire_body(request.body, length_known)
         # a streamed body may be partly consumed by a failed attempt: never re-sent
         resendable = body is None or isinstance(body, bytes)
+        idle_resends = 0  # re-sends after an idle close (see the module docstring)
         while True:
             prepared = Request(
                 endpoint=target.endpoint,
@@ -526,6 +537,15 @@ class HTTPAdapter(_upstream.HTTPAdapter):
                     prepared, deadline
                 )
             except _rpc.RPCError as exc:
+                if (
+                    type(exc) is _rpc.ConnectionLost
+                    and exc.idle_close
+                    and resendable
+                    and method.upper() in _REPEATABLE
+                    and idle_resends < self._pool_maxsize  # type: ignore[attr-defined]
+                ):
+                    idle_resends += 1  # each on another connection: the one that failed is gone
+                    continue
                 if not resendable:
                     retries = Retry(0, read=False)
                 retries = self._retry_or_raise(exc, retries, request, target, (connect, read))
