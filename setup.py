@@ -2,8 +2,9 @@
 
 The modules on every call's path are compiled with mypyc from the same
 type-checked sources (what black and mypy ship): 1.45x the concurrent calls/s
-of the interpreted package (README.rst, "The compiled build"). The compiled build is
-optional: ``RPCCLIENT_PURE_PYTHON=1`` at install time, or any failure to
+of the interpreted package (README.rst, "The compiled build"); the bundled
+server's per-request path (``_wsgiserver``, ``server``) is compiled too. The
+compiled build is optional: ``RPCCLIENT_PURE_PYTHON=1`` at install time, or any failure to
 compile (no C compiler, no mypyc), installs the interpreted package, which
 behaves the same and is tested the same (tests/test_build.py).
 """
@@ -28,6 +29,8 @@ HOT_MODULES = (
     "_pool",
     "_retry",
     "_timeouts",
+    "_wsgiserver",
+    "server",
 )
 
 

@@ -71,6 +71,9 @@ def load_app(spec: str) -> Any:
 
 
 def _configure_serve(parser: argparse.ArgumentParser) -> None:
+    # The defaults in the help are rpcclient._wsgiserver's DEFAULT_*_TIMEOUT,
+    # written out so that building the parser imports no server code (a test
+    # compares them); unset flags leave RPCServer its own defaults.
     parser.add_argument(
         "app", metavar="MODULE:APP", help="the WSGI app, e.g. rpcclient.example:app"
     )
@@ -88,6 +91,31 @@ def _configure_serve(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backlog", type=int, metavar="N", help="listen backlog (default: gevent's, 128)"
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="connections served at once; at the bound the longest-idle one is closed "
+        "for a new one (default: the open-file limit less 64, at most 10,000)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="close a keep-alive connection idle this long (default 15)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="a request head must be complete this long after its first byte (default 10)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="longest wait for more body bytes, or for the client to read an answer (default 30)",
     )
     parser.add_argument(
         "--dedup",
@@ -121,8 +149,9 @@ def _run_serve(args: argparse.Namespace) -> int:
             raise UsageError("--dedup applies only to an rpcclient.server.RPCApp")
         _set_dedup(app, args.dedup)
     host, port = parse_bind(args.bind)
+    options = _server_options(args)
     try:
-        server = serve(app, host, port, backlog=args.backlog)
+        server = serve(app, host, port, backlog=args.backlog, **options)
     except OSError as exc:
         print(f"rpcclient: cannot listen on {args.bind}: {exc}", file=sys.stderr)
         return 1
@@ -133,6 +162,23 @@ def _run_serve(args: argparse.Namespace) -> int:
     server.serve_forever(stop_timeout=args.grace)
     print("rpcclient: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def _server_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The RPCServer options the flags set (unset flags keep the server's defaults)."""
+    options: dict[str, Any] = {}
+    if args.max_connections is not None:
+        if args.max_connections < 1:
+            raise UsageError("--max-connections must be at least 1")
+        options["max_connections"] = args.max_connections
+    for name in ("idle_timeout", "header_timeout", "body_timeout"):
+        value = getattr(args, name)
+        if value is not None:
+            if not value > 0:  # written so that nan is refused too
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"{flag} must be a positive number of seconds, not {value!r}")
+            options[name] = value
+    return options
 
 
 def _set_dedup(app: Any, spec: str) -> None:

@@ -80,9 +80,8 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import gevent
-import gevent.pool
 import httptools
-from gevent.server import StreamServer
+from mypy_extensions import mypyc_attr
 
 __all__ = [
     "COALESCE_LIMIT",
@@ -139,6 +138,29 @@ _OWS = (b" ", b"\t")
 #: the fields that decide framing and routing, by lowercase name
 _HOST, _TE, _CL, _EXPECT = 1, 2, 3, 4
 _SPECIAL = {b"host": _HOST, b"transfer-encoding": _TE, b"content-length": _CL, b"expect": _EXPECT}
+
+
+class _DateLine:
+    """The ``Date`` line of the current second, formatted once per second.
+
+    Compiled with the handler: reading it through the interpreted RPCServer
+    cost ~2k instructions per answer.
+    """
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.line = b""
+
+    def get(self) -> bytes:
+        now = int(time.time())
+        if now != self.second:
+            self.second = now
+            self.line = b"\r\nDate: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+        return self.line
+
+
+#: shared by every server in the process (the clock is)
+_DATE_LINE = _DateLine()
 
 
 def default_max_connections() -> int:
@@ -276,6 +298,7 @@ class _Input:
         return line
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # handler_class may subclass it
 class RPCHandler:
     """One connection: parse, run the app, answer, until it closes.
 
@@ -441,7 +464,7 @@ class RPCHandler:
         except httptools.HttpParserUpgrade:
             self.upgraded = True  # served as a plain request, then closed
         except httptools.HttpParserError as exc:
-            own = exc.__context__
+            own: object = exc.__context__  # typed object: compiled, Any narrows wrongly
             if isinstance(own, _Refuse):
                 self.refusal = own
             elif isinstance(exc, httptools.HttpParserInvalidMethodError):
@@ -537,8 +560,12 @@ class RPCHandler:
             self.refusal = _Refuse(400, "connection closed inside the body")
             raise OSError("the client closed the connection inside the request body")
         self._feed(data)
-        if self.refusal is not None and not msg.complete:
-            raise OSError(f"request body framing: {self.refusal.message}")
+        refusal = self._refusal()  # mypy narrowed self.refusal to None; mypyc trusts it
+        if refusal is not None and not msg.complete:
+            raise OSError(f"request body framing: {refusal.message}")
+
+    def _refusal(self) -> _Refuse | None:
+        return self.refusal
 
     def _next_message(self) -> _Message | None:
         """The next request whose head is complete; None when the connection is done."""
@@ -668,9 +695,13 @@ class RPCHandler:
             slash = rest.find(b"/")
             target = rest[slash:] if slash >= 0 else b"/"
         path, _, query = target.partition(b"?")
-        if b"#" in query:
-            query = query.partition(b"#")[0]
-        if b"%" in path:
+        # find(), not `b"#" in query`: bytes.__contains__ first tries its
+        # argument as an int and builds and drops a TypeError (~2k
+        # instructions each, twice per request)
+        fragment = query.find(b"#")
+        if fragment >= 0:
+            query = query[:fragment]
+        if path.find(b"%") >= 0:
             path = unquote_to_bytes(path)
         environ["REQUEST_METHOD"] = msg.method
         environ["PATH_INFO"] = path.decode("latin-1")
@@ -726,7 +757,9 @@ class RPCHandler:
             _log.exception("WSGI app raised while iterating its body")
             return state.fail()
         finally:
-            close = getattr(result, "close", None)
+            # A list (RPCApp's answer) has no close(): getattr() would build
+            # and drop an AttributeError, ~4k instructions (5% of a request)
+            close = None if type(result) is list else getattr(result, "close", None)
             if close is not None:
                 try:
                     close()
@@ -849,7 +882,7 @@ class _Response:
             extra.append(b"Connection: keep-alive\r\n")
         self.head_sent = True
         msg.answered = True
-        head = b"HTTP/1.1 " + status + conn.server.date_header() + self.block
+        head = b"HTTP/1.1 " + status + _DATE_LINE.get() + self.block
         if extra:
             head += b"".join(extra)
         return head + b"\r\n"
@@ -948,183 +981,6 @@ class _Response:
         return not self.close
 
 
-class RPCServer(StreamServer):  # type: ignore[misc]
-    """The strict HTTP/1.1 WSGI server, started or not.
-
-    ``application`` is any WSGI app. ``spawn=None`` (the default) runs each
-    connection in an unbounded :class:`gevent.pool.Pool` (the bound is
-    ``max_connections``, see the module rules). ``address`` is the bound
-    ``(host, port)`` once started; ``url`` its ``http://`` form.
-    """
-
-    handler_class: type[RPCHandler] = RPCHandler
-
-    def __init__(
-        self,
-        listener: Any,
-        application: Callable[..., Any],
-        *,
-        backlog: int | None = None,
-        spawn: Any = None,
-        handler_class: type[RPCHandler] | None = None,
-        max_connections: int | None = None,
-        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-        body_timeout: float = DEFAULT_BODY_TIMEOUT,
-        **kwargs: Any,
-    ) -> None:
-        if spawn is None:
-            spawn = gevent.pool.Pool()
-        for name, value in (
-            ("idle_timeout", idle_timeout),
-            ("header_timeout", header_timeout),
-            ("body_timeout", body_timeout),
-        ):
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, not {value!r}")
-        if max_connections is None:
-            max_connections = default_max_connections()
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be >= 1, not {max_connections!r}")
-        super().__init__(listener, backlog=backlog, spawn=spawn, **kwargs)
-        self.application = application
-        if handler_class is not None:
-            self.handler_class = handler_class
-        self.max_connections = max_connections
-        self.idle_timeout = idle_timeout
-        self.header_timeout = header_timeout
-        self.body_timeout = body_timeout
-        self.stopping = False
-        self.refused_connections = 0
-        self.evicted_connections = 0
-        self._handlers: dict[RPCHandler, None] = {}
-        self._watchdog: Any = None
-        self._date_second = -1
-        self._date = b""
-        self.environ_keys: dict[bytes, str] = {}
-        self.base_environ: dict[str, Any] = {}
-
-    def init_socket(self) -> None:
-        super().init_socket()
-        host, port = self.address[:2]
-        self.base_environ = {
-            "SCRIPT_NAME": "",
-            "SERVER_NAME": str(host),
-            "SERVER_PORT": str(port),
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "http",
-            "wsgi.errors": sys.stderr,
-            "wsgi.multithread": False,
-            "wsgi.multiprocess": False,
-            "wsgi.run_once": False,
-            "wsgi.input_terminated": True,
-        }
-
-    @property
-    def url(self) -> str:
-        """``http://host:port`` of the bound address (after start)."""
-        host, port = self.address[:2]
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{port}"
-
-    def date_header(self) -> bytes:
-        now = int(time.time())
-        if now != self._date_second:
-            self._date_second = now
-            self._date = b"\r\nDate: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
-        return self._date
-
-    # -- connections -----------------------------------------------------------------
-
-    def track(self, handler: RPCHandler) -> None:
-        self._handlers[handler] = None
-
-    def untrack(self, handler: RPCHandler) -> None:
-        self._handlers.pop(handler, None)
-
-    def _make_room(self) -> bool:
-        """At the bound: close the longest-waiting connection with no request in progress."""
-        if len(self._handlers) < self.max_connections:
-            return True
-        oldest = None
-        for handler in self._handlers:
-            idle = not handler.busy and not handler.expired
-            if idle and (oldest is None or handler.since < oldest.since):
-                oldest = handler
-        if oldest is None:
-            oldest = self._slowest_body()
-        if oldest is None:
-            return False
-        self.evicted_connections += 1
-        oldest.expire()
-        self.untrack(oldest)  # its greenlet leaves soon; the slot is free now
-        return True
-
-    def _slowest_body(self) -> RPCHandler | None:
-        """The connection waiting longest for a body that arrives below MIN_BODY_RATE.
-
-        Its app is blocked reading, not working: at the bound it gives way
-        (a second of grace first), so slow uploads cannot hold every slot.
-        """
-        now = time.monotonic()
-        slowest = None
-        for handler in self._handlers:
-            msg = handler.reading
-            if msg is None or handler.expired or not msg.body_start:
-                continue
-            elapsed = now - msg.body_start
-            if elapsed < 1.0 or msg.received >= MIN_BODY_RATE * elapsed:
-                continue
-            if slowest is None or msg.body_start < slowest[0]:
-                slowest = (msg.body_start, handler)
-        return None if slowest is None else slowest[1]
-
-    def handle(self, sock: Any, address: Any) -> None:
-        """One accepted connection (runs in its own greenlet)."""
-        if not self._make_room():
-            self.refused_connections += 1
-            sock.close()
-            return
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass  # not a TCP socket (a UNIX listener): nothing to tune
-        self.handler_class(sock, address, self).handle()
-
-    def start(self) -> None:
-        super().start()
-        if self._watchdog is None:
-            self._watchdog = gevent.spawn(self._watch)
-
-    def _watch(self) -> None:
-        tick = max(0.05, min(1.0, self.idle_timeout, self.header_timeout, self.body_timeout) / 4)
-        while True:
-            gevent.sleep(tick)
-            now = time.monotonic()
-            for handler in list(self._handlers):
-                if handler.deadline and handler.deadline < now:
-                    handler.expire()
-
-    def close(self) -> None:
-        super().close()
-
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop accepting; close idle connections now; give busy ones
-        ``timeout`` seconds (default :attr:`stop_timeout`), then kill them."""
-        self.stopping = True
-        self.close()
-        for handler in list(self._handlers):
-            handler.kill_if_idle()
-        try:
-            super().stop(timeout)
-        finally:
-            if self._watchdog is not None:
-                self._watchdog.kill()
-                self._watchdog = None
-
-    def __repr__(self) -> str:
-        busy = sum(1 for h in self._handlers if h.busy)
-        state = "stopping" if self.stopping else ("serving" if self.started else "stopped")
-        address = getattr(self, "address", None)
-        return f"<RPCServer {state} at {address!r} connections={len(self._handlers)} busy={busy}>"
+# The server class lives in an interpreted module: its base is gevent's
+# StreamServer, which mypyc cannot subclass (compiled, it loses the base).
+from ._listener import RPCServer  # noqa: E402 - after RPCHandler, which it uses

@@ -7,6 +7,7 @@ run once more against a copy of the sources without the extensions.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -31,6 +32,10 @@ PURE_SUITES = (
     "test_observe.py",
     "test_perf_guards.py",
     "test_units.py",
+    # the bundled server and RPCApp are compiled too (setup.py HOT_MODULES)
+    "test_server.py",
+    "test_server_strict.py",
+    "test_dedup_server.py",
 )
 
 
@@ -45,9 +50,12 @@ def test_the_build_is_the_one_expected() -> None:
         pure = os.environ.get("RPCCLIENT_PURE_PYTHON", "") not in ("", "0")
         expect = "compiled" if _has_compiler() and not pure else "pure"
     assert rpcclient.COMPILED is (expect == "compiled"), (expect, rpcclient._client.__spec__)
-    for name in ("_client", "_pool", "_http11", "_gevent_transport"):
-        origin = str(getattr(sys.modules[f"rpcclient.{name}"].__spec__, "origin", ""))
+    for name in ("_client", "_pool", "_http11", "_gevent_transport", "_wsgiserver", "server"):
+        origin = str(getattr(importlib.import_module(f"rpcclient.{name}").__spec__, "origin", ""))
         assert origin.endswith(".py") is (expect == "pure"), origin
+    # RPCServer subclasses gevent's StreamServer: interpreted in both builds
+    listener = str(getattr(sys.modules["rpcclient._listener"].__spec__, "origin", ""))
+    assert listener.endswith(".py"), listener
 
 
 @pytest.mark.timeout(600)

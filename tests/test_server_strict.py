@@ -21,7 +21,7 @@ import resource
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import gevent
@@ -32,6 +32,7 @@ import msgpack
 import pytest
 from gevent import pywsgi
 
+from rpcclient import _cli, _wsgiserver
 from rpcclient._wsgiserver import MAX_HEAD, RPCServer
 from rpcclient.server import RPCApp, serve
 from tests.test_server import IO_TIMEOUT, REPO, Conn, post
@@ -747,11 +748,11 @@ def test_an_app_that_raises_is_500_and_closed(
 
 
 @contextlib.contextmanager
-def cli_server(nofile: int | None = None) -> Iterator[tuple[str, int]]:
-    """``python -m rpcclient serve rpcclient.example:app`` in a subprocess."""
+def cli_server(nofile: int | None = None, flags: Sequence[str] = ()) -> Iterator[tuple[str, int]]:
+    """``python -m rpcclient serve rpcclient.example:app [flags]`` in a subprocess."""
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "rpcclient", "serve", "rpcclient.example:app"]
-    cmd += ["--bind", "127.0.0.1:0"]
+    cmd += ["--bind", "127.0.0.1:0", *flags]
 
     def limit() -> None:
         if nofile is not None:
@@ -779,6 +780,66 @@ def cli_server(nofile: int | None = None) -> Iterator[tuple[str, int]]:
             proc.kill()
             proc.wait(timeout=5)
         proc.stdout.close()
+
+
+def test_serve_max_connections_flag_bounds_the_connections() -> None:
+    # At --max-connections 1 a second client's connection closes the first
+    # (idle) one to make room; at the default bound (~the open-file limit)
+    # the first stays open and at_eof() times out.
+    with cli_server(flags=["--max-connections", "1"]) as address:
+        with Conn(address) as first:
+            assert first.call("/math/add", [1, 2]).result == 3
+            with Conn(address) as second:
+                assert second.call("/math/add", [3, 4]).result == 7
+            assert first.at_eof()
+
+
+def test_serve_timeout_flags_take_effect() -> None:
+    # Each wait below is bounded by IO_TIMEOUT (5 s): with the defaults
+    # (idle 15 s, head 10 s, body 30 s) every one of them would time out.
+    flags = ["--idle-timeout", "0.5", "--header-timeout", "0.5", "--body-timeout", "0.5"]
+    with cli_server(flags=flags) as address:
+        with Conn(address) as idle:
+            assert idle.call("/math/add", [1, 2]).result == 3
+            assert idle.at_eof()  # idle keep-alive, closed after --idle-timeout
+        with Conn(address) as head:
+            head.send(b"POST /math/add HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no blank line
+            assert head.at_eof()  # closed after --header-timeout
+        with Conn(address) as body:
+            body.send(post("/math/add", length=10) + b"\x92")  # 1 of 10 bytes
+            reply = body.read_reply()  # RPCApp's read waited --body-timeout
+            assert reply.status == 400 and reply.headers.get("connection") == "close"
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--max-connections", "0"),
+        ("--idle-timeout", "0"),
+        ("--header-timeout", "-1"),
+        ("--body-timeout", "nan"),
+    ],
+)
+def test_serve_bound_flags_refuse_bad_values(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["serve", "rpcclient.example:app", "--bind", "127.0.0.1:0", flag, value]
+    assert _cli.main(argv) == 2
+    assert f"{flag} must be" in capsys.readouterr().err
+
+
+def test_serve_help_quotes_the_server_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    # the parser does not import the server, so its help writes them out
+    with pytest.raises(SystemExit):
+        _cli.main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, default in [
+        ("--idle-timeout", _wsgiserver.DEFAULT_IDLE_TIMEOUT),
+        ("--header-timeout", _wsgiserver.DEFAULT_HEADER_TIMEOUT),
+        ("--body-timeout", _wsgiserver.DEFAULT_BODY_TIMEOUT),
+    ]:
+        entry = text[text.rindex(flag + " SECONDS") :]  # the option, not the usage
+        assert re.match(rf"\S+ SECONDS (?:(?! --).)*\(default {default:g}\)", entry), entry[:200]
 
 
 def test_the_issue_smuggling_case_against_rpcclient_serve() -> None:
