@@ -39,7 +39,7 @@ from gevent.queue import Empty, Queue
 
 from ._balance import EndpointGroup, Host
 from ._models import Request, Response, reduce_by_init_fields
-from ._observe import REQUEST_IDS
+from ._observe import REQUEST_IDS, CallEvent, run_hooks
 from ._protocol import decode_response
 from ._retry import DEDUP_MARGIN, dedup_resend_scope
 from .exceptions import ClientClosed, ConnectError, InvalidRequest, RPCError
@@ -217,6 +217,7 @@ class _Attempt:
     __slots__ = (
         "consumed",
         "error",
+        "event",
         "followed",
         "host",
         "job",
@@ -236,6 +237,7 @@ class _Attempt:
         self.verdict = 0  # _WIN, _FINAL or _RETRY once it ended (0: not yet, or cut)
         self.consumed = False  # its outcome was taken by the caller
         self.followed = False  # its retryable failure already launched the next hedge
+        self.event: CallEvent | None = None  # its own copy of the call's, with hooks
 
 
 class _Hedged:
@@ -256,6 +258,7 @@ class _Hedged:
         "caller",
         "client",
         "deadline",
+        "event",
         "group",
         "hedge",
         "hedges",
@@ -311,6 +314,7 @@ class _Hedged:
         self.caller = gevent.getcurrent()
         self.in_first = False  # the caller is inside its first attempt's send
         self.timer: Any = None
+        self.event: CallEvent | None = None  # the call's, when the client has hooks
 
     # -- attempts --------------------------------------------------------------------
     def launch(self, spawn: bool) -> tuple[_Attempt, Request] | None:
@@ -396,9 +400,13 @@ class _Hedged:
     def run(self, attempt: _Attempt, request: Request) -> None:
         """A hedge's greenlet: send, judge, hand the outcome to the caller."""
         try:
+            request = self.before_attempt(attempt, request)
             attempt.response = self.client._transport.send(request, self.deadline)
         except RPCError as exc:
             attempt.error = exc
+        except BaseException as exc:  # killed: another attempt settled the call
+            self.after_cut(attempt, exc)
+            raise
         self.finish(attempt)
         assert self.results is not None
         self.results.put(attempt)
@@ -438,6 +446,44 @@ class _Hedged:
             timer.stop()
             timer.close()
 
+    def before_attempt(self, attempt: _Attempt, request: Request) -> Request:
+        """Run the ``before_attempt`` hooks (in the attempt's own greenlet, never
+        the hub's) on the attempt's own event; the request with their headers."""
+        event = self.event
+        if event is None:
+            return request
+        # attempts run at once: each gets its own event, a copy of the call's
+        # (scratch too), so a hook sees one attempt's fields at a time
+        own = attempt.event = CallEvent(
+            event.name, event.request_id, event.idempotent, event.transport
+        )
+        own.scratch = dict(event.scratch)
+        headers = self.client._before_attempt(
+            own, self.attempts.index(attempt) + 1, request.endpoint, request.headers,
+            self.template.fixed_headers,
+        )  # fmt: skip
+        if headers is request.headers:
+            return request
+        return Request(
+            request.endpoint,
+            request.method,
+            request.target,
+            headers,
+            request.body,
+            request.name,
+            request.fixed_headers,
+            request.cache_key,
+        )
+
+    def after_cut(self, attempt: _Attempt, cause: BaseException) -> None:
+        """``after_attempt`` for an attempt cut short (a kill, the caller's own
+        timeout, or ``_Superseded``: reported as a GreenletExit)."""
+        if attempt.event is None:
+            return
+        if isinstance(cause, _Superseded):
+            cause = gevent.GreenletExit("another attempt settled the call")
+        self.client._after_attempt(attempt.event, attempt.started, None, cause)
+
     def finish(self, attempt: _Attempt) -> None:
         """Judge an ended attempt (``verdict``) and tell the host group of it."""
         from ._client import _connected
@@ -468,6 +514,8 @@ class _Hedged:
             group.connect_failed(host, attempt.probe)
         if attempt.probe and host.probing:
             group.probe_ended(host, ok or _connected(error), perf_counter() - attempt.started)
+        if attempt.event is not None:
+            client._after_attempt(attempt.event, attempt.started, response, error)
         if ok:
             return
         assert error is not None
@@ -540,8 +588,6 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
     check_transport(hedge, client._transport.name)
     if client._closed:
         raise ClientClosed("client is closed", name=name)
-    if client._has_hooks:
-        raise InvalidRequest("hedged calls do not run hooks yet: remove hedge= or the hooks")
     policy = client._retry if retry is None else retry
     if request_id is None:
         request_id = REQUEST_IDS.next()
@@ -564,19 +610,27 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
     )
     winner: _Attempt | None = None
     failure: BaseException | None = None
+    event = None
+    if client._has_hooks:
+        event = call.event = CallEvent(name, request_id, idempotent, client._transport.name)
+        run_hooks(client._hooks.before_call, event)
     try:
         launched = call.launch(False)
         if launched is None:
             raise ClientCore._all_out(group, name, 1, request_id, False)
         first, request = launched
+        request = call.before_attempt(first, request)
         call.arm()
         call.in_first = True
         try:
             first.response = client._transport.send(request, deadline)
         except RPCError as exc:
             first.error = exc
-        except _Superseded:
-            pass  # a hedge settled the call: its outcome is in the queue
+        except _Superseded as exc:
+            call.after_cut(first, exc)  # a hedge settled the call: its outcome is queued
+        except BaseException as exc:  # the caller's own timeout, a kill
+            call.after_cut(first, exc)
+            raise
         finally:
             call.in_first = False
             call.disarm()
@@ -591,7 +645,10 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
             if done.verdict == _WIN:
                 winner = done
                 assert done.response is not None
-                return client._codec.unpack(done.response.body, name=name)
+                result = client._codec.unpack(done.response.body, name=name)
+                if event is not None:
+                    event.result = result
+                return result
             error = done.error
             assert error is not None
             error.request_id = request_id
@@ -611,6 +668,18 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
         call.cancel_the_rest()
         if stats is not None:
             _record(call, stats, winner, failure)
+        if event is not None:
+            event.elapsed = perf_counter() - call.started
+            event.error = failure
+            event.attempt = len(call.attempts)
+            last = winner
+            if last is None and call.attempts:
+                last = call.attempts[-1]
+            event.endpoint = "" if last is None else last.host.endpoint.url
+            response = None if winner is None else winner.response
+            event.received = 0 if response is None else len(response.body)
+            event.status = None if response is None else response.status
+            run_hooks(client._hooks.after_call, event)
 
 
 def _pending(call: _Hedged) -> bool:

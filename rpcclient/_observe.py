@@ -258,7 +258,8 @@ def report(snapshot: dict[str, Any], *, top: int | None = None) -> str:
 
 
 class CallEvent:
-    """One call as hooks see it; mutable, one per call, reused across attempts.
+    """One call as hooks see it; mutable, one per call, reused across attempts
+    (a hedged call's attempts, which run at once, each get a copy).
 
     Fields filled before the call: ``name``, ``request_id``, ``idempotent``,
     ``transport``. Per attempt: ``attempt``, ``endpoint`` (URL), ``headers``

@@ -13,7 +13,7 @@ from typing import Any
 import gevent
 import pytest
 
-from rpcclient import Client, Hedge, Retry
+from rpcclient import CallEvent, Client, Hedge, Hook, Retry
 from rpcclient._hedge import LatencyWindows
 from rpcclient.exceptions import InvalidRequest, ReadTimeout, RPCError
 from rpcclient.server import MemoryDedupStore, RPCApp
@@ -334,3 +334,69 @@ def test_hedged_attempts_feed_ejection_and_probes(bundled_server: str) -> None:
             probed += state()["calls"] - before
             assert not state()["probing"], state()  # each probe ended with its attempt
         assert probed >= 2, probed  # probed again after every rest, not once for good
+
+
+class Recorder(Hook):
+    """Records what each phase saw: (phase, attempt, endpoint, error class, status)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, str, str | None, int | None]] = []
+
+    def _note(self, phase: str, event: CallEvent) -> None:
+        error = None if event.error is None else type(event.error).__name__
+        self.seen.append((phase, event.attempt, event.endpoint, error, event.status))
+
+    def before_call(self, event: CallEvent) -> None:
+        self._note("before_call", event)
+
+    def before_attempt(self, event: CallEvent) -> None:
+        event.headers.append((b"X-Hooked", b"%d" % event.attempt))
+        self._note("before_attempt", event)
+
+    def after_attempt(self, event: CallEvent) -> None:
+        self._note("after_attempt", event)
+
+    def after_call(self, event: CallEvent) -> None:
+        assert event.result is None or event.result[0] == "b"
+        self._note("after_call", event)
+
+
+def test_hedged_calls_run_hooks_once_per_attempt(wsgi_server: Callable[[Any], str]) -> None:
+    hooked: list[str] = []
+
+    def make(name: str, delay: float) -> str:
+        app = RPCApp()
+
+        @app.register("svc.who")
+        def who(value: Any) -> list[Any]:
+            gevent.sleep(delay)
+            return [name, value]
+
+        def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+            hooked.append(f"{name}:{environ.get('HTTP_X_HOOKED')}")
+            return app(environ, start_response)
+
+        return wsgi_server(wsgi)
+
+    a, b = make("a", 2.0), make("b", 0.0)
+    recorder = Recorder()
+    # the first attempt forced to a by making b look busy
+    with Client([a, b], hooks=[recorder], idempotent=["svc.who"]) as client:
+        group = client._groups["*"]
+        slow = next(h for h in group.hosts if h.endpoint.url == a)
+        fast = next(h for h in group.hosts if h.endpoint.url == b)
+        fast.outstanding += 100  # p2c picks the host with fewer calls in flight: a
+        try:
+            result = client.call("svc.who", [1], hedge=Hedge(delay=0.05), timeout=1.5)
+        finally:
+            fast.outstanding -= 100
+        assert slow.outstanding == 0 and fast.outstanding == 0
+    assert result == ["b", 1]
+    phases = [s[0] for s in recorder.seen]
+    assert phases.count("before_call") == 1 and phases.count("after_call") == 1
+    attempts = sorted((s[1], s[2]) for s in recorder.seen if s[0] == "before_attempt")
+    assert attempts == [(1, a), (2, b)]
+    ended = {s[1]: (s[3], s[4]) for s in recorder.seen if s[0] == "after_attempt"}
+    assert ended == {1: ("GreenletExit", None), 2: (None, 200)}
+    assert recorder.seen[-1] == ("after_call", 2, b, None, 200)  # the call's last word
+    assert sorted(hooked) == ["a:1", "b:2"]  # each attempt's own hook header went out
