@@ -420,6 +420,7 @@ class _Hedged:
     def interrupt(self) -> None:
         """(A hub callback.) Cut the caller's first attempt, if it still runs."""
         if self.in_first:
+            self.in_first = False  # one throw per call: a second winner finds it out
             self.caller.throw(_Superseded())
 
     def on_timer(self) -> None:
@@ -622,18 +623,23 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
         request = call.before_attempt(first, request)
         call.arm()
         call.in_first = True
+        cut: BaseException | None = None
         try:
             first.response = client._transport.send(request, deadline)
         except RPCError as exc:
             first.error = exc
-        except _Superseded as exc:
-            call.after_cut(first, exc)  # a hedge settled the call: its outcome is queued
-        except BaseException as exc:  # the caller's own timeout, a kill
-            call.after_cut(first, exc)
-            raise
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, after the hooks
+            cut = exc  # _Superseded; or the caller's own timeout, a kill
         finally:
             call.in_first = False
             call.disarm()
+        if cut is not None:
+            # the hooks run only now: while in_first, a hook that blocks could
+            # take a second _Superseded (a second winner) or launch hedges
+            call.after_cut(first, cut)
+            if not isinstance(cut, _Superseded):
+                raise cut
+            # a hedge settled the call: its outcome is queued
         done = first
         if first.response is not None or first.error is not None:
             call.finish(first)
