@@ -339,6 +339,11 @@ class _Hedged:
             return None  # its host does not deduplicate: never a second copy
         else:
             host = group.pick_scope(self.scope, tried, attempts[-1].host)
+            if host.dedup_scope != self.scope:
+                # pick_scope's fallback, the last attempt's host, no longer
+                # advertises the scope (another call's answer said so): as on
+                # the plain path, no copy goes to a host that may run it again
+                return None
         if host is None:
             return None
         if len(group.hosts) > 1 and any(a.host is host for a in attempts if not a.consumed):

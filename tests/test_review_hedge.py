@@ -5,13 +5,14 @@ Real servers on loopback (gevent.pywsgi running an RPCApp), no mocks.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import gevent
 
 from rpcclient import Client, Hedge
-from rpcclient.server import RPCApp
+from rpcclient.server import MemoryDedupStore, RPCApp
 
 
 def staggered_host(start: Callable[[Any], str], first: float, rest: float) -> tuple[str, list[int]]:
@@ -85,3 +86,65 @@ def test_callers_own_timeout_is_what_it_gets_when_a_hedge_wins_during_the_hooks(
         assert raised is mine
         assert hook.cut == 1
         assert client.stats()["pools"][url]["in_use"] == 0
+
+
+class SwitchableDedupHost:
+    """A host that deduplicates until ``plain`` is set (as a restart without
+    deduplication would): then its answers carry no ``X-Rpc-Dedup`` and a
+    copy of a call is refused (the bundled server's 503 for a scope it does not
+    hold). ``svc.write`` sleeps ``slow`` s for the token
+    ``"slow"``; ``runs`` counts each token's runs."""
+
+    def __init__(self, start: Callable[[Any], str]) -> None:
+        self.plain = False
+        self.copies_sent_plain = 0  # copies that reached it once it stopped deduplicating
+        self.slow = 0.0
+        self.runs: Counter[str] = Counter()
+        dedup_app, plain_app = RPCApp(dedup=MemoryDedupStore()), RPCApp()
+
+        def write(token: str) -> str:
+            self.runs[token] += 1
+            if token == "slow":
+                gevent.sleep(self.slow)
+            return token
+
+        dedup_app.register("svc.write")(write)
+        plain_app.register("svc.write")(write)
+
+        def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+            if not self.plain:
+                return dedup_app(environ, start_response)
+            if "HTTP_X_RPC_DEDUP_SCOPE" in environ:
+                self.copies_sent_plain += 1
+            return plain_app(environ, start_response)
+
+        self.url = start(wsgi)
+
+
+def test_no_hedge_of_a_non_idempotent_call_to_a_host_that_stopped_deduplicating(
+    wsgi_server: Callable[[Any], str],
+) -> None:
+    # one host, learnt as deduplicating; a non-idempotent call stalls there.
+    # Meanwhile another call's answer shows the host no longer deduplicates
+    # (no X-Rpc-Dedup): the plain path would re-send nothing to it now, but the
+    # hedge went there anyway (pick_scope falls back to the last host, which
+    # for a hedge is the one still in flight, whatever it advertises now)
+    host = SwitchableDedupHost(wsgi_server)
+    with Client(host.url, pool_size=4, hedge=Hedge(delay=0.3)) as client:
+        assert client.call("svc.write", ["warm"]) == "warm"
+        (group,) = client.stats()["groups"].values()
+        assert group["hosts"][0]["dedup_scope"]  # learnt
+        host.slow = 1.0
+
+        def other_call() -> None:
+            host.plain = True
+            assert client.call("svc.write", ["other"]) == "other"
+
+        gevent.spawn_later(0.05, other_call)
+        assert client.call("svc.write", ["slow"], timeout=4.0) == "slow"
+        assert host.runs["other"] == 1  # its answer had no X-Rpc-Dedup
+        gevent.sleep(1.2)  # a hedge's copy, if one went, has run by now
+    assert host.runs["slow"] == 1, host.runs
+    # the bundled server refuses (503) a copy for a scope it does not hold, so
+    # the call ran once anyway; a server that does not check would run it twice
+    assert host.copies_sent_plain == 0
