@@ -148,3 +148,38 @@ def test_no_hedge_of_a_non_idempotent_call_to_a_host_that_stopped_deduplicating(
     # the bundled server refuses (503) a copy for a scope it does not hold, so
     # the call ran once anyway; a server that does not check would run it twice
     assert host.copies_sent_plain == 0
+
+
+def test_a_hedge_timer_never_runs_the_dns_refresh_in_the_hub(
+    wsgi_server: Callable[[Any], str],
+) -> None:
+    # spread_dns re-resolves at the first pick after its refresh interval; the
+    # hedge timer's callback picks the hedge's host in the hub, where a resolver
+    # cannot wait (gevent raises BlockingSwitchOutError): the refresh then
+    # failed, was taken for an empty answer (the hosts kept), and the next one
+    # came only an interval later; a resolver that blocks would block the hub
+    url, _ = staggered_host(wsgi_server, 0.6, 0.0)
+    port = int(url.rsplit(":", 1)[1])
+    in_hub: list[bool] = []
+    failed: list[BaseException] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        in_hub.append(gevent.getcurrent() is gevent.get_hub())
+        try:
+            gevent.sleep(0)  # a real lookup waits (a thread, a socket)
+        except BaseException as exc:
+            failed.append(exc)
+            raise
+        return ["127.0.0.1"]
+
+    with Client(
+        f"http://localhost:{port}", spread_dns=0.05, resolver=resolver, pool_size=2
+    ) as client:
+        assert client.call("svc.who", 1, idempotent=True, hedge=Hedge(delay=0.2), timeout=4.0) == 1
+        assert method_stats_hedges(client) == 1
+    assert in_hub and not any(in_hub), in_hub
+    assert not failed, failed
+
+
+def method_stats_hedges(client: Client) -> int:
+    return int(client.stats()["stats"]["methods"]["svc.who"]["hedges"])
