@@ -616,6 +616,7 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
     )
     winner: _Attempt | None = None
     failure: BaseException | None = None
+    cut: BaseException | None = None  # what ended the first attempt in the caller
     event = None
     if client._has_hooks:
         event = call.event = CallEvent(name, request_id, idempotent, client._transport.name)
@@ -628,7 +629,6 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
         request = call.before_attempt(first, request)
         call.arm()
         call.in_first = True
-        cut: BaseException | None = None
         try:
             first.response = client._transport.send(request, deadline)
         except RPCError as exc:
@@ -691,6 +691,9 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
             event.received = 0 if response is None else len(response.body)
             event.status = None if response is None else response.status
             run_hooks(client._hooks.after_call, event)
+        # each would keep a cycle (this frame, the exception, its traceback)
+        # and with it the interrupted exchange's frames, until the cyclic GC
+        failure = cut = None
 
 
 def _pending(call: _Hedged) -> bool:
