@@ -10,12 +10,13 @@ import socket
 import struct
 from typing import Any
 
+import gevent
 import pytest
 
 import rpcclient
 import rpcclient.compat.requests as shim
 
-from .conftest import RawServer, http_response, read_request
+from .conftest import RawServer, closes_when_reused, http_response, read_request
 
 
 def answers_then_cuts(partial: bytes, how: str) -> Any:
@@ -85,3 +86,25 @@ def test_a_fresh_connection_closed_before_its_answer_is_no_idle_close(
     cause = info.value.__cause__
     assert isinstance(cause, rpcclient.ConnectionLost) and not cause.idle_close
     assert srv.connections == 1 and len(srv.requests) == 1
+
+
+@pytest.mark.parametrize("how", ["fin", "reset"])
+def test_a_put_handed_over_on_a_connection_closed_as_it_arrives_is_re_sent(
+    raw_server: Any, how: str
+) -> None:
+    # one connection, PUTs from several greenlets (a body: a bodiless GET is
+    # never handed over): each waiter's request is sent
+    # by the greenlet that frees the connection (the pool's handover); the
+    # server closes a connection as its second request arrives, so every
+    # handed request meets an idle close, and must be re-sent, not failed
+    srv: RawServer = raw_server(closes_when_reused(how))
+    adapter = shim.adapters.HTTPAdapter(pool_maxsize=1, pool_block=True)
+    with shim.Session() as session:
+        session.mount("http://", adapter)
+        jobs = [gevent.spawn(session.put, srv.url + "/x", data=b"v", timeout=5) for _ in range(6)]
+        gevent.joinall(jobs, timeout=10)
+        (pool,) = adapter._transport(False, True, None).stats()["pools"].values()
+    assert all(j.successful() for j in jobs), [j.exception for j in jobs]
+    assert [(j.value.status_code, j.value.content) for j in jobs] == [(200, b"ok")] * 6
+    assert pool["handovers"] >= 1  # the path under test was taken
+    assert pool["in_use"] == 0
