@@ -441,6 +441,14 @@ def resolve_addresses(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+def _in_hub() -> bool:
+    """Whether this runs in gevent's hub, where nothing may wait (a timer's callback)."""
+    from gevent import getcurrent
+    from gevent.hub import Hub
+
+    return isinstance(getcurrent(), Hub)
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -491,7 +499,10 @@ class ResolvingGroup(EndpointGroup):
         self._next_refresh = 0.0
 
     def pick(self, tried: Sequence[Host] = ()) -> Host | None:
-        if monotonic() >= self._next_refresh:
+        # a pick in the hub (a hedge timer's callback) cannot wait for the
+        # resolver: it takes the hosts as they are, and the next pick from a
+        # greenlet refreshes them
+        if monotonic() >= self._next_refresh and not _in_hub():
             self.resolve()
         return super().pick(tried)
 

@@ -681,7 +681,19 @@ def _wrap_tls(context: ssl.SSLContext, sock: Any, host: str) -> Any:
     cooperative only when gevent's or when the process is patched.
     """
     if type(context) is ssl.SSLContext:
-        return gevent.ssl.SSLSocket(sock=sock, server_hostname=host, _context=context)
+        # the handshake apart from the constructor, which closes the TLS socket
+        # only on OSError: cut by a kill, a caller's gevent.Timeout or a hedge's
+        # _Superseded, it would stay open (``sock`` is detached by then) until
+        # the exception's traceback is collected
+        tls_sock = gevent.ssl.SSLSocket(
+            sock=sock, server_hostname=host, _context=context, do_handshake_on_connect=False
+        )
+        try:
+            tls_sock.do_handshake()
+        except BaseException:
+            tls_sock.close()
+            raise
+        return tls_sock
     return context.wrap_socket(sock, server_hostname=host)
 
 

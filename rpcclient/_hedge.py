@@ -339,6 +339,11 @@ class _Hedged:
             return None  # its host does not deduplicate: never a second copy
         else:
             host = group.pick_scope(self.scope, tried, attempts[-1].host)
+            if host.dedup_scope != self.scope:
+                # pick_scope's fallback, the last attempt's host, no longer
+                # advertises the scope (another call's answer said so): as on
+                # the plain path, no copy goes to a host that may run it again
+                return None
         if host is None:
             return None
         if len(group.hosts) > 1 and any(a.host is host for a in attempts if not a.consumed):
@@ -420,6 +425,7 @@ class _Hedged:
     def interrupt(self) -> None:
         """(A hub callback.) Cut the caller's first attempt, if it still runs."""
         if self.in_first:
+            self.in_first = False  # one throw per call: a second winner finds it out
             self.caller.throw(_Superseded())
 
     def on_timer(self) -> None:
@@ -610,6 +616,7 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
     )
     winner: _Attempt | None = None
     failure: BaseException | None = None
+    cut: BaseException | None = None  # what ended the first attempt in the caller
     event = None
     if client._has_hooks:
         event = call.event = CallEvent(name, request_id, idempotent, client._transport.name)
@@ -626,14 +633,18 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
             first.response = client._transport.send(request, deadline)
         except RPCError as exc:
             first.error = exc
-        except _Superseded as exc:
-            call.after_cut(first, exc)  # a hedge settled the call: its outcome is queued
-        except BaseException as exc:  # the caller's own timeout, a kill
-            call.after_cut(first, exc)
-            raise
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, after the hooks
+            cut = exc  # _Superseded; or the caller's own timeout, a kill
         finally:
             call.in_first = False
             call.disarm()
+        if cut is not None:
+            # the hooks run only now: while in_first, a hook that blocks could
+            # take a second _Superseded (a second winner) or launch hedges
+            call.after_cut(first, cut)
+            if not isinstance(cut, _Superseded):
+                raise cut
+            # a hedge settled the call: its outcome is queued
         done = first
         if first.response is not None or first.error is not None:
             call.finish(first)
@@ -680,6 +691,9 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
             event.received = 0 if response is None else len(response.body)
             event.status = None if response is None else response.status
             run_hooks(client._hooks.after_call, event)
+        # each would keep a cycle (this frame, the exception, its traceback)
+        # and with it the interrupted exchange's frames, until the cyclic GC
+        failure = cut = None
 
 
 def _pending(call: _Hedged) -> bool:
