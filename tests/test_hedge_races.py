@@ -1,4 +1,4 @@
-"""Hostile review of the hedged path (rpcclient._hedge): races found by review.
+"""The hedged path (rpcclient._hedge) under races: a hedge winning at awkward moments.
 
 Real servers on loopback (gevent.pywsgi running an RPCApp), no mocks.
 """
