@@ -398,6 +398,7 @@ class _Hedged:
         if not self.group.budget.withdraw():
             return False
         if self.launch(True) is None:
+            self.group.budget.refund()  # no host could take it: nothing was spent
             return False
         self.hedges += 1
         return True

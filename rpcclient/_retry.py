@@ -294,6 +294,10 @@ class RetryBudget:
         self.refused += 1
         return False
 
+    def refund(self) -> None:
+        """Give back a token :meth:`withdraw` gave for a retry that never went."""
+        self._balance = min(self.cap, self._balance + 1.0)
+
     @property
     def balance(self) -> float:
         return self._balance

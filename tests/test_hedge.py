@@ -128,6 +128,22 @@ def test_empty_budget_sends_no_hedge(hosts: Callable[..., list[SlowHost]]) -> No
     assert a.calls == 1
 
 
+def test_budget_tokens_spent_only_on_hedges_sent(hosts: Callable[..., list[SlowHost]]) -> None:
+    # both hosts busy with this call: a third attempt finds no host and gives
+    # its token back (found by review: it was lost)
+    a, b = hosts(1.0, 1.0)
+    no_refill = Retry(budget_ratio=0.0, budget_min_per_second=0.0)
+    hedge = Hedge(delay=0.05, max_attempts=3)
+    with Client([a.url, b.url], retry=no_refill, hedge=hedge) as client:
+        budget = client._groups["*"].budget
+        full = budget.balance
+        with pytest.raises(ReadTimeout):
+            client.call("svc.who", [1], idempotent=True, timeout=0.3)
+        sent = method_stats(client)["hedges"]
+    assert sent == 1  # b took the one hedge; a third attempt had no host
+    assert budget.balance == pytest.approx(full - sent)
+
+
 def test_deadline_covers_every_hedge(hosts: Callable[..., list[SlowHost]]) -> None:
     a, b, c = hosts(5.0, 5.0, 5.0)
     with Client([a.url, b.url, c.url], hedge=Hedge(delay=0.05, max_attempts=3)) as client:
