@@ -624,6 +624,7 @@ DIRECT_CASES = [
     post("/t/echo", b"\xc1"),
     post("/t/fail", msgpack.packb(["boom"])),
     chunked("/t/echo", msgpack.packb([b"z" * 100])),
+    chunked("/t/missing", msgpack.packb([])),  # RPCApp's own Connection: close
 ]
 
 
