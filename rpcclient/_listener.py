@@ -24,6 +24,7 @@ from ._wsgiserver import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     MIN_BODY_RATE,
+    DirectAnswer,
     RPCHandler,
     default_max_connections,
 )
@@ -68,7 +69,7 @@ class RPCServer(StreamServer):  # type: ignore[misc]
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, not {max_connections!r}")
         super().__init__(listener, backlog=backlog, spawn=spawn, **kwargs)
-        self.application = application
+        self.application = application  # sets direct_answer (the property below)
         if handler_class is not None:
             self.handler_class = handler_class
         self.max_connections = max_connections
@@ -82,6 +83,23 @@ class RPCServer(StreamServer):  # type: ignore[misc]
         self._watchdog: Any = None
         self.environ_keys: dict[bytes, str] = {}
         self.base_environ: dict[str, Any] = {}
+
+    @property
+    def application(self) -> Callable[..., Any]:
+        """The WSGI app; setting it also sets :attr:`direct_answer`."""
+        return self._application
+
+    @application.setter
+    def application(self, app: Callable[..., Any]) -> None:
+        self._application = app
+        #: ``app.respond`` when ``app`` is an RPCApp whose ``__call__`` is
+        #: RPCApp's own: the handler then answers without ``start_response``
+        #: (same bytes on the wire); None for any other app, which gets WSGI
+        self.direct_answer: DirectAnswer | None = None
+        from .server import RPCApp  # here: server imports this module
+
+        if isinstance(app, RPCApp) and type(app).__call__ is RPCApp.__call__:
+            self.direct_answer = app.respond
 
     def init_socket(self) -> None:
         super().init_socket()

@@ -162,6 +162,9 @@ class _DateLine:
 #: shared by every server in the process (the clock is)
 _DATE_LINE = _DateLine()
 
+#: RPCApp.respond: environ -> (status line, headers without Content-Length, body)
+DirectAnswer = Callable[[dict[str, Any]], tuple[str, list[tuple[str, str]], bytes]]
+
 
 def default_max_connections() -> int:
     """The open-file soft limit less 64 (listener, logs, the app's own files), 10,000 at most."""
@@ -325,6 +328,7 @@ class RPCHandler:
         self.greenlet: Any = None
         self.head_deadline = 0.0
         self.base_environ = dict(server.base_environ)
+        self.direct_answer = server.direct_answer  # read once per connection
         if address:
             self.base_environ["REMOTE_ADDR"] = str(address[0])
             self.base_environ["REMOTE_PORT"] = str(address[1])
@@ -733,6 +737,9 @@ class RPCHandler:
         environ = self._environ(msg, inp)
         head_only = msg.method == "HEAD"
         state = _Response(self, msg, head_only)
+        direct = self.direct_answer
+        if direct is not None:
+            return self._serve_direct(direct, environ, state)
         try:
             result: Iterable[bytes] = server.application(environ, state.start_response)
         except (Exception, gevent.Timeout):  # noqa: BLE001 - the app's bug: 500
@@ -765,6 +772,20 @@ class RPCHandler:
                     close()
                 except Exception:  # noqa: BLE001
                     _log.exception("WSGI body close() raised")
+        return state.done()
+
+    def _serve_direct(
+        self, direct: DirectAnswer, environ: dict[str, Any], state: _Response
+    ) -> bool:
+        """``_serve`` for an RPCApp: its ``respond``, no ``start_response`` (the same bytes)."""
+        try:
+            status, headers, body = direct(environ)
+            state.answer(status, headers, body)
+        except OSError:
+            raise
+        except (Exception, gevent.Timeout):  # noqa: BLE001 - the app's bug: 500
+            _log.exception("WSGI app raised")
+            return state.fail()
         return state.done()
 
 
@@ -851,6 +872,30 @@ class _Response:
         self.length = length
         self.no_body = self.head_only or code.startswith("1") or code in ("204", "304")
         return self.write
+
+    def answer(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
+        """Send a whole answer whose headers hold no Content-Length (RPCApp.respond's).
+
+        What start_response then write_all do for it, with fewer checks: the
+        status and the header names come from RPCApp, not a client. A header
+        value's CR or LF is still refused (ValueError, before anything is
+        sent), as start_response refuses it.
+        """
+        lines = []
+        for name, value in headers:
+            lines.append(name + ": " + value + "\r\n")
+            if len(name) == 10 and name.lower() == "connection" and "close" in value.lower():
+                self.close = True
+                self.says_close = True
+        length = len(body)
+        lines.append(f"Content-Length: {length}\r\n")
+        block = "".join(lines)
+        if block.count("\n") != len(lines) or block.count("\r") != len(lines):
+            raise ValueError(f"a response header holds CR or LF: {headers!r}")
+        self.status = status.encode("latin-1")
+        self.block = block.encode("latin-1")
+        self.length = length
+        self.write_all(body)
 
     def _head(self, body_length: int | None) -> bytes:
         conn = self.conn

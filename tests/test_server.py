@@ -613,6 +613,76 @@ def test_the_write_count_would_catch_stock_pywsgi(start: Callable[..., RPCServer
     assert len(handler.writes) == 2
 
 
+#: requests whose answers the direct path must send byte for byte as WSGI does
+DIRECT_CASES = [
+    post("/t/echo", msgpack.packb([1])),
+    post("/t/echo", msgpack.packb([1]), headers={"X-Request-Id": "abc-1"}),
+    post("/t/missing", msgpack.packb([])),
+    post("/t/echo", method="GET"),
+    post("/t/echo", method="HEAD"),
+    post("/t/echo", msgpack.packb([1]), content_type="text/plain"),
+    post("/t/echo", b"\xc1"),
+    post("/t/fail", msgpack.packb(["boom"])),
+    chunked("/t/echo", msgpack.packb([b"z" * 100])),
+    chunked("/t/missing", msgpack.packb([])),  # RPCApp's own Connection: close
+]
+
+
+def _without_date(head: bytes) -> bytes:
+    return re.sub(rb"\r\nDate: [^\r]*", b"", head)
+
+
+def test_rpcapp_is_answered_directly_with_the_bytes_wsgi_sends(probe: Probe) -> None:
+    # The same app served twice: directly (RPCApp.respond, no start_response)
+    # and through WSGI (a wrapper the server cannot see through).
+    app = build_app(probe)
+    direct = RPCServer(("127.0.0.1", 0), app)
+
+    def wrapper(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        return app(environ, start_response)
+
+    wsgi = RPCServer(("127.0.0.1", 0), wrapper)
+    assert direct.direct_answer is not None and wsgi.direct_answer is None
+    direct.start()
+    wsgi.start()
+    try:
+        for request in DIRECT_CASES:
+            replies = []
+            for server in (direct, wsgi):
+                with Conn(server.address) as conn:
+                    conn.send(request)
+                    with_body = not request.startswith(b"HEAD")
+                    reply = conn.read_reply(with_body=with_body)
+                    replies.append((_without_date(reply.head), reply.body))
+            assert replies[0] == replies[1], request[:40]
+    finally:
+        direct.stop(timeout=1)
+        wsgi.stop(timeout=1)
+
+
+def test_an_rpcapp_subclass_with_its_own_call_gets_wsgi(probe: Probe) -> None:
+    calls: list[str] = []
+
+    class Wrapped(RPCApp):
+        def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            calls.append(environ["PATH_INFO"])
+            return super().__call__(environ, start_response)
+
+    app = Wrapped()
+    app.register("t.echo", lambda x: x)
+    server = serve(app, "127.0.0.1", 0)
+    try:
+        assert server.direct_answer is None
+        with Conn(server.address) as conn:
+            assert conn.call("/t/echo", [7]).result == 7
+        assert calls == ["/t/echo"]
+        # setting another app re-decides: a plain RPCApp is answered directly
+        server.application = build_app(probe)
+        assert server.direct_answer is not None
+    finally:
+        server.stop(timeout=1)
+
+
 def test_stop_closes_idle_connections_and_lets_busy_calls_finish(
     start: Callable[..., RPCServer], probe: Probe
 ) -> None:
