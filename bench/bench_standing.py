@@ -66,7 +66,7 @@ import floor_client
 import harness
 from harness import fmt, median, progress, render
 
-from rpcclient._ab import child_env, fetch_tcp_totals, measure
+from rpcclient._tools.ab import child_env, fetch_tcp_totals, measure
 
 MODES = bench_core.MODES
 PEERS = ("floor", "floor-fifo", "floor-fifo-send", "geventhttpclient", "requests", "urllib3")
@@ -218,8 +218,8 @@ def fake_client(options: dict[str, Any]) -> Any:
     """A production-default client whose connections are FakeSocks (no I/O at all)."""
     import fixed_server
 
-    from rpcclient._models import Endpoint
-    from rpcclient._pool import Connection
+    from rpcclient._core.models import Endpoint
+    from rpcclient._transports.gevent.pool import Connection
 
     urls = ["http://127.0.0.1:1", "http://127.0.0.1:2"]
     client = build_client(urls, 10, options)

@@ -11,7 +11,7 @@ head is in and reads the body afterwards (used by ``bench_split.py`` to show
 that the Nagle stall needs a server that waits for the body).
 
 TCP counters: ``GET /.rpcclient-ab/tcp-info`` answers the data segments and
-bytes received over every other connection (:mod:`rpcclient._ab` protocol),
+bytes received over every other connection (:mod:`rpcclient._tools.ab` protocol),
 read from Linux ``TCP_INFO``.
 
 Run: ``python bench/fixed_server.py [--bind 127.0.0.1:0] [--cpu N]``; the
@@ -32,7 +32,7 @@ from gevent.server import StreamServer
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from rpcclient._ab import CONTROL_PATH, ConnectionCounters
+from rpcclient._tools.ab import CONTROL_PATH, ConnectionCounters
 
 #: the result every call gets: a 100-byte bytes value, like the default echo
 RESULT = b"x" * 100

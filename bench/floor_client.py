@@ -40,7 +40,7 @@ Kinds (:data:`KINDS`):
     pool, not what it does today.
 
 Run as a process by the bench scripts (``ARM_BOOT``): the config is a JSON
-argument, the figures of :func:`rpcclient._ab.measure` come back as one JSON
+argument, the figures of :func:`rpcclient._tools.ab.measure` come back as one JSON
 line on stdout. ``requests`` and ``urllib3`` arms are patched first thing.
 """
 
@@ -368,7 +368,7 @@ def arm_main(config: dict[str, Any]) -> int:
     """One measured run of ``config["kind"]``; prints the figures as one JSON line."""
     import json
 
-    from rpcclient._ab import measure
+    from rpcclient._tools.ab import measure
 
     if config.get("cpu") is not None:
         os.sched_setaffinity(0, {config["cpu"]})

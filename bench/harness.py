@@ -2,7 +2,7 @@
 
 Every arm is a fresh process (``floor_client.ARM_BOOT``) pinned to the
 client core; every server another process pinned to the server core. The
-figures of a run are :func:`rpcclient._ab.measure`'s.
+figures of a run are :func:`rpcclient._tools.ab.measure`'s.
 
 Syscalls are counted in a separate pass under ``strace -f`` (its timings are
 thrown away): the arm brackets its measured calls with two marker ``stat``
@@ -31,7 +31,7 @@ sys.path.insert(0, ROOT)
 
 import floor_client  # noqa: E402
 
-from rpcclient._ab import (  # noqa: E402
+from rpcclient._tools.ab import (  # noqa: E402
     ServerProcess,
     child_env,
     pin_cpus,

@@ -1,6 +1,6 @@
 """``python -m rpcclient COMMAND ...``: the same as the ``rpcclient`` console script."""
 
-from ._cli import main
+from ._tools.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

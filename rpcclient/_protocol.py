@@ -25,9 +25,9 @@ import string
 from collections.abc import Callable
 from typing import Any
 
-from ._codec import Codec
-from ._models import PATH_TEXT, Headers, Response
-from ._retry import parse_retry_after
+from ._core.codec import Codec
+from ._core.models import PATH_TEXT, Headers, Response
+from ._core.retry import parse_retry_after
 from .exceptions import (
     DecodeError,
     HTTPStatusError,

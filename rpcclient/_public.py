@@ -1,7 +1,7 @@
 """The public ``Client`` and ``GeventTransport``: ordinary Python classes over compiled cores.
 
-Everything they do is in :class:`rpcclient._client.ClientCore` and
-:class:`rpcclient._gevent_transport.GeventTransportCore`, which the compiled
+Everything they do is in :class:`rpcclient._core.client.ClientCore` and
+:class:`rpcclient._transports.gevent.transport.GeventTransportCore`, which the compiled
 build makes native classes: their instances have no ``__dict__`` and their
 methods cannot be replaced. These subclasses stay interpreted (the build
 leaves this module out), so they behave as Python code expects:
@@ -12,8 +12,11 @@ itself still runs in the cores.
 
 from __future__ import annotations
 
-from ._client import ClientCore
-from ._gevent_transport import GeventTransportCore
+from typing import Any
+
+from ._core.client import ClientCore
+from ._transports.base import Transport, register_transport
+from ._transports.gevent.transport import GeventTransportCore
 
 __all__ = ["Client", "GeventTransport"]
 
@@ -24,3 +27,10 @@ class Client(ClientCore):
 
 class GeventTransport(GeventTransportCore):
     __doc__ = GeventTransportCore.__doc__
+
+
+def _gevent(**options: Any) -> Transport:
+    return GeventTransport(**options)
+
+
+register_transport("gevent", _gevent)  # the default transport (rpcclient._transports.base)

@@ -14,7 +14,7 @@ from typing import Any
 
 import gevent
 
-from .server import RPCApp, current_deadline
+from .server._engine.app import RPCApp, current_deadline
 
 __all__ = ["MAX_LARGE", "app"]
 

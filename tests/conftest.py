@@ -27,7 +27,7 @@ import gevent.socket
 import pytest
 
 from rpcclient import Endpoint, Request
-from rpcclient._tcpinfo import data_segs_in
+from rpcclient._transports.tcpinfo import data_segs_in
 
 Handler = Callable[[Any, "RawServer"], None]
 

@@ -1,4 +1,4 @@
-"""The A/B engine (rpcclient._ab), end to end on loopback with a tiny workload.
+"""The A/B engine (rpcclient._tools.ab), end to end on loopback with a tiny workload.
 
 Runs the real thing: the bundled server in its own process, each arm in its
 own process, the counters read from the server's TCP_INFO.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from rpcclient import _ab
-from rpcclient._ab import hdr
+from rpcclient._tools import ab as _ab
+from rpcclient._tools.ab import hdr
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or not hasattr(socket, "TCP_INFO"),
@@ -126,7 +126,7 @@ def test_hdr_clamps_out_of_range_values_and_counts_them() -> None:
 
 
 def test_rate_warning_when_an_arm_falls_behind_or_drops_calls() -> None:
-    from rpcclient._ab.compare import _rate_warnings
+    from rpcclient._tools.ab.compare import _rate_warnings
 
     spec = _ab.ArmSpec.parse("gevent")
     kept = {"rate_asked": 400.0, "calls_per_s": 396.0, "dropped": 0}

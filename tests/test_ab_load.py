@@ -19,7 +19,7 @@ import gevent
 import pytest
 
 from rpcclient import Client
-from rpcclient._ab import ArmSpec, compare, format_table, main, measure
+from rpcclient._tools.ab import ArmSpec, compare, format_table, main, measure
 from rpcclient.example import app as example_app
 from rpcclient.server import serve
 

@@ -1,4 +1,4 @@
-"""rpcclient._ab.stats: the Mann-Whitney test and the B/A interval, pure units.
+"""rpcclient._tools.ab.stats: the Mann-Whitney test and the B/A interval, pure units.
 
 Oracles: the exact test is defined as "every split of the pooled values into
 the two arms is equally likely", so brute-force enumeration of those splits
@@ -16,7 +16,7 @@ import random
 
 import pytest
 
-from rpcclient._ab import stats
+from rpcclient._tools.ab import stats
 
 
 def brute_force_p(a: list[float], b: list[float]) -> float:

@@ -3,7 +3,7 @@
 A parameter counts as documented when its name appears in a ``literal``
 (the docstrings' markup) of the docstring of its class (constructor
 arguments) or of its method. A policy value's fields may also be told in
-its module's docstring (rpcclient._outlier's describes the rules that
+its module's docstring (rpcclient._policy.outlier's describes the rules that
 SuccessRate and FailurePercentage configure). Pure introspection: no
 sockets.
 

@@ -22,8 +22,9 @@ import gevent
 import msgpack
 import pytest
 
-from rpcclient import Client, Retry, Timeout, _blocking_common
+from rpcclient import Client, Retry, Timeout
 from rpcclient import exceptions as E
+from rpcclient._transports.blocking import common as _blocking_common
 
 from .conftest import RawServer, http_response, keepalive_answering, open_fds, read_request
 from .hostile.peer import Ticker

@@ -21,7 +21,7 @@ import trustme
 import rpcclient
 from rpcclient import Client, Timeout
 from rpcclient import exceptions as E
-from rpcclient._blocking_common import EndpointSlots, Exchange, map_foreign_error
+from rpcclient._transports.blocking.common import EndpointSlots, Exchange, map_foreign_error
 
 from .conftest import (
     RawServer,
@@ -252,8 +252,8 @@ def test_a_pool_pushed_out_by_other_endpoints_closes_its_sockets(
     when the pool object goes; our own pool tracking must not keep it alive
     (this fails if PoolFamily holds its pools strongly).
     """
-    from rpcclient._requests_transport import RequestsTransport
-    from rpcclient._urllib3_transport import Urllib3Transport
+    from rpcclient._transports.blocking.requests import RequestsTransport
+    from rpcclient._transports.blocking.urllib3 import Urllib3Transport
 
     first: RawServer = raw_server(keepalive_answering(echo))
     second: RawServer = raw_server(keepalive_answering(echo))

@@ -53,12 +53,12 @@ def test_the_build_is_the_one_expected() -> None:
     if expect is None:  # an install from this checkout: compiled where it can be
         pure = os.environ.get("RPCCLIENT_PURE_PYTHON", "") not in ("", "0")
         expect = "compiled" if _has_compiler() and not pure else "pure"
-    assert rpcclient.COMPILED is (expect == "compiled"), (expect, rpcclient._client.__spec__)
+    assert rpcclient.COMPILED is (expect == "compiled"), (expect, rpcclient._core.client.__spec__)
     for name in ("_client", "_pool", "_http11", "_gevent_transport", "_wsgiserver", "server"):
         origin = str(getattr(importlib.import_module(f"rpcclient.{name}").__spec__, "origin", ""))
         assert origin.endswith(".py") is (expect == "pure"), origin
     # RPCServer subclasses gevent's StreamServer: interpreted in both builds
-    listener = str(getattr(sys.modules["rpcclient._listener"].__spec__, "origin", ""))
+    listener = str(getattr(sys.modules["rpcclient.server.listener"].__spec__, "origin", ""))
     assert listener.endswith(".py"), listener
 
 

@@ -18,9 +18,9 @@ import pytest
 
 from rpcclient import Client, Retry, Timeout
 from rpcclient import exceptions as E
-from rpcclient._balance import Host
-from rpcclient._models import Endpoint
-from rpcclient._retry import DEDUP_MARGIN, dedup_resend_scope, parse_dedup
+from rpcclient._core.balance import Host
+from rpcclient._core.models import Endpoint
+from rpcclient._core.retry import DEDUP_MARGIN, dedup_resend_scope, parse_dedup
 
 from .conftest import RawServer, http_response, read_request
 
@@ -301,7 +301,7 @@ def test_host_notes_dedup() -> None:
 
 
 def test_headers_dedup_scanned_or_noted() -> None:
-    from rpcclient._models import Headers
+    from rpcclient._core.models import Headers
 
     scanned = Headers([("Content-Length", "1"), ("x-RPC-dedup", "s1; window=5")])
     assert scanned.dedup == "s1; window=5"
@@ -324,8 +324,8 @@ def test_end_to_end_with_rpcapp_dedup(
     import random
     import socket
 
-    from rpcclient._dedup import MemoryDedupStore
     from rpcclient.server import RPCApp
+    from rpcclient.server.dedup import MemoryDedupStore
 
     runs: dict[str, int] = {}
     app = RPCApp(dedup=MemoryDedupStore())

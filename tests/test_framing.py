@@ -25,7 +25,7 @@ import pytest
 
 import rpcclient
 from rpcclient import Client, GeventTransport, Timeout
-from rpcclient._codec import Codec
+from rpcclient._core.codec import Codec
 
 from .conftest import RawServer, http_response, keepalive_answering, raw_request, read_request
 from .hostile.peer import Peer, Ticker

@@ -18,7 +18,7 @@ import pytest
 
 import rpcclient
 from rpcclient import Client, GeventTransport, Timeout
-from rpcclient._http11 import COALESCE_LIMIT, PREALLOCATE_ABOVE, PREALLOCATE_MAX
+from rpcclient._transports.gevent.http11 import COALESCE_LIMIT, PREALLOCATE_ABOVE, PREALLOCATE_MAX
 
 from .conftest import (
     FdWatch,
@@ -362,7 +362,7 @@ def test_repr_shows_pool_state(raw_server: Any) -> None:
 
 def test_pool_is_first_come_first_served() -> None:
     """A released slot goes to the oldest waiter, not back to the releaser."""
-    from rpcclient._pool import Pool
+    from rpcclient._transports.gevent.pool import Pool
 
     pool = Pool(1, idle_timeout=None, max_age=None)
     order: list[str] = []
@@ -389,7 +389,7 @@ def test_pool_is_first_come_first_served() -> None:
 
 
 def test_pool_waiter_killed_or_timed_out_leaves_no_hole() -> None:
-    from rpcclient._pool import Pool
+    from rpcclient._transports.gevent.pool import Pool
 
     pool = Pool(1, idle_timeout=None, max_age=None)
     assert pool.acquire(None)

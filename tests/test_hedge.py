@@ -1,4 +1,4 @@
-"""Hedged calls (rpcclient._hedge) against real servers on loopback.
+"""Hedged calls (rpcclient._policy.hedge) against real servers on loopback.
 
 Each host is a small RPCApp on gevent.pywsgi whose ``svc.who`` sleeps for
 that host's current delay, then answers its own name and the caller's value.
@@ -14,7 +14,7 @@ import gevent
 import pytest
 
 from rpcclient import CallEvent, Client, Hedge, Hook, Retry
-from rpcclient._hedge import LatencyWindows
+from rpcclient._policy.hedge import LatencyWindows
 from rpcclient.exceptions import InvalidRequest, ReadTimeout, RPCError
 from rpcclient.server import MemoryDedupStore, RPCApp
 

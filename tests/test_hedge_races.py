@@ -1,4 +1,4 @@
-"""The hedged path (rpcclient._hedge) under races: a hedge winning at awkward moments.
+"""The hedged path (rpcclient._policy.hedge) under races: a hedge winning at awkward moments.
 
 Real servers on loopback (gevent.pywsgi running an RPCApp), no mocks.
 """

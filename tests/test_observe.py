@@ -9,7 +9,7 @@ import pytest
 
 import rpcclient
 from rpcclient import CallEvent, Client, Hook, Retry, report
-from rpcclient._observe import Counter, _bucket, _bucket_upper
+from rpcclient._core.observe import Counter, _bucket, _bucket_upper
 
 from .conftest import RawServer, http_response, keepalive_answering, read_request
 

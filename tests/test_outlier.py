@@ -1,6 +1,6 @@
 """Ejection by outcome (success rate, failure percentage, latency) and peak-EWMA balancing.
 
-Pure units for the policy's arithmetic (rpcclient._outlier.judge, the
+Pure units for the policy's arithmetic (rpcclient._policy.outlier.judge, the
 ejection time, the validation); the rest against real loopback hosts, one
 in-process server each, whose delay and 5xx answers the test controls.
 """
@@ -27,10 +27,10 @@ from rpcclient import (
     OutlierEjection,
     SuccessRate,
 )
-from rpcclient._balance import _SAMPLES, EndpointGroup
-from rpcclient._models import Endpoint
-from rpcclient._outlier import judge, median
-from rpcclient._retry import RetryBudget
+from rpcclient._core.balance import _SAMPLES, EndpointGroup
+from rpcclient._core.models import Endpoint
+from rpcclient._core.retry import RetryBudget
+from rpcclient._policy.outlier import judge, median
 
 from .conftest import http_response, read_request
 

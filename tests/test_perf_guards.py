@@ -15,13 +15,13 @@ from typing import Any
 import gevent
 import pytest
 
-from rpcclient._balance import EndpointGroup
-from rpcclient._gevent_transport import Watchdog
-from rpcclient._http11 import MessageTooLarge, ResponseReader
-from rpcclient._models import Endpoint
-from rpcclient._observe import Stats
-from rpcclient._pool import Connection, Pool
-from rpcclient._retry import RetryBudget
+from rpcclient._core.balance import EndpointGroup
+from rpcclient._core.models import Endpoint
+from rpcclient._core.observe import Stats
+from rpcclient._core.retry import RetryBudget
+from rpcclient._transports.gevent.http11 import MessageTooLarge, ResponseReader
+from rpcclient._transports.gevent.pool import Connection, Pool
+from rpcclient._transports.gevent.transport import Watchdog
 
 ANSWERS = [
     b"HTTP/1.1 200 OK\r\nContent-Type: application/x-msgpack\r\nX-Empty:\r\nX-Long: "

@@ -24,7 +24,7 @@ import pytest
 
 import rpcclient
 from rpcclient import Client, Hook, Retry, Timeout
-from rpcclient._pool import SINGLE_USE_AFTER
+from rpcclient._transports.gevent.pool import SINGLE_USE_AFTER
 
 from .conftest import (
     RawServer,
@@ -704,7 +704,7 @@ def test_a_client_shared_by_os_threads_works_in_each(bundled_server: str) -> Non
 RACE_SCRIPT = r"""
 import json, sys, threading, time
 import rpcclient
-import rpcclient._threads as T
+import rpcclient._transports.threads as T
 
 # widen the window between "no PerThread yet" and storing one: two threads'
 # first calls at once must still end up with one, and with live transports

@@ -18,9 +18,9 @@ import pytest
 
 import rpcclient
 from rpcclient import Client, Retry, Timeout
-from rpcclient._balance import EndpointGroup
-from rpcclient._models import Endpoint
-from rpcclient._retry import RetryBudget, parse_retry_after
+from rpcclient._core.balance import EndpointGroup
+from rpcclient._core.models import Endpoint
+from rpcclient._core.retry import RetryBudget, parse_retry_after
 
 from .conftest import RawServer, free_port, http_response, keepalive_answering, read_request
 from .offcpu import Lateness

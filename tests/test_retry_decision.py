@@ -1,6 +1,6 @@
 """The retry decision as a pure function (issue 17, "decisions apart from actions").
 
-:func:`rpcclient._retry.decide_retry` is checked without sockets, clock or
+:func:`rpcclient._core.retry.decide_retry` is checked without sockets, clock or
 sleep: first every combination of a discrete grid against the rules table
 of README.rst ("Retries"), row by row, spelled out again here on purpose
 (the table, not the code, is the reference); then hypothesis over the
@@ -20,9 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rpcclient import _retry
 from rpcclient import exceptions as E
-from rpcclient._retry import (
+from rpcclient._core import retry as _retry
+from rpcclient._core.retry import (
     REFUSED_ATTEMPTS,
     REFUSED_DEADLINE,
     REFUSED_RETRY_AFTER,

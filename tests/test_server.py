@@ -1,4 +1,4 @@
-"""The bundled server (rpcclient.server, rpcclient._wsgiserver) over real sockets.
+"""The bundled server (rpcclient.server, rpcclient.server._engine.wsgi) over real sockets.
 
 Every test talks raw HTTP/1.1 to a server on 127.0.0.1, port 0, through
 gevent sockets with a timeout (cooperative whether or not the process is
@@ -27,10 +27,10 @@ import msgpack
 import pytest
 from gevent import pywsgi
 
-from rpcclient import _cli
-from rpcclient._tcpinfo import data_segs_in
-from rpcclient._wsgiserver import COALESCE_LIMIT, RPCHandler, RPCServer
+from rpcclient._tools import cli as _cli
+from rpcclient._transports.tcpinfo import data_segs_in
 from rpcclient.server import RPCApp, current_deadline, serve
+from rpcclient.server._engine.wsgi import COALESCE_LIMIT, RPCHandler, RPCServer
 
 pytestmark = pytest.mark.timeout(60)
 

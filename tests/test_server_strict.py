@@ -32,9 +32,10 @@ import msgpack
 import pytest
 from gevent import pywsgi
 
-from rpcclient import _cli, _wsgiserver
-from rpcclient._wsgiserver import MAX_HEAD, RPCServer
+from rpcclient._tools import cli as _cli
 from rpcclient.server import RPCApp, serve
+from rpcclient.server._engine import wsgi as _wsgiserver
+from rpcclient.server._engine.wsgi import MAX_HEAD, RPCServer
 from tests.test_server import IO_TIMEOUT, REPO, Conn, post
 
 pytestmark = pytest.mark.timeout(60)

@@ -21,8 +21,8 @@ import pytest
 
 import rpcclient
 from rpcclient import CallEvent, Client
-from rpcclient._stats_cli import configure_parser, dump_stats, run
-from rpcclient._statsd import StatsdReporter
+from rpcclient._integrations.statsd import StatsdReporter
+from rpcclient._tools.stats import configure_parser, dump_stats, run
 
 from .conftest import RawServer, http_response, keepalive_answering, run_in_fork
 

@@ -17,7 +17,12 @@ import pytest
 
 import rpcclient
 from rpcclient import Client, Retry
-from rpcclient._tracing import OTEL_EXTRA, RPC_SYSTEM, OpenTelemetryHook, TraceContextMiddleware
+from rpcclient._integrations.tracing import (
+    OTEL_EXTRA,
+    RPC_SYSTEM,
+    OpenTelemetryHook,
+    TraceContextMiddleware,
+)
 
 from .conftest import RawServer, http_response, keepalive_answering, read_request
 
@@ -265,7 +270,8 @@ def test_without_opentelemetry_the_classes_say_which_extra(monkeypatch: Any) -> 
 
 def test_importing_rpcclient_never_imports_opentelemetry() -> None:
     code = (
-        "import sys, rpcclient, rpcclient._tracing, rpcclient._statsd, rpcclient._stats_cli\n"
+        "import sys, rpcclient, rpcclient._integrations.tracing\n"
+        "import rpcclient._integrations.statsd, rpcclient._tools.stats\n"
         "loaded = [m for m in sys.modules if m.startswith('opentelemetry')]\n"
         "assert not loaded, loaded\n"
     )

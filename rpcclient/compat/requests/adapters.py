@@ -90,10 +90,10 @@ from urllib3.util import parse_url
 from urllib3.util.retry import Retry
 
 from ... import exceptions as _rpc
-from ..._gevent_transport import TLSConfig
-from ..._models import Endpoint, Request, check_header
+from ..._config import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RESPONSE_SIZE, TLSConfig
+from ..._core.models import Endpoint, Request, check_header
+from ..._core.timeouts import Timeout as _Timeout
 from ..._public import GeventTransport
-from ..._timeouts import Timeout as _Timeout
 from .exceptions import (
     ChunkedEncodingError,
     ConnectionError,
@@ -111,7 +111,6 @@ from .exceptions import (
 __all__ = ["DEFAULT_MAX_RESPONSE_SIZE", "BaseAdapter", "HTTPAdapter"]
 
 MIB = 1024 * 1024
-DEFAULT_MAX_RESPONSE_SIZE = 64 * MIB
 DEFAULT_POOLSIZE = _upstream.DEFAULT_POOLSIZE
 #: idempotent methods (RFC 9110, 9.2.2): re-sent after an idle close
 _REPEATABLE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -403,7 +402,7 @@ class HTTPAdapter(_upstream.HTTPAdapter):
         pool_block: bool = DEFAULT_POOLBLOCK,
         *,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
-        idle_timeout: float | None = 1.5,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
         if not isinstance(pool_maxsize, int) or pool_maxsize < 1:
             raise ValueError(f"pool_maxsize must be an int >= 1, not {pool_maxsize!r}")
@@ -421,7 +420,7 @@ class HTTPAdapter(_upstream.HTTPAdapter):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)  # type: ignore[misc]
         self.max_response_size = DEFAULT_MAX_RESPONSE_SIZE
-        self.idle_timeout = 1.5
+        self.idle_timeout = DEFAULT_IDLE_TIMEOUT
         self._reset_threads()
 
     # -- transports, one set per OS thread ------------------------------------------

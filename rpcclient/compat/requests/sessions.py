@@ -26,6 +26,7 @@ from requests.cookies import RequestsCookieJar
 from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
 
+from ..._config import DEFAULT_IDLE_TIMEOUT, DEFAULT_POOL_SIZE
 from .adapters import (
     DEFAULT_MAX_RESPONSE_SIZE,
     HTTPAdapter,
@@ -48,9 +49,9 @@ class Session(_upstream.Session):
     def __init__(
         self,
         *,
-        pool_size: int = 10,
+        pool_size: int = DEFAULT_POOL_SIZE,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
-        idle_timeout: float | None = 1.5,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
         super().__init__()
         self.mount_gevent(pool_size, max_response_size, idle_timeout)

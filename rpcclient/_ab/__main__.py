@@ -1,5 +1,0 @@
-"""``python -m rpcclient._ab``: the same as ``rpcclient ab``."""
-
-from rpcclient._ab.cli import main
-
-raise SystemExit(main())
