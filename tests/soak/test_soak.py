@@ -58,8 +58,7 @@ import pytest
 from rpcclient import CallEvent, Client, Hook, Retry, Timeout
 from rpcclient import exceptions as E
 from rpcclient.server import MemoryDedupStore, RPCApp, serve
-
-from ..conftest import open_fds
+from tests.support.proc import open_fds
 
 SEED = int(os.environ.get("RPCCLIENT_SOAK_SEED") or random.SystemRandom().randrange(2**32))
 CALLS = int(os.environ.get("RPCCLIENT_SOAK_CALLS") or 20_000)
