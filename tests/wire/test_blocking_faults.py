@@ -27,14 +27,10 @@ from rpcclient import exceptions as E
 from rpcclient._transports.blocking import common as _blocking_common
 from tests.support.peer import Ticker
 from tests.support.proc import open_fds
-from tests.support.raw import RawServer, http_response, keepalive_answering, read_request
+from tests.support.raw import RawServer, echo, http_response, keepalive_answering, read_request
 
 TRANSPORTS = ["requests", "urllib3"]
 ONCE = Retry(attempts=1)
-
-
-def echo(head: bytes, body: bytes) -> bytes:
-    return http_response(body)
 
 
 @pytest.fixture(params=TRANSPORTS)

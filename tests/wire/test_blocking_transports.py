@@ -25,6 +25,7 @@ from rpcclient._transports.blocking.common import EndpointSlots, Exchange, map_f
 from tests.support.proc import run_python
 from tests.support.raw import (
     RawServer,
+    echo,
     http_response,
     keepalive_answering,
     raw_request,
@@ -33,10 +34,6 @@ from tests.support.raw import (
 )
 
 TRANSPORTS = ["requests", "urllib3"]
-
-
-def echo(head: bytes, body: bytes) -> bytes:
-    return http_response(body)
 
 
 @pytest.fixture(params=TRANSPORTS)

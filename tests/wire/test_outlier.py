@@ -31,6 +31,7 @@ from rpcclient._core.balance import _SAMPLES, EndpointGroup
 from rpcclient._core.models import Endpoint
 from rpcclient._core.retry import RetryBudget
 from rpcclient._policy.outlier import judge, median
+from tests.support.poll import wait_for
 from tests.support.raw import http_response, read_request
 
 # -- the policy's arithmetic (pure) ----------------------------------------------
@@ -589,22 +590,12 @@ class Load:
         gevent.joinall(self.greenlets, timeout=10)
 
 
-def _wait_for(what: Any, bound: float = 15.0) -> bool:
-    """Poll ``what()`` every 10 ms for at most ``bound`` s (a bound, not an assertion)."""
-    stop = monotonic() + bound
-    while monotonic() < stop:
-        if what():
-            return True
-        gevent.sleep(0.01)
-    return False
-
-
 def test_a_slow_host_is_ejected_for_latency_and_back_once_it_recovers(backends: Any) -> None:
     fast1, slow, fast2 = backends(0.001, 0.05, 0.001)  # 50x slower
     client = Client([fast1.url, slow.url, fast2.url], retry=NO_RETRY, outlier_ejection=SLOW_FAST)
     load = Load(client)
     try:
-        assert _wait_for(lambda: _hosts(client)[slow.url]["ejected"]), _hosts(client)
+        assert wait_for(lambda: _hosts(client)[slow.url]["ejected"], 15.0), _hosts(client)
         hosts = _hosts(client)
         assert hosts[slow.url]["eject_reason"] == "latency"
         assert hosts[slow.url]["latency_ms"] > 3 * hosts[fast1.url]["latency_ms"]
@@ -612,7 +603,7 @@ def test_a_slow_host_is_ejected_for_latency_and_back_once_it_recovers(backends: 
         # after its rest (0.5 s) one call probes it, answers slowly, and rests it again:
         # one call per rest, not an interval's share
         calls, ejections = hosts[slow.url]["calls"], hosts[slow.url]["ejections"]
-        assert _wait_for(lambda: _hosts(client)[slow.url]["ejections"] > ejections)
+        assert wait_for(lambda: _hosts(client)[slow.url]["ejections"] > ejections, 15.0)
         again = _hosts(client)[slow.url]
         assert again["ejected"] and again["eject_reason"] == "latency"
         probes = again["ejections"] - ejections
@@ -620,11 +611,12 @@ def test_a_slow_host_is_ejected_for_latency_and_back_once_it_recovers(backends: 
         slow.delay = 0.001  # recovers
         # its rest (0.5 s, growing if it came back still slow) ends, a probe brings it
         # back, and an interval judged with it in service finds it like its peers
-        assert _wait_for(
+        assert wait_for(
             lambda: (
                 not _hosts(client)[slow.url]["ejected"]
                 and (_hosts(client)[slow.url]["latency_ms"] or 50) < 10
-            )
+            ),
+            15.0,
         ), _hosts(client)
         back = _hosts(client)[slow.url]["ejections"]
         during = slow.calls

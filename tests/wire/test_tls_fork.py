@@ -21,15 +21,12 @@ from rpcclient import Client, TLSConfig
 from tests.support.proc import run_in_fork, run_python
 from tests.support.raw import (
     RawServer,
+    echo,
     http_response,
     keepalive_answering,
     read_request,
     silent,
 )
-
-
-def echo(head: bytes, body: bytes) -> bytes:
-    return http_response(body)
 
 
 @pytest.fixture(scope="module")
