@@ -121,6 +121,7 @@ from ..._config import (
 )
 from ..._core.models import Body, Headers, Request, Response
 from ..._core.timeouts import Deadline
+from ..._fork import on_fork_in_child
 from ...exceptions import (
     ClientClosed,
     ConnectError,
@@ -133,7 +134,6 @@ from ...exceptions import (
     RPCError,
 )
 from ..base import Transport
-from ..fork import on_fork_in_child
 from ..gevent.http11 import BadAnswer, check_request_id
 from ..gevent.pool import Pool
 
