@@ -105,6 +105,7 @@ def count_instructions(
     warmup: int,
     timeout: float = 900.0,
     hashseed: int = 0,
+    keep: str | None = None,
 ) -> dict[str, Any]:
     """One client process under callgrind; its total instructions and what it reported."""
     config = {"tree": tree, "url": url, "calls": calls, "warmup": warmup, **MODES[mode]}
@@ -130,6 +131,10 @@ def count_instructions(
             raise RuntimeError(f"client under callgrind failed:\n{done.stderr[-3000:]}")
         with open(out, encoding="utf-8", errors="replace") as fh:
             match = _SUMMARY.search(fh.read())
+        if keep is not None:  # for callgrind_annotate: where the instructions went
+            os.makedirs(keep, exist_ok=True)
+            name = f"{os.path.basename(tree.rstrip('/'))}-{mode}-{calls}-seed{hashseed}.out"
+            shutil.copy(out, os.path.join(keep, name))
     if match is None:
         raise RuntimeError("no summary line in callgrind's output")
     report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -152,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="repetition i runs with PYTHONHASHSEED=i (default: 0 for all): the spread then "
         "includes dict layouts, which move when module or attribute names change",
+    )
+    parser.add_argument(
+        "--keep", metavar="DIR", help="keep each callgrind.out in DIR (callgrind_annotate)"
     )
     parser.add_argument("--out", default=os.path.join(harness.BENCH_DIR, "results"))
     args = parser.parse_args(argv)
