@@ -198,10 +198,10 @@ def main(argv: list[str] | None = None) -> int:
                     # the two counts interleaved, so a drift of the machine hits both alike
                     seed = rep if args.vary_hashseed else 0
                     few = count_instructions(
-                        tree, server.url, mode, low, args.warmup, hashseed=seed
+                        tree, server.url, mode, low, args.warmup, hashseed=seed, keep=args.keep
                     )
                     many = count_instructions(
-                        tree, server.url, mode, high, args.warmup, hashseed=seed
+                        tree, server.url, mode, high, args.warmup, hashseed=seed, keep=args.keep
                     )
                     per_call = (many["instructions"] - few["instructions"]) / (high - low)
                     runs.append({"per_call": per_call, "low": few, "high": many})
