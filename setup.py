@@ -3,7 +3,8 @@
 The modules on every call's path are compiled with mypyc from the same
 type-checked sources (what black and mypy ship): whole folders, the call path
 (``rpcclient/_core``) and the gevent transport (``rpcclient/_transports/gevent``),
-for the gain README.rst measures ("The compiled build"); the bundled server's
+1.45x the concurrent calls/s of the interpreted package (README.rst, "The
+compiled build"); the bundled server's
 per-request path (``rpcclient/server/_engine``) is compiled too. The
 compiled build is optional: ``RPCCLIENT_PURE_PYTHON=1`` at install time, or any failure to
 compile (no C compiler, no mypyc), installs the interpreted package, which

@@ -98,12 +98,19 @@ _SUMMARY = re.compile(r"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
 
 
 def count_instructions(
-    tree: str, url: str, mode: str, calls: int, warmup: int, timeout: float = 900.0
+    tree: str,
+    url: str,
+    mode: str,
+    calls: int,
+    warmup: int,
+    timeout: float = 900.0,
+    hashseed: int = 0,
+    keep: str | None = None,
 ) -> dict[str, Any]:
     """One client process under callgrind; its total instructions and what it reported."""
     config = {"tree": tree, "url": url, "calls": calls, "warmup": warmup, **MODES[mode]}
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONHASHSEED"] = "0"
+    env["PYTHONHASHSEED"] = str(hashseed)
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "callgrind.out")
         command = [
@@ -124,6 +131,10 @@ def count_instructions(
             raise RuntimeError(f"client under callgrind failed:\n{done.stderr[-3000:]}")
         with open(out, encoding="utf-8", errors="replace") as fh:
             match = _SUMMARY.search(fh.read())
+        if keep is not None:  # for callgrind_annotate: where the instructions went
+            os.makedirs(keep, exist_ok=True)
+            name = f"{os.path.basename(tree.rstrip('/'))}-{mode}-{calls}-seed{hashseed}.out"
+            shutil.copy(out, os.path.join(keep, name))
     if match is None:
         raise RuntimeError("no summary line in callgrind's output")
     report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -141,6 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", default="1000,3000", help="the two call counts: LOW,HIGH")
     parser.add_argument("--warmup", type=int, default=200, help="calls before the counted ones")
     parser.add_argument("--repeat", type=int, default=2, help="measurements per mode")
+    parser.add_argument(
+        "--vary-hashseed",
+        action="store_true",
+        help="repetition i runs with PYTHONHASHSEED=i (default: 0 for all): the spread then "
+        "includes dict layouts, which move when module or attribute names change",
+    )
+    parser.add_argument(
+        "--keep", metavar="DIR", help="keep each callgrind.out in DIR (callgrind_annotate)"
+    )
     parser.add_argument("--out", default=os.path.join(harness.BENCH_DIR, "results"))
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
@@ -176,8 +196,13 @@ def main(argv: list[str] | None = None) -> int:
                 runs = []
                 for rep in range(args.repeat):
                     # the two counts interleaved, so a drift of the machine hits both alike
-                    few = count_instructions(tree, server.url, mode, low, args.warmup)
-                    many = count_instructions(tree, server.url, mode, high, args.warmup)
+                    seed = rep if args.vary_hashseed else 0
+                    few = count_instructions(
+                        tree, server.url, mode, low, args.warmup, hashseed=seed, keep=args.keep
+                    )
+                    many = count_instructions(
+                        tree, server.url, mode, high, args.warmup, hashseed=seed, keep=args.keep
+                    )
                     per_call = (many["instructions"] - few["instructions"]) / (high - low)
                     runs.append({"per_call": per_call, "low": few, "high": many})
                     progress(f"{tree} {mode} {rep + 1}/{args.repeat}: {per_call:,.0f} per call")

@@ -8,7 +8,8 @@ name starting with ``_`` is private.
 
 General layout, each layer importing only the ones below it:
 
-- ``exceptions``, ``_version``: the bottom; they import nothing of ours.
+- ``exceptions``, ``_version``, ``_fork`` (the one registry of what a forked
+  child resets): the bottom; they import nothing of ours.
 - ``_core/`` (compiled): the call path. ``client`` turns a name and
   arguments into a result; ``models``, ``codec``, ``timeouts``, ``retry``,
   ``observe``, ``balance`` are its parts. It sees transports only through
@@ -20,7 +21,7 @@ General layout, each layer importing only the ones below it:
   ejection), interpreted.
 - ``_transports/``: ``base`` (the seam and its registry), ``mock``,
   ``gevent/`` (the default transport, compiled), ``blocking/`` (requests and
-  urllib3), and the fork and thread lifetimes they share.
+  urllib3), and the per-thread lifetimes they share.
 - ``_public``: the interpreted, subclassable ``Client`` and
   ``GeventTransport`` over the compiled cores; it registers the default
   transport.

@@ -30,6 +30,8 @@ from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
+from .._fork import on_fork_in_child
+
 __all__ = ["CallEvent", "Hook", "Stats", "report"]
 
 log = logging.getLogger("rpcclient")
@@ -365,7 +367,7 @@ class RequestIds:
     """Cheap unique request ids: a random per-process prefix and a counter.
 
     Several times cheaper than uuid4 per call, and unique across processes:
-    a forked child draws a new prefix (``os.register_at_fork``), so no
+    a forked child draws a new prefix (:mod:`rpcclient._fork`), so no
     ``getpid()`` per call.
     """
 
@@ -382,5 +384,4 @@ class RequestIds:
 
 
 REQUEST_IDS = RequestIds()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=REQUEST_IDS.reset)
+_FORK_HOOK = on_fork_in_child(REQUEST_IDS.reset)  # kept: the registry holds hooks weakly

@@ -31,7 +31,7 @@
   by default: the DogStatsD client default, safe below a 1500-byte MTU). A
   single line longer than that goes alone.
 - Fork-safe: a child starts with an empty buffer, its own socket and its own
-  flusher (``os.register_at_fork``); what the parent had not sent yet is the
+  flusher (:mod:`rpcclient._fork`); what the parent had not sent yet is the
   parent's to send, so nothing is reported twice.
 - :meth:`~StatsdReporter.close` sends what is buffered and stops the flusher.
   Without it, metrics of the last ``flush_interval`` are lost at exit.
@@ -46,7 +46,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-import os
 import re
 import socket
 import weakref
@@ -60,6 +59,7 @@ import gevent.event
 import gevent.socket
 
 from .._core.observe import CallEvent, Hook
+from .._fork import on_fork_in_child
 
 __all__ = ["StatsdReporter"]
 
@@ -363,5 +363,4 @@ def _reset_all_after_fork() -> None:
         reporter._after_fork_in_child()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_all_after_fork)
+_FORK_HOOK = on_fork_in_child(_reset_all_after_fork)  # kept: the registry holds hooks weakly

@@ -34,7 +34,7 @@ from gevent._hub_local import get_hub_if_exists
 from gevent.hub import get_hub
 from gevent.monkey import get_original
 
-from .fork import on_fork_in_child
+from .._fork import on_fork_in_child
 
 __all__ = ["PerThread", "creation_lock", "thread_ident"]
 

@@ -42,7 +42,7 @@ def _env(target: Path) -> dict[str, str]:
 def test_it_is_urllib3_future_and_its_socket_options_apply(future_dir: Path) -> None:
     script = (
         "import socket, urllib3, urllib3.connection as c\n"
-        "from rpcclient._transports.blocking.common import apply_socket_options\n"
+        "from rpcclient._transports.blocking.connections import apply_socket_options\n"
         f"assert urllib3.__file__.startswith({str(future_dir)!r}), urllib3.__file__\n"
         "opts = c.HTTPConnection.default_socket_options\n"
         "assert any(len(o) == 4 for o in opts), opts\n"

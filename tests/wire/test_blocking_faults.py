@@ -24,7 +24,7 @@ import pytest
 
 from rpcclient import Client, Retry, Timeout
 from rpcclient import exceptions as E
-from rpcclient._transports.blocking import common as _blocking_common
+from rpcclient._transports.blocking import connections as _blocking_connections
 from tests.support.peer import Ticker
 from tests.support.proc import open_fds
 from tests.support.raw import RawServer, echo, http_response, keepalive_answering, read_request
@@ -109,7 +109,7 @@ def test_a_timer_in_the_pooled_connection_check_leaks_no_socket(
         # FIN came in unseen; 53 of 96 landed there when it did).
         # urllib3-future keeps its own check.
         hits = sum(map(landed_in_the_check, kept))
-        if not getattr(_blocking_common, "_URLLIB3_FUTURE", False):
+        if not _blocking_connections._URLLIB3_FUTURE:
             assert hits == 0, f"{hits} of {len(kept)} errors were raised in the check"
         assert len(kept) >= 12 * size  # nearly all: they cannot end within a spin
         assert all(isinstance(e, E.RPCError | gevent.Timeout) for e in kept), kept

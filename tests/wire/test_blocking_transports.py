@@ -21,7 +21,8 @@ import trustme
 import rpcclient
 from rpcclient import Client, Timeout
 from rpcclient import exceptions as E
-from rpcclient._transports.blocking.common import EndpointSlots, Exchange, map_foreign_error
+from rpcclient._transports.blocking.common import EndpointSlots
+from rpcclient._transports.blocking.exchange import Exchange, map_foreign_error
 from tests.support.proc import run_python
 from tests.support.raw import (
     RawServer,

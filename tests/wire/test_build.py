@@ -7,6 +7,7 @@ run once more against a copy of the sources without the extensions.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import os
 import shutil
@@ -21,6 +22,26 @@ import rpcclient
 
 PACKAGE = Path(rpcclient.__file__).parent
 TESTS = Path(__file__).resolve().parents[1]  # tests/, the suites are named from there
+
+
+def compiled_modules() -> list[str]:
+    """The dotted names setup.py compiles: every module of its COMPILED_FOLDERS but __init__."""
+    # the checkout's setup.py (the interpreted run imports a copy without it)
+    tree = ast.parse((TESTS.parent / "setup.py").read_text())
+    folders = next(
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "COMPILED_FOLDERS" for t in node.targets)
+    )
+    names = []
+    for folder in folders:
+        for path in sorted((TESTS.parent / folder).glob("*.py")):
+            if path.name != "__init__.py":
+                names.append(f"{folder.replace('/', '.')}.{path.stem}")
+    return names
+
+
 #: the suites that run again on the interpreted package (what the compiled modules serve)
 PURE_SUITES = (
     "wire/test_build.py::test_the_build_is_the_one_expected",
@@ -32,7 +53,7 @@ PURE_SUITES = (
     "wire/test_observe.py",
     "unit/test_perf_guards.py",
     "unit/test_units.py",
-    # the bundled server and RPCApp are compiled too (setup.py HOT_MODULES)
+    # the bundled server and RPCApp are compiled too (setup.py COMPILED_FOLDERS)
     "server/test_server.py",
     "server/test_server_strict.py",
     "server/test_dedup_server.py",
@@ -54,8 +75,10 @@ def test_the_build_is_the_one_expected() -> None:
         pure = os.environ.get("RPCCLIENT_PURE_PYTHON", "") not in ("", "0")
         expect = "compiled" if _has_compiler() and not pure else "pure"
     assert rpcclient.COMPILED is (expect == "compiled"), (expect, rpcclient._core.client.__spec__)
-    for name in ("_client", "_pool", "_http11", "_gevent_transport", "_wsgiserver", "server"):
-        origin = str(getattr(importlib.import_module(f"rpcclient.{name}").__spec__, "origin", ""))
+    names = compiled_modules()
+    assert "rpcclient._core.client" in names and "rpcclient.server._engine.wsgi" in names, names
+    for name in names:
+        origin = str(getattr(importlib.import_module(name).__spec__, "origin", ""))
         assert origin.endswith(".py") is (expect == "pure"), origin
     # RPCServer subclasses gevent's StreamServer: interpreted in both builds
     listener = str(getattr(sys.modules["rpcclient.server.listener"].__spec__, "origin", ""))
@@ -92,11 +115,11 @@ def test_no_extension_is_older_than_its_source() -> None:
     """An editable checkout runs its extensions, not its .py files: they must be current."""
     if not rpcclient.COMPILED:
         pytest.skip("the interpreted package runs its sources")
-    extensions = [p for p in PACKAGE.iterdir() if p.suffix in (".so", ".pyd")]
+    extensions = [p for p in PACKAGE.rglob("*") if p.suffix in (".so", ".pyd")]
     assert extensions, "COMPILED, yet no extension next to the sources"
     # the group library holds the code of every compiled module: the oldest
     # extension must be newer than each of their sources
     built = min(p.stat().st_mtime for p in extensions)
-    sources = [PACKAGE / (p.name.split(".", 1)[0] + ".py") for p in extensions]
+    sources = [p.parent / (p.name.split(".", 1)[0] + ".py") for p in extensions]
     stale = [p.name for p in sources if p.exists() and p.stat().st_mtime > built]
     assert not stale, f"edited after the last build (rebuild: pip install -e .): {stale}"

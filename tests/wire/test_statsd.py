@@ -22,7 +22,8 @@ import pytest
 import rpcclient
 from rpcclient import CallEvent, Client
 from rpcclient._integrations.statsd import StatsdReporter
-from rpcclient._tools.stats import configure_parser, dump_stats, run
+from rpcclient._integrations.statsfile import dump_stats
+from rpcclient._tools.stats import configure_parser, run
 from tests.support.proc import run_in_fork
 from tests.support.raw import RawServer, http_response, keepalive_answering
 

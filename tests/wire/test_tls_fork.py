@@ -188,7 +188,7 @@ def test_tls_is_either_tls_or_its_parts() -> None:
     with pytest.raises(ValueError, match="either tls= or verify/ca_certs/cert"):
         Client("https://127.0.0.1:1", tls=TLSConfig(), verify=False)
     # ours ("tls must be a rpcclient.TLSConfig"), or the compiled build's argument check
-    with pytest.raises(TypeError, match=r"rpcclient\.(_gevent_transport\.)?TLSConfig"):
+    with pytest.raises(TypeError, match=r"rpcclient\.(_config\.)?TLSConfig"):
         Client("https://127.0.0.1:1", tls=ssl.create_default_context())  # type: ignore[arg-type]
 
 

@@ -49,6 +49,7 @@ from ..._config import (
 )
 from ..._core.models import Endpoint, Request, Response
 from ..._core.timeouts import Deadline
+from ..._fork import on_fork_in_child
 from ...exceptions import (
     ClientClosed,
     ConnectError,
@@ -63,7 +64,6 @@ from ...exceptions import (
     TransportError,
 )
 from ..base import Transport
-from ..fork import on_fork_in_child
 from ..threads import PerThread, creation_lock, thread_ident
 from .http11 import (
     COALESCE_LIMIT,

@@ -1,6 +1,10 @@
-"""What a forked child resets: the pools it inherited from its parent.
+"""What a forked child resets: the one registry of the package's fork hooks.
 
-A child must never use the parent's pooled sockets (both processes would
+Every owner of per-process state registers here (pools and their sockets,
+the per-thread transports, the request-id prefix, the statsd flushers), so
+``os.register_at_fork`` is called once, by this module.
+
+For pools: a child must never use the parent's pooled sockets (both processes would
 read the same answers), nor close them politely (a FIN or ``shutdown`` would
 end the parent's exchanges too): it drops its copies of the descriptors and
 starts anew. Each owner of pools registers a :class:`ForkHook` and keeps it
