@@ -2,13 +2,13 @@
 
     .venv/bin/nox                 # both sessions, as CI runs them (.ci/run)
     .venv/bin/nox -s tests-3.13   # one of them
-    .venv/bin/nox -s tests-3.11 -- tests/test_retry.py -x   # arguments go to pytest
+    .venv/bin/nox -s tests-3.11 -- tests/wire/test_retry.py -x   # arguments go to pytest
 
 Each session is a fresh virtualenv with ``pip install -e '.[test]'`` (the
 compiled build, which also re-runs the gevent suites on the interpreted
-sources: tests/test_build.py) and runs the suite as README.rst says,
+sources: tests/wire/test_build.py) and runs the suite as README.rst says,
 monkey-patched. Lint (ruff) and types (mypy) are tests of the suite
-(tests/test_lint.py), so they run on both Pythons too.
+(tests/unit/test_lint.py), so they run on both Pythons too.
 
 Why nox, not tox: the sessions are Python code (the interpreter lookup below
 is a function, not ini syntax), as urllib3 and pip run theirs.

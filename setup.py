@@ -8,7 +8,7 @@ compiled build"); the bundled server's
 per-request path (``rpcclient/server/_engine``) is compiled too. The
 compiled build is optional: ``RPCCLIENT_PURE_PYTHON=1`` at install time, or any failure to
 compile (no C compiler, no mypyc), installs the interpreted package, which
-behaves the same and is tested the same (tests/test_build.py).
+behaves the same and is tested the same (tests/wire/test_build.py).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ new server. Every case is one call followed by a probe call, and checks:
 - the call ends by its deadline (0.15 s; 3 s where the answer must be its
   value) + 50 ms, and a ticker greenlet never waits more than 50 ms past its
   5 ms tick meanwhile, both less the time the process waited for a CPU
-  (tests/offcpu.py): one try per case, none run again;
+  (tests/support/offcpu.py): one try per case, none run again;
 - after an error, stray or late bytes, ``Connection: close`` or HTTP/1.0 the
   probe is the first request on its connection (the peer counts them):
   nothing is reused after an answer that did not end cleanly;
@@ -18,7 +18,7 @@ new server. Every case is one call followed by a probe call, and checks:
 - over the run, the resident set grows by less than 32 MiB + 24 KiB a case
   (hypothesis keeps ~12 KiB per case; the client's own growth is measured
   without it in test_scripted.py, and what a case costs at its peak per body
-  shape in tests/test_framing.py).
+  shape in tests/wire/test_framing.py).
 
 The generated cases (hypothesis, ``HOSTILE_EXAMPLES`` of them, 2,000 by
 default) draw a value, a framing (Content-Length, chunked, close-framed) and
@@ -47,10 +47,10 @@ from hypothesis import strategies as st
 
 import rpcclient
 from rpcclient import Client, Retry, Timeout
+from tests.support.offcpu import Lateness
+from tests.support.peer import Peer, Ticker
 
-from ..offcpu import Lateness
 from .conftest import SEED
-from .peer import Peer, Ticker
 
 DEADLINE = 0.15  # per case call: a case that hangs costs this much
 # A case whose answer must be its value cannot hang unless the client is wrong;
@@ -413,7 +413,7 @@ class Harness:
     def _call(self, answer: Answer, wire: bytes) -> tuple[Any, BaseException | None, float, float]:
         """The case's call: its value or error, how late past the deadline it
         ended and the ticker's worst wait, both less this process's run-queue
-        delay (tests/offcpu.py), so a loaded machine does not make them late."""
+        delay (tests/support/offcpu.py), so a loaded machine does not make them late."""
         # a cut answer ends the peer's bytes: late ones would complete its body
         # (HOSTILE_SEED=3308590434: 18 of 19 bytes, then the late answer's "H")
         late = answer.late if answer.cut is None else b""
@@ -471,7 +471,7 @@ class Harness:
 
     def memory_growth(self) -> int:
         """Bytes the resident set grew by since the start (what stayed, not a case's peak:
-        tests/test_framing.py measures those per body shape)."""
+        tests/wire/test_framing.py measures those per body shape)."""
         return _rss() - self.rss
 
 

@@ -18,9 +18,9 @@ import msgpack
 import pytest
 
 import rpcclient
+from tests.support.offcpu import Lateness
+from tests.support.peer import Peer
 
-from ..offcpu import Lateness
-from .peer import Peer
 from .test_hostile import (
     DEADLINE,
     EITHER,

@@ -58,8 +58,8 @@ import pytest
 from rpcclient import CallEvent, Client, Hook, Retry, Timeout
 from rpcclient import exceptions as E
 from rpcclient.server import MemoryDedupStore, RPCApp, serve
-
-from ..conftest import open_fds
+from tests.support.poll import wait_for
+from tests.support.proc import open_fds
 
 SEED = int(os.environ.get("RPCCLIENT_SOAK_SEED") or random.SystemRandom().randrange(2**32))
 CALLS = int(os.environ.get("RPCCLIENT_SOAK_CALLS") or 20_000)
@@ -400,15 +400,6 @@ def pool_figures(client: Client) -> dict[str, dict[str, int]]:
     return {url: {k: p.get(k, 0) for k in keys} for url, p in pools.items()}
 
 
-def wait_until(check: Callable[[], bool], seconds: float) -> bool:
-    end = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > end:
-            return False
-        gevent.sleep(0.05)
-    return True
-
-
 def run_soak(
     seed: int,
     calls: int,
@@ -471,20 +462,20 @@ def run_soak(
         seconds = time.monotonic() - started
         # Everything in flight finishes (a stalled request may still reach a
         # server after its caller gave up) before the figures are read.
-        drained = wait_until(lambda: servers.in_flight == 0, 5.0)
+        drained = wait_for(lambda: servers.in_flight == 0, 5.0, every=0.05)
         pools_before = pool_figures(client)
     finally:
         gevent.killall(workers)
         client.close()
-    drained = wait_until(lambda: all(p.active == 0 for p in proxies), 10.0) and drained
-    drained = wait_until(lambda: servers.in_flight == 0, 5.0) and drained
+    drained = wait_for(lambda: all(p.active == 0 for p in proxies), 10.0, every=0.05) and drained
+    drained = wait_for(lambda: servers.in_flight == 0, 5.0, every=0.05) and drained
     pools_after = pool_figures(client)
 
     def fds_back() -> bool:
         gc.collect()
         return open_fds() <= fds_baseline
 
-    wait_until(fds_back, 10.0)
+    wait_for(fds_back, 10.0, every=0.05)
     fds_after = open_fds()
     for proxy in proxies:
         proxy.stop()

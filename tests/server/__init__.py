@@ -1,0 +1,1 @@
+"""Server tier: the bundled server (rpcclient.server) over raw sockets."""
