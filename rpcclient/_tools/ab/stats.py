@@ -10,7 +10,7 @@ calls/s of each run, its p99, ...); per metric comes out:
   generating function), so it stays exact where our figures tie (segments
   per call are 1.00 in every run of both arms). scipy's ``method="exact"``
   ignores ties and its ``"auto"`` switches to the normal approximation when
-  there are any; without ties the two agree (see tests/test_ab_stats.py).
+  there are any; without ties the two agree (see tests/unit/test_ab_stats.py).
 - **the interval**: the Hodges-Lehmann estimate of the B/A ratio (the
   median of every pairwise ``log(b) - log(a)``, exponentiated) with its
   distribution-free confidence interval (order statistics of those

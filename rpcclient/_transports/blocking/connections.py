@@ -30,7 +30,7 @@ with niquests) works too: its 4-tuple socket options are applied
 idle clock started without its pool's help, and a connection given back
 before it is closed. It parses heads itself, without our response class: it
 skips 1xx answers on its own, and a 1xx that reaches us anyway (its 101) is
-refused in :func:`read_answer`. ``tests/test_urllib3_future.py`` runs the
+refused in :func:`read_answer`. ``tests/interop/test_urllib3_future.py`` runs the
 transports' tests on it.
 
 **Closing**: urllib3 2.x's ``PoolManager.clear()`` forgets its pools and

@@ -17,7 +17,7 @@ Submodules mirror requests': :mod:`.adapters`, :mod:`.api`,
 as ``rpcclient.compat.requests.<name>``.
 
 Where it differs from requests (README "What differs from requests", and
-``tests/requests_suite/expected_refusals.txt`` for requests' own tests):
+``tests/interop/requests_suite/expected_refusals.txt`` for requests' own tests):
 
 - refused before anything is sent (:class:`~.exceptions.UnsupportedArgument`,
   a ``NotImplementedError``): proxies (``proxies=`` or the environment);
