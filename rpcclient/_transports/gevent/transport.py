@@ -6,14 +6,14 @@ parsed by geventhttpclient's C parser, requests are written by
 first use.
 
 Deadlines: the write plus the whole answer, and the wait for a pool slot, are
-bounded by the transport's :class:`Watchdog` (``deadline_mode="watchdog"``, the
-default): one greenlet per transport that sleeps until the earliest expiry it
-knows and then closes the socket of an overdue exchange or wakes an overdue
-pool waiter; a connect is bounded by the socket's connect timeout.
-``deadline_mode="timer"`` arms one ``gevent.Timeout`` per call and per pool
-wait instead (exact to the millisecond, more CPU per call: bench/bench_standing.py
-measures it). Never a timer per ``recv``: sockets carry no timeout of their
-own once connected.
+bounded by the transport's deadline watchdog (``deadline_mode="watchdog"``,
+the default; :mod:`rpcclient._transports.gevent.watchdog`): one greenlet per
+transport that sleeps until the earliest expiry it knows and then closes the
+socket of an overdue exchange or wakes an overdue pool waiter; a connect is
+bounded by the socket's connect timeout. ``deadline_mode="timer"`` arms one
+``gevent.Timeout`` per call and per pool wait instead (exact to the
+millisecond, more CPU per call: bench/bench_standing.py measures it). Never a
+timer per ``recv``: sockets carry no timeout of their own once connected.
 
 This module is the one edge where foreign exceptions (``OSError``, ssl,
 geventhttpclient's ``HTTPParseError``) become rpcclient errors. The caller's
@@ -29,11 +29,9 @@ import socket as _stdsocket
 import ssl
 from collections.abc import Callable
 from functools import partial
-from time import monotonic
 from typing import Any, Final
 
 import gevent
-import gevent.event
 import gevent.socket
 import gevent.ssl
 from mypy_extensions import mypyc_attr
@@ -81,6 +79,7 @@ from .http11 import (
     write_request,
 )
 from .pool import Connection, Job, Pool
+from .watchdog import Watchdog
 
 __all__ = ["TLSConfig"]  # GeventTransport: _public
 
@@ -88,124 +87,6 @@ MIB: Final = 1024 * 1024
 #: requests up to this size may be sent for a waiting call by the releaser: the
 #: size joined to its head anyway, which a drained connection takes in one send
 HANDOVER_LIMIT: Final = COALESCE_LIMIT
-
-
-class Watchdog:
-    """One greenlet per transport that ends overdue exchanges and pool waits.
-
-    The alternative to a ``gevent.Timeout`` per call: an exchange marks its
-    connection with its expiry and puts it in the in-flight set (two
-    attribute stores and a set insert, no allocation); a swept pool wait
-    (``Pool.acquire(swept=True)``) registers its pool. The greenlet sleeps
-    until the earliest expiry it knows, then closes the socket of each
-    overdue exchange (setting its ``fired`` flag: gevent wakes the greenlet
-    blocked on it with EBADF, and the transport, seeing ``fired``, raises
-    ReadTimeout) and times out overdue pool waiters.
-
-    It sleeps until that expiry, not on a short fixed tick, because an event
-    loop with a near timer pending makes every idle wait of the process arm
-    a kernel timer: about 2-3 us of CPU per sequential call on a VM. With the
-    same bounds for every call, a new expiry is never the earliest, so
-    ``watch`` is bookkeeping only; an earlier one wakes the greenlet to
-    recompute. Deadlines are met within ``tick`` (the shortest sleep, 1 ms:
-    it only matters when expiries are that close together, and a 10 ms one
-    made staggered deadlines 5 ms late at the median); with nothing in
-    flight the greenlet ends at its next wakeup. Overdue exchanges are closed
-    earliest first: each close queues its greenlet's wakeup and the hub runs
-    them in that order, so under a burst of expiries the first overdue is
-    the first to return (in set order, 400 at once came back 16 ms late at
-    the median against 6 ms with a timer per call; now 4 ms).
-    """
-
-    __slots__ = ("_active", "_greenlet", "_poke", "_pools", "_wake_at", "tick")
-    _active: set[Connection]  # exchanges in flight
-    _pools: set[Pool]  # pools with swept waiters
-    _greenlet: gevent.Greenlet | None
-    _wake_at: float  # when the greenlet wakes next (inf: not running)
-
-    def __init__(self, tick: float = 0.001) -> None:
-        self.tick = tick
-        self.reset()
-
-    def watch(self, conn: Connection, read_for: float) -> None:
-        conn.expires = expires = monotonic() + read_for
-        conn.fired = False
-        self._active.add(conn)
-        if expires < self._wake_at:
-            self._wake(expires)
-
-    def watch_pool(self, pool: Pool, wait: float) -> None:
-        """Time out the swept waiters of ``pool``, the next one ``wait`` s from now."""
-        self._pools.add(pool)
-        expires = monotonic() + wait
-        if expires < self._wake_at:
-            self._wake(expires)
-
-    def unwatch(self, conn: Connection) -> bool:
-        """Stop watching ``conn``; True when the watchdog closed it meanwhile."""
-        self._active.discard(conn)
-        return conn.fired
-
-    def _wake(self, at: float) -> None:
-        self._wake_at = at
-        if self._greenlet is None:
-            self._greenlet = gevent.spawn(self._run)
-        else:
-            self._poke.set()  # sleeping until later: recompute
-
-    def _run(self) -> None:
-        active, pools, poke = self._active, self._pools, self._poke
-        try:
-            # no switch between the loop test and the finally below, so a
-            # watch() can never find a greenlet that is about to end
-            while active or pools:
-                delay = self._wake_at - monotonic()
-                poke.clear()
-                poke.wait(delay if delay > self.tick else self.tick)
-                now = monotonic()
-                wake_at = math.inf
-                due: list[Connection] = []
-                for conn in active:
-                    if conn.expires <= now:
-                        due.append(conn)
-                    elif conn.expires < wake_at:
-                        wake_at = conn.expires
-                if due:
-                    # the earliest first: each close queues its greenlet's wakeup, and
-                    # the hub runs them in that order
-                    due.sort(key=_expiry)
-                    for conn in due:
-                        active.discard(conn)
-                        conn.fired = True
-                        conn.close()
-                for pool in list(pools):
-                    left = pool.expire_waiters(now)  # the next waiter's expiry, or inf
-                    if left == math.inf:
-                        pools.discard(pool)
-                    elif left < wake_at:
-                        wake_at = left
-                self._wake_at = wake_at
-        finally:
-            self._greenlet = None
-            self._wake_at = math.inf
-
-    def stop_if_idle(self) -> None:
-        """End the greenlet now when nothing is watched (a closed transport)."""
-        greenlet = self._greenlet
-        if greenlet is not None and not self._active and not self._pools:
-            greenlet.kill(block=False)
-
-    def reset(self) -> None:
-        """Start empty (in a forked child: forget the parent's exchanges and greenlet)."""
-        self._active = set()
-        self._pools = set()
-        self._greenlet = None
-        self._poke = gevent.event.Event()
-        self._wake_at = math.inf
-
-
-def _expiry(conn: Connection) -> float:
-    return conn.expires
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # rpcclient.GeventTransport is its subclass
@@ -305,14 +186,13 @@ class GeventTransportCore(Transport):
                 if job is not None and job.fired:
                     raise self._read_timeout(deadline.timeout.read, request) from None
                 raise _map_exchange_error(exc, request) from exc
-            if not got:
+            if got is None:
                 raise PoolTimeout(
                     f"no free connection within {wait:.3g} s (pool of {pool.size}, all in use)",
                     name=request.name,
                     endpoint=endpoint.url,
                 )
-            if got is not True:
-                handed = got  # type: ignore[assignment]
+            handed = got.conn  # set when the state is SENT
         conn: Connection | None = handed
         timer = None
         watchdog = None
@@ -351,8 +231,7 @@ class GeventTransportCore(Transport):
                 if read_for is not None:
                     watchdog = self._watchdog
                     if watchdog is not None:
-                        watchdog.watch(conn, read_for)
-                        expires = conn.expires
+                        expires = watchdog.watch(conn, read_for)
                     else:
                         timer = gevent.Timeout.start_new(read_for)
                 write_request(
@@ -381,7 +260,6 @@ class GeventTransportCore(Transport):
                     watchdog = None
                     if self._watchdog.unwatch(conn):  # type: ignore[union-attr]
                         raise OSError("closed by the deadline watchdog")
-                conn.expires = math.inf  # until an exchange handed over on it is watched
                 # the core's own, not looked up on the subclass: one dict search less
                 slot_passed = GeventTransportCore._give_back(self, pool, conn)
                 conn = None
@@ -502,14 +380,17 @@ class GeventTransportCore(Transport):
         conn.sock._read_event.start(pool.hand_sent(conn).switch, conn)
         return True
 
-    def _abandon(self, conn: Connection) -> None:
-        """Undo a handover whose waiter ended before its answer (see Job)."""
+    def _abandon(self, conn: Connection) -> bool:
+        """Undo a handover whose waiter ended before its answer (see Job).
+
+        Returns whether the deadline watchdog had closed ``conn``.
+        """
         event = getattr(conn.sock, "_read_event", None)
         if event is not None:
             event.stop()
-        if self._watchdog is not None:
-            self._watchdog.unwatch(conn)
+        fired = self._watchdog is not None and self._watchdog.unwatch(conn)
         conn.close()
+        return fired
 
     @staticmethod
     def _read_timeout(read_for: float | None, request: Request) -> ReadTimeout:
