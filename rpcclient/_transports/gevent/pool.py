@@ -45,6 +45,8 @@ from gevent import Timeout
 from gevent.hub import Waiter
 from gevent.monkey import get_original
 
+from .http11 import ResponseReader
+
 __all__ = ["EXPIRED", "GRANTED", "QUEUED", "SENT", "Claim", "Connection", "Job", "Pool"]
 
 _PEEK_FLAGS: Final = _stdsocket.MSG_PEEK | getattr(_stdsocket, "MSG_DONTWAIT", 0)
@@ -91,7 +93,8 @@ class Connection:
         # whether the watchdog closed the socket for it
         self.expires = math.inf
         self.fired = False
-        self.reader: Any = None  # the transport's response reader, reused per answer
+        #: the transport's response reader, made at the first answer, reused per answer
+        self.reader: ResponseReader | None = None
         # registered once: the stale check is then one poll(2), no allocation
         self._poller: Any = None
         if _poll is not None:
