@@ -1,10 +1,26 @@
 """A bounded keep-alive pool of gevent sockets for one endpoint.
 
-The pool is bookkeeping only: a semaphore of ``size`` slots and a LIFO list
-of idle connections. Connecting and all other I/O happen outside it, in the
-transport. geventhttpclient's own ``ConnectionPool`` falls short here (a
-``select`` per checkout, no bound on the wait for a slot, no idle expiry or
-age limit, a timer armed on every ``recv``), so this thin pool replaces it.
+Who owns what, and the I/O rule (h11 ``_state.py`` style):
+
+- :class:`Pool` is bookkeeping: a count of ``size`` slots with a
+  first-come-first-served queue of :class:`Claim` (one per waiting call), and
+  a LIFO list of idle connections. It reads and writes no socket, and its
+  one wait is a claim's wait for a slot (:meth:`Pool.acquire`); connecting,
+  the stale check of a reused connection, sending and reading are the
+  transport's. Its one system call is the ``close`` of a connection it drops
+  (idle or aged out, or the pool closed): a close never blocks, and a
+  dropped connection is nobody else's.
+- :class:`Connection` owns its socket; its methods are the only code here
+  that touches it (:meth:`Connection.is_stale`: one ``poll``;
+  :meth:`Connection.close`). Its ``expires`` and ``fired`` are the deadline
+  watchdog's, written by it alone (watchdog.py); ``reader`` is the
+  transport's.
+- a :class:`Claim` is written by the pool alone; a :class:`Job` by the
+  transport, but for ``fired`` (the pool stores ``abandon``'s answer).
+
+geventhttpclient's own ``ConnectionPool`` falls short here (a ``select``
+per checkout, no bound on the wait for a slot, no idle expiry or age limit,
+a timer armed on every ``recv``), so this thin pool replaces it.
 
 Rules:
 
@@ -14,7 +30,8 @@ Rules:
   ``idle_timeout`` is closed, never reused: the idle timeout defaults below
   common servers' keep-alive timeouts, so the race with a server closing an
   idle connection is rare;
-- a reused connection is checked first (:meth:`Connection.is_stale`): an
+- a reused connection is checked first (:meth:`Connection.is_stale`, by the
+  transport: :meth:`Pool.checkout` hands over a candidate): an
   idle keep-alive socket has nothing to read, so any byte there (a late
   duplicate answer, a misbehaving proxy) or a FIN or reset ends it before
   anything was written on it. One ``poll`` with a zero timeout, the same one
@@ -387,7 +404,13 @@ class Pool:
 
     # -- idle connections ---------------------------------------------------
     def checkout(self) -> Connection | None:
-        """A live idle connection, or None (then the caller connects)."""
+        """The most recent idle connection within its idle timeout and age, or None.
+
+        The caller checks it (:meth:`Connection.is_stale`) before use: the
+        check is I/O, the pool's part is which connection to try. A stale one
+        is reported (:meth:`went_stale`) and closed by the caller, which then
+        asks again; None: the caller connects.
+        """
         idle = self._idle
         if not idle:
             return None
@@ -395,9 +418,7 @@ class Pool:
         while idle:
             conn = idle.pop()
             if not self._expired(conn, now):
-                if not conn.is_stale():
-                    return conn
-                self.went_stale(conn)
+                return conn
             conn.close()
         return None
 

@@ -78,7 +78,7 @@ from .http11 import (
     read_response,
     write_request,
 )
-from .pool import Connection, Job, Pool
+from .pool import Claim, Connection, Job, Pool
 from .watchdog import Watchdog
 
 __all__ = ["TLSConfig"]  # GeventTransport: _public
@@ -161,91 +161,66 @@ class GeventTransportCore(Transport):
 
         From an OS thread other than the one that made this transport, the
         request goes to that thread's own transport (see rpcclient._transports.threads).
+
+        The fast path reads top to bottom: a free slot, an idle connection
+        that is not stale, one write, the answer, the connection given back.
+        Anything else is a named slow path, off the fast path's calls: a wait
+        for a slot (:meth:`_wait_for_slot`, which may end with our request
+        already sent for us: :meth:`_read_handed`), a new or replaced
+        connection (:meth:`_fresh_connection`), a failure
+        (:meth:`_exchange_error`).
         """
         if thread_ident() != self._owner_thread:
             return GeventTransportCore._this_thread(self).send(request, deadline)
-        endpoint = request.endpoint
-        pool = self._pools.get(endpoint.key)
+        pool = self._pools.get(request.endpoint.key)
         if pool is None:
-            pool = self._new_pool(endpoint, request.name)
-        handed: Connection | None = None  # a connection with this request already sent
-        job = None
-        if not pool.try_acquire():  # no clock read when a slot is free
-            wait = deadline.pool_for()
-            swept = False
-            if self._watchdog is not None:
-                # the watchdog can watch an exchange started for us (_give_back)
-                job = GeventTransportCore._job(self, request, deadline)  # (no lookup)
-                if wait is not None and wait > 0:
-                    # bounded by the watchdog, not by a timer per wait
-                    self._watchdog.watch_pool(pool, wait)
-                    swept = True
-            try:
-                got = pool.acquire(wait, swept=swept, job=job)
-            except OSError as exc:  # only from a handed exchange: acquire abandoned it
-                if job is not None and job.fired:
-                    raise self._read_timeout(deadline.timeout.read, request) from None
-                raise _map_exchange_error(exc, request) from exc
-            if got is None:
-                raise PoolTimeout(
-                    f"no free connection within {wait:.3g} s (pool of {pool.size}, all in use)",
-                    name=request.name,
-                    endpoint=endpoint.url,
-                )
-            handed = got.conn  # set when the state is SENT
-        conn: Connection | None = handed
+            pool = self._new_pool(request.endpoint, request.name)
+        head: bytes | None = None
+        if not pool.try_acquire():  # a free slot: no clock read, no claim
+            claim = GeventTransportCore._wait_for_slot(self, pool, request, deadline)
+            if claim.conn is not None:  # sent for us by the releaser (_give_back)
+                return GeventTransportCore._read_handed(self, pool, claim.conn, request, deadline)
+            if claim.job is not None:
+                head = claim.job.head  # offered and not taken: not built twice
+        # this call holds a slot from here on: every exit gives it back (finally)
+        conn: Connection | None = None
         timer = None
         watchdog = None
         read_for = None
         slot_passed = False
-        expires = math.inf  # for the read loops' own deadline check
         try:
-            if handed is None:
-                if self._closed:
-                    raise ClientClosed(
-                        "transport is closed", name=request.name, endpoint=endpoint.url
-                    )
-                conn = pool.checkout()
-                if conn is None:
-                    conn = self._connect(endpoint, deadline, request.name)
-                    pool.created += 1
-            else:
-                # sent by the greenlet that gave the connection back (_give_back),
-                # watched by the watchdog since; the answer is readable
-                handed.sock._read_event.stop()
-                watchdog = self._watchdog
-                read_for = deadline.timeout.read
-                expires = handed.expires  # inf unless _give_back watched it
-            assert conn is not None
-            reader: ResponseReader | None = conn.reader
+            if self._closed:
+                raise ClientClosed(
+                    "transport is closed", name=request.name, endpoint=request.endpoint.url
+                )
+            conn = pool.checkout()
+            if conn is None or conn.is_stale():
+                conn = GeventTransportCore._fresh_connection(self, pool, conn, request, deadline)
+            reader = conn.reader
             if reader is None:
                 reader = conn.reader = ResponseReader(
                     request.method == "HEAD", self.max_head_size, self.max_response_size
                 )
             else:
                 reader.reset(request.method == "HEAD")
-            if handed is None:
-                # the head of a job offered and not taken is not built twice
-                head = self._heads.head(request) if job is None else job.head
-                read_for = deadline.read_for()
-                if read_for is not None:
-                    watchdog = self._watchdog
-                    if watchdog is not None:
-                        expires = watchdog.watch(conn, read_for)
-                    else:
-                        timer = gevent.Timeout.start_new(read_for)
-                write_request(
-                    conn.sock,
-                    head,
-                    request.body,
-                    tls=conn.tls,
-                    raw=conn.raw if self._raw else None,
-                )
+            if head is None:
+                head = self._heads.head(request)
+            expires = math.inf  # the read loops' own deadline check
+            read_for = deadline.read_for()
+            if read_for is not None:
+                watchdog = self._watchdog
+                if watchdog is not None:
+                    expires = watchdog.watch(conn, read_for)
+                else:
+                    timer = gevent.Timeout.start_new(read_for)
+            write_request(
+                conn.sock, head, request.body, tls=conn.tls, raw=conn.raw if self._raw else None
+            )
             plain = self._raw and not conn.tls  # readable is readable on the OS socket
             read_response(
                 conn.sock,
                 reader,
-                wait_first=handed is None and plain,
+                wait_first=plain,
                 tls=conn.tls,
                 raw=conn.raw if plain else None,
                 expires=expires,
@@ -257,8 +232,9 @@ class GeventTransportCore(Transport):
             if reader.final and not reader.extra and reader.should_keep_alive():  # reusable()
                 if watchdog is not None:
                     # unwatch before the connection becomes shared again
+                    fired = watchdog.unwatch(conn)
                     watchdog = None
-                    if self._watchdog.unwatch(conn):  # type: ignore[union-attr]
+                    if fired:
                         raise OSError("closed by the deadline watchdog")
                 # the core's own, not looked up on the subclass: one dict search less
                 slot_passed = GeventTransportCore._give_back(self, pool, conn)
@@ -279,19 +255,7 @@ class GeventTransportCore(Transport):
         except Exception as exc:
             if conn is not None and conn.fired:
                 raise self._read_timeout(read_for, request) from None
-            error = _map_exchange_error(exc, request)
-            if (
-                conn is not None
-                and conn.requests  # reused: it had answered before
-                and type(error) is ConnectionLost
-                and conn.reader is not None
-                and conn.reader.nothing_read()
-            ):
-                # closed or reset before any byte of the answer: the server shut
-                # the idle connection as this request went out (see ConnectionLost)
-                error.idle_close = True
-                pool.went_stale(conn)  # the same lesson as a failed stale check
-            raise error from exc
+            raise GeventTransportCore._exchange_error(self, exc, pool, conn, request) from exc
         finally:
             if timer is not None:
                 timer.close()
@@ -301,6 +265,146 @@ class GeventTransportCore(Transport):
                 conn.close()
             if not slot_passed:
                 pool.release()
+
+    # -- the slow paths of send ----------------------------------------------
+    def _wait_for_slot(self, pool: Pool, request: Request, deadline: Deadline) -> Claim:
+        """Wait for a slot of a full pool within the pool bound; PoolTimeout when none came.
+
+        With the watchdog, the wait is swept (no timer of its own) and offers
+        the request as a :class:`Job`: the returned claim's ``conn`` is then
+        set when the releaser sent it (:meth:`_give_back`). An ``OSError``
+        can come only from such a handed exchange, which ``acquire``
+        abandoned: ReadTimeout when the watchdog had closed it, else mapped.
+        """
+        wait = deadline.pool_for()
+        swept = False
+        job = None
+        watchdog = self._watchdog
+        if watchdog is not None:
+            # the watchdog can watch an exchange started for us (_give_back)
+            job = GeventTransportCore._job(self, request, deadline)  # (no lookup)
+            if wait is not None and wait > 0:
+                # bounded by the watchdog, not by a timer per wait
+                watchdog.watch_pool(pool, wait)
+                swept = True
+        try:
+            claim = pool.acquire(wait, swept=swept, job=job)
+        except OSError as exc:
+            if job is not None and job.fired:
+                raise self._read_timeout(deadline.timeout.read, request) from None
+            raise _map_exchange_error(exc, request) from exc
+        if claim is None:
+            raise PoolTimeout(
+                f"no free connection within {wait:.3g} s (pool of {pool.size}, all in use)",
+                name=request.name,
+                endpoint=request.endpoint.url,
+            )
+        return claim
+
+    def _read_handed(
+        self, pool: Pool, conn: Connection, request: Request, deadline: Deadline
+    ) -> Response:
+        """The answer to our request, sent on ``conn`` by the greenlet that gave it back.
+
+        The slot and ``conn`` came with the claim (see :meth:`_give_back`);
+        the answer is readable, and the exchange is watched by the watchdog
+        since it was sent, when the call has a read bound (``conn.expires``:
+        inf otherwise). The end of :meth:`send`'s exchange, without the write.
+        """
+        watchdog = self._watchdog  # set: only a watchdog transport offers jobs
+        read_for = deadline.timeout.read
+        held: Connection | None = conn
+        slot_passed = False
+        try:
+            conn.sock._read_event.stop()  # the wakeup that brought us here
+            reader = conn.reader
+            if reader is None:
+                reader = conn.reader = ResponseReader(
+                    request.method == "HEAD", self.max_head_size, self.max_response_size
+                )
+            else:
+                reader.reset(request.method == "HEAD")
+            read_response(
+                conn.sock,
+                reader,
+                tls=conn.tls,
+                raw=conn.raw if self._raw and not conn.tls else None,
+                expires=conn.expires,
+            )
+            conn.requests += 1
+            echoed = reader.request_id
+            if echoed is not None:
+                check_request_id(request, echoed)
+            if reader.final and not reader.extra and reader.should_keep_alive():  # reusable()
+                if watchdog is not None:
+                    fired = watchdog.unwatch(conn)
+                    watchdog = None
+                    if fired:
+                        raise OSError("closed by the deadline watchdog")
+                slot_passed = GeventTransportCore._give_back(self, pool, conn)
+                held = None
+            response = reader.response()
+            coding = reader.coding
+            if coding is not None and self.decode_content:
+                response.body = decode_content(response.body, coding, self.max_response_size)
+            return response
+        except DeadlinePassed:
+            raise self._read_timeout(read_for, request) from None
+        except RPCError:
+            raise
+        except Exception as exc:
+            if held is not None and held.fired:
+                raise self._read_timeout(read_for, request) from None
+            raise GeventTransportCore._exchange_error(self, exc, pool, held, request) from exc
+        finally:
+            if watchdog is not None:
+                watchdog.unwatch(conn)
+            if held is not None:
+                held.close()
+            if not slot_passed:
+                pool.release()
+
+    def _fresh_connection(
+        self, pool: Pool, stale: Connection | None, request: Request, deadline: Deadline
+    ) -> Connection:
+        """A connection to use when the idle one was ``stale`` (closed here) or there was none.
+
+        The next idle ones are tried in turn (each stale one is a lesson for
+        the pool: :meth:`Pool.went_stale`); then a new connection within the
+        connect bound.
+        """
+        conn = stale
+        while conn is not None:
+            pool.went_stale(conn)
+            conn.close()
+            conn = pool.checkout()
+            if conn is not None and not conn.is_stale():
+                return conn
+        conn = self._connect(request.endpoint, deadline, request.name)
+        pool.created += 1
+        return conn
+
+    def _exchange_error(
+        self, exc: Exception, pool: Pool, conn: Connection | None, request: Request
+    ) -> TransportError:
+        """The rpcclient error for ``exc``, a foreign error of an exchange on ``conn``.
+
+        A reused connection closed or reset before any byte of its answer is
+        an idle close (``ConnectionLost.idle_close``): the server shut it as
+        the request went out, and the pool learns from it as from a failed
+        stale check.
+        """
+        error = _map_exchange_error(exc, request)
+        if (
+            conn is not None
+            and conn.requests  # reused: it had answered before
+            and type(error) is ConnectionLost
+            and conn.reader is not None
+            and conn.reader.nothing_read()
+        ):
+            error.idle_close = True
+            pool.went_stale(conn)
+        return error
 
     def _this_thread(self) -> Transport:
         """The calling OS thread's own transport (made on its first call)."""
