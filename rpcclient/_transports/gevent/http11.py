@@ -548,6 +548,31 @@ class ResponseReader:
             self._pieces.clear()
             self._parser._on_body = self._extend
 
+    # the read past llhttp (_read_rest_of_body): it moves the reader's state
+    # only through these
+    def body_filled(self) -> int:
+        """Bytes of a preallocated body so far (``preallocated``)."""
+        return self._filled
+
+    def body_expected(self) -> int:
+        """The Content-Length of a preallocated body."""
+        return self._expected
+
+    def filled_to(self, filled: int) -> None:
+        """Note ``filled`` bytes of a preallocated body read past the parser."""
+        self._filled = filled
+
+    def ended_past_parser(self, extra: bool) -> None:
+        """The preallocated body was read whole past the parser: the answer is final.
+
+        ``extra``: bytes came after it (the connection is not reusable).
+        The parser stopped inside the body, so the reader is ``bypassed``:
+        its next :meth:`reset` takes a new parser.
+        """
+        self.bypassed = True
+        self.final = True
+        self.extra = extra
+
     def _on_message_complete(self) -> None:
         if self.status >= 200:
             self.final = True
@@ -817,7 +842,7 @@ def _read_rest_of_body(
     event loop run every :data:`YIELD_AFTER` s.
     """
     body = reader.body
-    filled, total = reader._filled, reader._expected
+    filled, total = reader.body_filled(), reader.body_expected()
     recv_into = sock.recv_into
     yield_at = monotonic() + YIELD_AFTER
     while True:
@@ -826,13 +851,13 @@ def _read_rest_of_body(
             while filled < size:
                 got = recv_into(view[filled:])
                 if not got:
-                    reader._filled = filled
+                    reader.filled_to(filled)
                     raise EOFError("truncated")
                 filled += got
                 if filled < total:
                     now = monotonic()
                     if now >= expires:
-                        reader._filled = filled
+                        reader.filled_to(filled)
                         raise DeadlinePassed()
                     if now >= yield_at:
                         gevent.sleep(_YIELD_SLEEP)
@@ -840,18 +865,20 @@ def _read_rest_of_body(
         if filled >= total:
             break
         body.extend(bytes(min(size, total - size)))  # doubles, up to the length
-    reader._filled = filled
-    reader.bypassed = True
-    reader.final = True
+    reader.filled_to(filled)
+    reader.ended_past_parser(_bytes_after(sock, tls))
+
+
+def _bytes_after(sock: Any, tls: bool) -> bool:
+    """Whether bytes past the answer are here already (never waits)."""
     if tls:
-        reader.extra = bool(sock.pending())
-        return
+        return bool(sock.pending())
     try:
-        reader.extra = bool(getattr(sock, "_sock", sock).recv(1, _PEEK_FLAGS))
+        return bool(getattr(sock, "_sock", sock).recv(1, _PEEK_FLAGS))
     except BlockingIOError:
-        pass  # nothing more: the common case
+        return False  # nothing more: the common case
     except OSError:
-        reader.extra = True
+        return True
 
 
 __all__ += [

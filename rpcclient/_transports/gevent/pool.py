@@ -1,10 +1,26 @@
 """A bounded keep-alive pool of gevent sockets for one endpoint.
 
-The pool is bookkeeping only: a semaphore of ``size`` slots and a LIFO list
-of idle connections. Connecting and all other I/O happen outside it, in the
-transport. geventhttpclient's own ``ConnectionPool`` falls short here (a
-``select`` per checkout, no bound on the wait for a slot, no idle expiry or
-age limit, a timer armed on every ``recv``), so this thin pool replaces it.
+Who owns what, and the I/O rule (h11 ``_state.py`` style):
+
+- :class:`Pool` is bookkeeping: a count of ``size`` slots with a
+  first-come-first-served queue of :class:`Claim` (one per waiting call), and
+  a LIFO list of idle connections. It reads and writes no socket, and its
+  one wait is a claim's wait for a slot (:meth:`Pool.acquire`); connecting,
+  the stale check of a reused connection, sending and reading are the
+  transport's. Its one system call is the ``close`` of a connection it drops
+  (idle or aged out, or the pool closed): a close never blocks, and a
+  dropped connection is nobody else's.
+- :class:`Connection` owns its socket; its methods are the only code here
+  that touches it (:meth:`Connection.is_stale`: one ``poll``;
+  :meth:`Connection.close`). Its ``expires`` and ``fired`` are the deadline
+  watchdog's, written by it alone (watchdog.py); ``reader`` is the
+  transport's.
+- a :class:`Claim` is written by the pool alone; a :class:`Job` by the
+  transport, but for ``fired`` (the pool stores ``abandon``'s answer).
+
+geventhttpclient's own ``ConnectionPool`` falls short here (a ``select``
+per checkout, no bound on the wait for a slot, no idle expiry or age limit,
+a timer armed on every ``recv``), so this thin pool replaces it.
 
 Rules:
 
@@ -14,7 +30,8 @@ Rules:
   ``idle_timeout`` is closed, never reused: the idle timeout defaults below
   common servers' keep-alive timeouts, so the race with a server closing an
   idle connection is rare;
-- a reused connection is checked first (:meth:`Connection.is_stale`): an
+- a reused connection is checked first (:meth:`Connection.is_stale`, by the
+  transport: :meth:`Pool.checkout` hands over a candidate): an
   idle keep-alive socket has nothing to read, so any byte there (a late
   duplicate answer, a misbehaving proxy) or a FIN or reset ends it before
   anything was written on it. One ``poll`` with a zero timeout, the same one
@@ -45,7 +62,9 @@ from gevent import Timeout
 from gevent.hub import Waiter
 from gevent.monkey import get_original
 
-__all__ = ["Connection", "Job", "Pool"]
+from .http11 import ResponseReader
+
+__all__ = ["EXPIRED", "GRANTED", "QUEUED", "SENT", "Claim", "Connection", "Job", "Pool"]
 
 _PEEK_FLAGS: Final = _stdsocket.MSG_PEEK | getattr(_stdsocket, "MSG_DONTWAIT", 0)
 #: connections in a row found closed right after their first answer before
@@ -86,11 +105,13 @@ class Connection:
         self.tls = tls
         self.created = self.last_used = monotonic()
         self.requests = 0
-        # the deadline watchdog's marks: when the exchange in flight is
-        # overdue, and whether the watchdog closed the socket for it
-        self.expires = 0.0
+        # the deadline watchdog's marks, written by it alone (watchdog.py):
+        # when the exchange in flight is overdue (inf: not watched), and
+        # whether the watchdog closed the socket for it
+        self.expires = math.inf
         self.fired = False
-        self.reader: Any = None  # the transport's response reader, reused per answer
+        #: the transport's response reader, made at the first answer, reused per answer
+        self.reader: ResponseReader | None = None
         # registered once: the stale check is then one poll(2), no allocation
         self._poller: Any = None
         if _poll is not None:
@@ -174,8 +195,41 @@ class Connection:
         return True  # EOF (close_notify) or stray application data
 
 
-# the state of a queued slot request: [Waiter, expires, state, job, connection]
-_QUEUED, _HANDED, _EXPIRED, _SENT = 0, 1, 2, 3
+#: the states of a :class:`Claim`: waiting in the queue, then exactly one of
+#: the other three, set synchronously by whoever ends the wait
+QUEUED: Final = 0  # in the pool's queue
+GRANTED: Final = 1  # given a slot by release(): the claimant connects or checks out
+SENT: Final = 2  # given a slot and ``conn``, its job already sent on it (hand_sent)
+EXPIRED: Final = 3  # a swept wait past its expiry, woken with no slot (expire_waiters)
+STATE_NAMES: Final = ("queued", "granted", "sent", "expired")
+
+
+class Claim:
+    """One call's claim on a slot of a pool: queued, then granted, sent or expired.
+
+    :meth:`Pool.acquire` returns it (or None: no slot). ``state`` is one of
+    :data:`GRANTED` (the slot alone: the caller takes a connection) and
+    :data:`SENT` (the slot and ``conn``, on which the releaser already sent
+    ``job``'s request: the caller reads the answer). While queued,
+    ``waiter`` is the gevent ``Waiter`` it sleeps on and ``expires`` the
+    time a swept wait ends (``inf``: not swept). Only the pool writes it.
+    """
+
+    __slots__ = ("conn", "expires", "job", "state", "waiter")
+
+    def __init__(self, waiter: Any, expires: float, job: Job | None, state: int) -> None:
+        self.waiter = waiter
+        self.expires = expires
+        self.job = job
+        self.state = state
+        self.conn: Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"<Claim {STATE_NAMES[self.state]}{' job' if self.job is not None else ''}>"
+
+
+#: what acquire() returns for a slot taken at once: no waiter, nobody writes it
+_AT_ONCE: Final = Claim(None, math.inf, None, GRANTED)
 
 
 class Job:
@@ -185,8 +239,9 @@ class Job:
     the same head itself when it gets a slot alone); ``abandon(conn)`` undoes
     a handover when the waiter ends before its answer (killed, timed out, its
     connection closed by the deadline watchdog): it must stop waiting on the
-    connection and close it, since an answer may still come on it. The
-    transport fills in the rest.
+    connection and close it, since an answer may still come on it, and
+    returns whether the deadline watchdog had closed it (the pool stores
+    that in ``fired``). The transport fills in the rest.
     """
 
     __slots__ = ("abandon", "body", "deadline", "fired", "head")
@@ -196,7 +251,7 @@ class Job:
         self.body = body
         self.deadline = deadline
         self.abandon = abandon
-        self.fired = False  # set by abandon: the watchdog had closed the connection
+        self.fired = False  # abandon's answer: the watchdog had closed the connection
 
 
 class Pool:
@@ -209,7 +264,7 @@ class Pool:
         self.idle_timeout = idle_timeout
         self.max_age = max_age
         self._free = size
-        self._waiters: deque[list[Any]] = deque()
+        self._waiters: deque[Claim] = deque()
         self._idle: list[Connection] = []
         self.closed = False
         self.created = 0
@@ -222,8 +277,15 @@ class Pool:
     # -- slots --------------------------------------------------------------
     def acquire(
         self, timeout: float | None, *, swept: bool = False, job: Job | None = None
-    ) -> bool | Connection:
+    ) -> Claim | None:
         """Take a slot, waiting at most ``timeout`` seconds (None: forever).
+
+        Returns a :class:`Claim` when a slot is taken (its ``state``
+        :data:`GRANTED`: the slot alone; :data:`SENT`: the slot and
+        ``claim.conn``, ``job`` sent on it), None when the wait ended
+        without one. One result type, the claim the wait is queued as
+        anyway: the slot-at-once case returns a shared granted claim, so
+        no call allocates for its result.
 
         First come, first served: a released slot is handed to the oldest
         waiter, never taken back by the greenlet that released it (with a
@@ -236,58 +298,55 @@ class Pool:
         sweep after ``timeout``. A timer per wait costs about a sixth of a
         concurrent call's CPU.
 
-        A waiter is a gevent ``Waiter`` (the leanest primitive: one switch
-        each way), queued as ``[waiter, expires, state, job, connection]``;
-        the state is set by whoever ends the wait, synchronously, so a kill or
-        timeout that comes after a hand-over still knows it holds a slot.
+        A waiter sleeps on a gevent ``Waiter`` (the leanest primitive: one
+        switch each way); its claim's state is set by whoever ends the wait,
+        synchronously, so a kill or timeout that comes after a hand-over
+        still knows it holds a slot.
 
         ``job``: a :class:`Job` the releaser may send on the connection it
         gives back (:meth:`hand_sent`); the wait then ends when the answer is
-        readable, and the return value is that :class:`Connection`, not True.
+        readable. A claim that ends (killed, timed out) after its job was
+        sent has the job abandoned (``job.abandon``) and its slot released.
         """
         if self.try_acquire():
-            return True
+            return _AT_ONCE
         if timeout is not None and timeout <= 0:
-            return False
+            return None
         timer = None
-        entry: list[Any] = [Waiter(), math.inf, _QUEUED, job, None]
+        claim = Claim(Waiter(), math.inf, job, QUEUED)
         if timeout is not None:
             if swept:
-                entry[1] = monotonic() + timeout
+                claim.expires = monotonic() + timeout
             else:
                 timer = Timeout.start_new(timeout)
-        self._waiters.append(entry)
+        self._waiters.append(claim)
         try:
-            entry[0].get()
+            claim.waiter.get()
         except BaseException as exc:
             # killed, or timed out (ours or the caller's) while waiting: give
             # back a slot that was handed over meanwhile, or leave the queue
-            state = entry[2]
-            if state == _SENT:
+            state = claim.state
+            if state == SENT:
                 # our request is on the connection: the answer can never be read
                 # by anyone now (an OSError here: the watchdog closed it)
-                conn = entry[4]
-                job.fired = conn.fired  # type: ignore[union-attr]
-                job.abandon(conn)  # type: ignore[union-attr]
+                job.fired = job.abandon(claim.conn)  # type: ignore[union-attr]
                 self.release()
                 raise
             if exc is timer and timer is not None:
-                if state == _HANDED:
-                    return True  # handed over just as the wait timed out
-                if state == _QUEUED:
-                    self._waiters.remove(entry)
-                return False
-            if state == _HANDED:
+                if state == GRANTED:
+                    return claim  # handed over just as the wait timed out
+                if state == QUEUED:
+                    self._waiters.remove(claim)
+                return None
+            if state == GRANTED:
                 self.release()
-            elif state == _QUEUED:
-                self._waiters.remove(entry)
+            elif state == QUEUED:
+                self._waiters.remove(claim)
             raise
         finally:
             if timer is not None:
                 timer.close()
-        if entry[2] == _SENT:
-            return entry[4]  # type: ignore[no-any-return]
-        return bool(entry[2] == _HANDED)
+        return None if claim.state == EXPIRED else claim
 
     def expire_waiters(self, now: float) -> float:
         """Wake (with no slot) the swept waiters past their expiry.
@@ -295,16 +354,16 @@ class Pool:
         Returns the expiry of the next swept waiter still queued (inf: none).
         """
         waiters = self._waiters
-        if any(entry[1] <= now for entry in waiters):
-            keep: deque[list[Any]] = deque()
-            for entry in waiters:
-                if entry[1] <= now:
-                    entry[2] = _EXPIRED
-                    _wake(entry[0])
+        if any(claim.expires <= now for claim in waiters):
+            keep: deque[Claim] = deque()
+            for claim in waiters:
+                if claim.expires <= now:
+                    claim.state = EXPIRED
+                    _wake(claim.waiter)
                 else:
-                    keep.append(entry)
+                    keep.append(claim)
             self._waiters = waiters = keep
-        return min((entry[1] for entry in waiters), default=math.inf)
+        return min((claim.expires for claim in waiters), default=math.inf)
 
     def try_acquire(self) -> bool:
         """Take a free slot if one is free and nobody waits; never blocks."""
@@ -316,7 +375,7 @@ class Pool:
     def first_job(self) -> Job | None:
         """The job of the oldest waiter, if it offered one."""
         waiters = self._waiters
-        return waiters[0][3] if waiters else None  # type: ignore[no-any-return]
+        return waiters[0].job if waiters else None
 
     def hand_sent(self, conn: Connection) -> Any:
         """Give the slot and ``conn`` to the oldest waiter, its job already sent on it.
@@ -325,17 +384,17 @@ class Pool:
         job's request on ``conn``, arranges for its ``switch`` to run when the
         answer is readable; the waiter is not woken here.
         """
-        entry = self._waiters.popleft()
-        entry[2] = _SENT
-        entry[4] = conn
+        claim = self._waiters.popleft()
+        claim.state = SENT
+        claim.conn = conn
         self.handovers += 1
-        return entry[0]
+        return claim.waiter
 
     def release(self) -> None:
         if self._waiters:
-            entry = self._waiters.popleft()  # the slot passes on, still taken
-            entry[2] = _HANDED
-            _wake(entry[0])
+            claim = self._waiters.popleft()  # the slot passes on, still taken
+            claim.state = GRANTED
+            _wake(claim.waiter)
         else:
             self._free += 1
 
@@ -345,7 +404,13 @@ class Pool:
 
     # -- idle connections ---------------------------------------------------
     def checkout(self) -> Connection | None:
-        """A live idle connection, or None (then the caller connects)."""
+        """The most recent idle connection within its idle timeout and age, or None.
+
+        The caller checks it (:meth:`Connection.is_stale`) before use: the
+        check is I/O, the pool's part is which connection to try. A stale one
+        is reported (:meth:`went_stale`) and closed by the caller, which then
+        asks again; None: the caller connects.
+        """
         idle = self._idle
         if not idle:
             return None
@@ -353,9 +418,7 @@ class Pool:
         while idle:
             conn = idle.pop()
             if not self._expired(conn, now):
-                if not conn.is_stale():
-                    return conn
-                self.went_stale(conn)
+                return conn
             conn.close()
         return None
 

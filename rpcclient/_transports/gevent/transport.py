@@ -6,14 +6,14 @@ parsed by geventhttpclient's C parser, requests are written by
 first use.
 
 Deadlines: the write plus the whole answer, and the wait for a pool slot, are
-bounded by the transport's :class:`Watchdog` (``deadline_mode="watchdog"``, the
-default): one greenlet per transport that sleeps until the earliest expiry it
-knows and then closes the socket of an overdue exchange or wakes an overdue
-pool waiter; a connect is bounded by the socket's connect timeout.
-``deadline_mode="timer"`` arms one ``gevent.Timeout`` per call and per pool
-wait instead (exact to the millisecond, more CPU per call: bench/bench_standing.py
-measures it). Never a timer per ``recv``: sockets carry no timeout of their
-own once connected.
+bounded by the transport's deadline watchdog (``deadline_mode="watchdog"``,
+the default; :mod:`rpcclient._transports.gevent.watchdog`): one greenlet per
+transport that sleeps until the earliest expiry it knows and then closes the
+socket of an overdue exchange or wakes an overdue pool waiter; a connect is
+bounded by the socket's connect timeout. ``deadline_mode="timer"`` arms one
+``gevent.Timeout`` per call and per pool wait instead (exact to the
+millisecond, more CPU per call: bench/bench_standing.py measures it). Never a
+timer per ``recv``: sockets carry no timeout of their own once connected.
 
 This module is the one edge where foreign exceptions (``OSError``, ssl,
 geventhttpclient's ``HTTPParseError``) become rpcclient errors. The caller's
@@ -29,11 +29,9 @@ import socket as _stdsocket
 import ssl
 from collections.abc import Callable
 from functools import partial
-from time import monotonic
 from typing import Any, Final
 
 import gevent
-import gevent.event
 import gevent.socket
 import gevent.ssl
 from mypy_extensions import mypyc_attr
@@ -80,7 +78,8 @@ from .http11 import (
     read_response,
     write_request,
 )
-from .pool import Connection, Job, Pool
+from .pool import Claim, Connection, Job, Pool
+from .watchdog import Watchdog
 
 __all__ = ["TLSConfig"]  # GeventTransport: _public
 
@@ -88,124 +87,6 @@ MIB: Final = 1024 * 1024
 #: requests up to this size may be sent for a waiting call by the releaser: the
 #: size joined to its head anyway, which a drained connection takes in one send
 HANDOVER_LIMIT: Final = COALESCE_LIMIT
-
-
-class Watchdog:
-    """One greenlet per transport that ends overdue exchanges and pool waits.
-
-    The alternative to a ``gevent.Timeout`` per call: an exchange marks its
-    connection with its expiry and puts it in the in-flight set (two
-    attribute stores and a set insert, no allocation); a swept pool wait
-    (``Pool.acquire(swept=True)``) registers its pool. The greenlet sleeps
-    until the earliest expiry it knows, then closes the socket of each
-    overdue exchange (setting its ``fired`` flag: gevent wakes the greenlet
-    blocked on it with EBADF, and the transport, seeing ``fired``, raises
-    ReadTimeout) and times out overdue pool waiters.
-
-    It sleeps until that expiry, not on a short fixed tick, because an event
-    loop with a near timer pending makes every idle wait of the process arm
-    a kernel timer: about 2-3 us of CPU per sequential call on a VM. With the
-    same bounds for every call, a new expiry is never the earliest, so
-    ``watch`` is bookkeeping only; an earlier one wakes the greenlet to
-    recompute. Deadlines are met within ``tick`` (the shortest sleep, 1 ms:
-    it only matters when expiries are that close together, and a 10 ms one
-    made staggered deadlines 5 ms late at the median); with nothing in
-    flight the greenlet ends at its next wakeup. Overdue exchanges are closed
-    earliest first: each close queues its greenlet's wakeup and the hub runs
-    them in that order, so under a burst of expiries the first overdue is
-    the first to return (in set order, 400 at once came back 16 ms late at
-    the median against 6 ms with a timer per call; now 4 ms).
-    """
-
-    __slots__ = ("_active", "_greenlet", "_poke", "_pools", "_wake_at", "tick")
-    _active: set[Connection]  # exchanges in flight
-    _pools: set[Pool]  # pools with swept waiters
-    _greenlet: gevent.Greenlet | None
-    _wake_at: float  # when the greenlet wakes next (inf: not running)
-
-    def __init__(self, tick: float = 0.001) -> None:
-        self.tick = tick
-        self.reset()
-
-    def watch(self, conn: Connection, read_for: float) -> None:
-        conn.expires = expires = monotonic() + read_for
-        conn.fired = False
-        self._active.add(conn)
-        if expires < self._wake_at:
-            self._wake(expires)
-
-    def watch_pool(self, pool: Pool, wait: float) -> None:
-        """Time out the swept waiters of ``pool``, the next one ``wait`` s from now."""
-        self._pools.add(pool)
-        expires = monotonic() + wait
-        if expires < self._wake_at:
-            self._wake(expires)
-
-    def unwatch(self, conn: Connection) -> bool:
-        """Stop watching ``conn``; True when the watchdog closed it meanwhile."""
-        self._active.discard(conn)
-        return conn.fired
-
-    def _wake(self, at: float) -> None:
-        self._wake_at = at
-        if self._greenlet is None:
-            self._greenlet = gevent.spawn(self._run)
-        else:
-            self._poke.set()  # sleeping until later: recompute
-
-    def _run(self) -> None:
-        active, pools, poke = self._active, self._pools, self._poke
-        try:
-            # no switch between the loop test and the finally below, so a
-            # watch() can never find a greenlet that is about to end
-            while active or pools:
-                delay = self._wake_at - monotonic()
-                poke.clear()
-                poke.wait(delay if delay > self.tick else self.tick)
-                now = monotonic()
-                wake_at = math.inf
-                due: list[Connection] = []
-                for conn in active:
-                    if conn.expires <= now:
-                        due.append(conn)
-                    elif conn.expires < wake_at:
-                        wake_at = conn.expires
-                if due:
-                    # the earliest first: each close queues its greenlet's wakeup, and
-                    # the hub runs them in that order
-                    due.sort(key=_expiry)
-                    for conn in due:
-                        active.discard(conn)
-                        conn.fired = True
-                        conn.close()
-                for pool in list(pools):
-                    left = pool.expire_waiters(now)  # the next waiter's expiry, or inf
-                    if left == math.inf:
-                        pools.discard(pool)
-                    elif left < wake_at:
-                        wake_at = left
-                self._wake_at = wake_at
-        finally:
-            self._greenlet = None
-            self._wake_at = math.inf
-
-    def stop_if_idle(self) -> None:
-        """End the greenlet now when nothing is watched (a closed transport)."""
-        greenlet = self._greenlet
-        if greenlet is not None and not self._active and not self._pools:
-            greenlet.kill(block=False)
-
-    def reset(self) -> None:
-        """Start empty (in a forked child: forget the parent's exchanges and greenlet)."""
-        self._active = set()
-        self._pools = set()
-        self._greenlet = None
-        self._poke = gevent.event.Event()
-        self._wake_at = math.inf
-
-
-def _expiry(conn: Connection) -> float:
-    return conn.expires
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # rpcclient.GeventTransport is its subclass
@@ -280,93 +161,66 @@ class GeventTransportCore(Transport):
 
         From an OS thread other than the one that made this transport, the
         request goes to that thread's own transport (see rpcclient._transports.threads).
+
+        The fast path reads top to bottom: a free slot, an idle connection
+        that is not stale, one write, the answer, the connection given back.
+        Anything else is a named slow path, off the fast path's calls: a wait
+        for a slot (:meth:`_wait_for_slot`, which may end with our request
+        already sent for us: :meth:`_read_handed`), a new or replaced
+        connection (:meth:`_fresh_connection`), a failure
+        (:meth:`_exchange_error`).
         """
         if thread_ident() != self._owner_thread:
             return GeventTransportCore._this_thread(self).send(request, deadline)
-        endpoint = request.endpoint
-        pool = self._pools.get(endpoint.key)
+        pool = self._pools.get(request.endpoint.key)
         if pool is None:
-            pool = self._new_pool(endpoint, request.name)
-        handed: Connection | None = None  # a connection with this request already sent
-        job = None
-        if not pool.try_acquire():  # no clock read when a slot is free
-            wait = deadline.pool_for()
-            swept = False
-            if self._watchdog is not None:
-                # the watchdog can watch an exchange started for us (_give_back)
-                job = GeventTransportCore._job(self, request, deadline)  # (no lookup)
-                if wait is not None and wait > 0:
-                    # bounded by the watchdog, not by a timer per wait
-                    self._watchdog.watch_pool(pool, wait)
-                    swept = True
-            try:
-                got = pool.acquire(wait, swept=swept, job=job)
-            except OSError as exc:  # only from a handed exchange: acquire abandoned it
-                if job is not None and job.fired:
-                    raise self._read_timeout(deadline.timeout.read, request) from None
-                raise _map_exchange_error(exc, request) from exc
-            if not got:
-                raise PoolTimeout(
-                    f"no free connection within {wait:.3g} s (pool of {pool.size}, all in use)",
-                    name=request.name,
-                    endpoint=endpoint.url,
-                )
-            if got is not True:
-                handed = got  # type: ignore[assignment]
-        conn: Connection | None = handed
+            pool = self._new_pool(request.endpoint, request.name)
+        head: bytes | None = None
+        if not pool.try_acquire():  # a free slot: no clock read, no claim
+            claim = GeventTransportCore._wait_for_slot(self, pool, request, deadline)
+            if claim.conn is not None:  # sent for us by the releaser (_give_back)
+                return GeventTransportCore._read_handed(self, pool, claim.conn, request, deadline)
+            if claim.job is not None:
+                head = claim.job.head  # offered and not taken: not built twice
+        # this call holds a slot from here on: every exit gives it back (finally)
+        conn: Connection | None = None
         timer = None
         watchdog = None
         read_for = None
         slot_passed = False
-        expires = math.inf  # for the read loops' own deadline check
         try:
-            if handed is None:
-                if self._closed:
-                    raise ClientClosed(
-                        "transport is closed", name=request.name, endpoint=endpoint.url
-                    )
-                conn = pool.checkout()
-                if conn is None:
-                    conn = self._connect(endpoint, deadline, request.name)
-                    pool.created += 1
-            else:
-                # sent by the greenlet that gave the connection back (_give_back),
-                # watched by the watchdog since; the answer is readable
-                handed.sock._read_event.stop()
-                watchdog = self._watchdog
-                read_for = deadline.timeout.read
-                expires = handed.expires  # inf unless _give_back watched it
-            assert conn is not None
-            reader: ResponseReader | None = conn.reader
+            if self._closed:
+                raise ClientClosed(
+                    "transport is closed", name=request.name, endpoint=request.endpoint.url
+                )
+            conn = pool.checkout()
+            if conn is None or conn.is_stale():
+                conn = GeventTransportCore._fresh_connection(self, pool, conn, request, deadline)
+            reader = conn.reader
             if reader is None:
                 reader = conn.reader = ResponseReader(
                     request.method == "HEAD", self.max_head_size, self.max_response_size
                 )
             else:
                 reader.reset(request.method == "HEAD")
-            if handed is None:
-                # the head of a job offered and not taken is not built twice
-                head = self._heads.head(request) if job is None else job.head
-                read_for = deadline.read_for()
-                if read_for is not None:
-                    watchdog = self._watchdog
-                    if watchdog is not None:
-                        watchdog.watch(conn, read_for)
-                        expires = conn.expires
-                    else:
-                        timer = gevent.Timeout.start_new(read_for)
-                write_request(
-                    conn.sock,
-                    head,
-                    request.body,
-                    tls=conn.tls,
-                    raw=conn.raw if self._raw else None,
-                )
+            if head is None:
+                head = self._heads.head(request)
+            expires = math.inf  # the read loops' own deadline check
+            read_for = deadline.read_for()
+            if read_for is not None:
+                watchdog = self._watchdog
+                if watchdog is not None:
+                    expires = watchdog.watch(conn, read_for)
+                else:
+                    timer = gevent.Timeout.start_new(read_for)
+            write_request(
+                conn.sock, head, request.body, tls=conn.tls, raw=conn.raw if self._raw else None
+            )
             plain = self._raw and not conn.tls  # readable is readable on the OS socket
             read_response(
                 conn.sock,
                 reader,
-                wait_first=handed is None and plain,
+                wait_first=plain,
                 tls=conn.tls,
                 raw=conn.raw if plain else None,
                 expires=expires,
@@ -378,10 +232,10 @@ class GeventTransportCore(Transport):
             if reader.final and not reader.extra and reader.should_keep_alive():  # reusable()
                 if watchdog is not None:
                     # unwatch before the connection becomes shared again
+                    fired = watchdog.unwatch(conn)
                     watchdog = None
-                    if self._watchdog.unwatch(conn):  # type: ignore[union-attr]
+                    if fired:
                         raise OSError("closed by the deadline watchdog")
-                conn.expires = math.inf  # until an exchange handed over on it is watched
                 # the core's own, not looked up on the subclass: one dict search less
                 slot_passed = GeventTransportCore._give_back(self, pool, conn)
                 conn = None
@@ -401,19 +255,7 @@ class GeventTransportCore(Transport):
         except Exception as exc:
             if conn is not None and conn.fired:
                 raise self._read_timeout(read_for, request) from None
-            error = _map_exchange_error(exc, request)
-            if (
-                conn is not None
-                and conn.requests  # reused: it had answered before
-                and type(error) is ConnectionLost
-                and conn.reader is not None
-                and conn.reader.nothing_read()
-            ):
-                # closed or reset before any byte of the answer: the server shut
-                # the idle connection as this request went out (see ConnectionLost)
-                error.idle_close = True
-                pool.went_stale(conn)  # the same lesson as a failed stale check
-            raise error from exc
+            raise GeventTransportCore._exchange_error(self, exc, pool, conn, request) from exc
         finally:
             if timer is not None:
                 timer.close()
@@ -423,6 +265,146 @@ class GeventTransportCore(Transport):
                 conn.close()
             if not slot_passed:
                 pool.release()
+
+    # -- the slow paths of send ----------------------------------------------
+    def _wait_for_slot(self, pool: Pool, request: Request, deadline: Deadline) -> Claim:
+        """Wait for a slot of a full pool within the pool bound; PoolTimeout when none came.
+
+        With the watchdog, the wait is swept (no timer of its own) and offers
+        the request as a :class:`Job`: the returned claim's ``conn`` is then
+        set when the releaser sent it (:meth:`_give_back`). An ``OSError``
+        can come only from such a handed exchange, which ``acquire``
+        abandoned: ReadTimeout when the watchdog had closed it, else mapped.
+        """
+        wait = deadline.pool_for()
+        swept = False
+        job = None
+        watchdog = self._watchdog
+        if watchdog is not None:
+            # the watchdog can watch an exchange started for us (_give_back)
+            job = GeventTransportCore._job(self, request, deadline)  # (no lookup)
+            if wait is not None and wait > 0:
+                # bounded by the watchdog, not by a timer per wait
+                watchdog.watch_pool(pool, wait)
+                swept = True
+        try:
+            claim = pool.acquire(wait, swept=swept, job=job)
+        except OSError as exc:
+            if job is not None and job.fired:
+                raise self._read_timeout(deadline.timeout.read, request) from None
+            raise _map_exchange_error(exc, request) from exc
+        if claim is None:
+            raise PoolTimeout(
+                f"no free connection within {wait:.3g} s (pool of {pool.size}, all in use)",
+                name=request.name,
+                endpoint=request.endpoint.url,
+            )
+        return claim
+
+    def _read_handed(
+        self, pool: Pool, conn: Connection, request: Request, deadline: Deadline
+    ) -> Response:
+        """The answer to our request, sent on ``conn`` by the greenlet that gave it back.
+
+        The slot and ``conn`` came with the claim (see :meth:`_give_back`);
+        the answer is readable, and the exchange is watched by the watchdog
+        since it was sent, when the call has a read bound (``conn.expires``:
+        inf otherwise). The end of :meth:`send`'s exchange, without the write.
+        """
+        watchdog = self._watchdog  # set: only a watchdog transport offers jobs
+        read_for = deadline.timeout.read
+        held: Connection | None = conn
+        slot_passed = False
+        try:
+            conn.sock._read_event.stop()  # the wakeup that brought us here
+            reader = conn.reader
+            if reader is None:
+                reader = conn.reader = ResponseReader(
+                    request.method == "HEAD", self.max_head_size, self.max_response_size
+                )
+            else:
+                reader.reset(request.method == "HEAD")
+            read_response(
+                conn.sock,
+                reader,
+                tls=conn.tls,
+                raw=conn.raw if self._raw and not conn.tls else None,
+                expires=conn.expires,
+            )
+            conn.requests += 1
+            echoed = reader.request_id
+            if echoed is not None:
+                check_request_id(request, echoed)
+            if reader.final and not reader.extra and reader.should_keep_alive():  # reusable()
+                if watchdog is not None:
+                    fired = watchdog.unwatch(conn)
+                    watchdog = None
+                    if fired:
+                        raise OSError("closed by the deadline watchdog")
+                slot_passed = GeventTransportCore._give_back(self, pool, conn)
+                held = None
+            response = reader.response()
+            coding = reader.coding
+            if coding is not None and self.decode_content:
+                response.body = decode_content(response.body, coding, self.max_response_size)
+            return response
+        except DeadlinePassed:
+            raise self._read_timeout(read_for, request) from None
+        except RPCError:
+            raise
+        except Exception as exc:
+            if held is not None and held.fired:
+                raise self._read_timeout(read_for, request) from None
+            raise GeventTransportCore._exchange_error(self, exc, pool, held, request) from exc
+        finally:
+            if watchdog is not None:
+                watchdog.unwatch(conn)
+            if held is not None:
+                held.close()
+            if not slot_passed:
+                pool.release()
+
+    def _fresh_connection(
+        self, pool: Pool, stale: Connection | None, request: Request, deadline: Deadline
+    ) -> Connection:
+        """A connection to use when the idle one was ``stale`` (closed here) or there was none.
+
+        The next idle ones are tried in turn (each stale one is a lesson for
+        the pool: :meth:`Pool.went_stale`); then a new connection within the
+        connect bound.
+        """
+        conn = stale
+        while conn is not None:
+            pool.went_stale(conn)
+            conn.close()
+            conn = pool.checkout()
+            if conn is not None and not conn.is_stale():
+                return conn
+        conn = self._connect(request.endpoint, deadline, request.name)
+        pool.created += 1
+        return conn
+
+    def _exchange_error(
+        self, exc: Exception, pool: Pool, conn: Connection | None, request: Request
+    ) -> TransportError:
+        """The rpcclient error for ``exc``, a foreign error of an exchange on ``conn``.
+
+        A reused connection closed or reset before any byte of its answer is
+        an idle close (``ConnectionLost.idle_close``): the server shut it as
+        the request went out, and the pool learns from it as from a failed
+        stale check.
+        """
+        error = _map_exchange_error(exc, request)
+        if (
+            conn is not None
+            and conn.requests  # reused: it had answered before
+            and type(error) is ConnectionLost
+            and conn.reader is not None
+            and conn.reader.nothing_read()
+        ):
+            error.idle_close = True
+            pool.went_stale(conn)
+        return error
 
     def _this_thread(self) -> Transport:
         """The calling OS thread's own transport (made on its first call)."""
@@ -502,14 +484,17 @@ class GeventTransportCore(Transport):
         conn.sock._read_event.start(pool.hand_sent(conn).switch, conn)
         return True
 
-    def _abandon(self, conn: Connection) -> None:
-        """Undo a handover whose waiter ended before its answer (see Job)."""
+    def _abandon(self, conn: Connection) -> bool:
+        """Undo a handover whose waiter ended before its answer (see Job).
+
+        Returns whether the deadline watchdog had closed ``conn``.
+        """
         event = getattr(conn.sock, "_read_event", None)
         if event is not None:
             event.stop()
-        if self._watchdog is not None:
-            self._watchdog.unwatch(conn)
+        fired = self._watchdog is not None and self._watchdog.unwatch(conn)
         conn.close()
+        return fired
 
     @staticmethod
     def _read_timeout(read_for: float | None, request: Request) -> ReadTimeout:
