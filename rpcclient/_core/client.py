@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from time import monotonic, perf_counter
@@ -34,6 +33,7 @@ from .._policy.hedge import Hedge, LatencyWindows, check_transport, hedged_call
 from .._policy.outlier import OutlierEjection
 from .._protocol import (
     DEFAULT_PATH_TEMPLATE,
+    REQUEST_ID,
     ErrorDecoder,
     check_path_template,
     decode_error_envelope,
@@ -61,7 +61,6 @@ __all__ = ["ServiceProxy"]  # Client: rpcclient._public
 
 MIB: Final = 1024 * 1024
 _ROUTE_CACHE_MAX: Final = 10_000
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,200}\Z")
 #: headers the client writes itself, and where the caller sets them instead
 _OWN_HEADERS: Final = {
     b"x-request-id": "pass request_id= to the call instead",
@@ -449,7 +448,7 @@ class ClientCore:
             extra = []
         if request_id is None:
             request_id = REQUEST_IDS.next()
-        elif not _REQUEST_ID.match(request_id):
+        elif not REQUEST_ID.match(request_id):
             raise InvalidRequest(f"invalid request id {request_id!r}", name=name)
         extra.append((b"X-Request-Id", request_id.encode()))
         policy = self._retry if retry is None else retry
