@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from ._core.codec import Codec
 from ._core.models import PATH_TEXT, Headers, Response
@@ -39,18 +39,52 @@ from .exceptions import (
 
 __all__ = [
     "DEFAULT_PATH_TEMPLATE",
+    "ECHOED_REQUEST_ID",
+    "METHOD_NAME",
+    "REQUEST_ID",
+    "SERVICE_NAME",
+    "TIMEOUT_MS",
     "ErrorDecoder",
     "decode_error_envelope",
     "decode_response",
+    "name_parts",
     "split_name",
 ]
 
 DEFAULT_PATH_TEMPLATE = "/{service}/{method}"
-_SERVICE = re.compile(r"[A-Za-z0-9_\-]+\Z")
-#: no method of dots alone: "admin.." would be the target /admin/.., which
-#: servers and proxies normalise to another route
-_METHOD = re.compile(r"(?!\.+\Z)[A-Za-z0-9_\-.]+\Z")
 SNIPPET_CHARS = 200
+
+# -- the grammar, both sides ---------------------------------------------------------
+# The one home of what client and bundled server must agree on: the client
+# refuses to send what these refuse, the server refuses to register (or to
+# echo) it. Compiled once here; the compiled server imports the objects
+# themselves, so a request costs the same as with its own copies.
+
+#: a service: the text of a call name before its first dot
+SERVICE_NAME: Final = re.compile(r"[A-Za-z0-9_\-]+\Z")
+#: a method: the rest of the name, dots allowed but not dots alone ("admin.."
+#: would be the target /admin/.., which servers and proxies normalise to another route)
+METHOD_NAME: Final = re.compile(r"(?!\.+\Z)[A-Za-z0-9_\-.]+\Z")
+#: an ``X-Request-Id`` a caller may give a call (``request_id=``): what the
+#: client sends
+REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:\-]{1,200}\Z")
+#: an ``X-Request-Id`` the bundled server echoes and deduplicates on: any
+#: visible ASCII, for ids from other clients too. Wider than
+#: :data:`REQUEST_ID` on purpose; every id a client sends is one of these
+#: (tests/test_protocol_grammar.py).
+ECHOED_REQUEST_ID: Final = re.compile(r"[\x21-\x7e]{1,200}\Z")
+#: an ``X-Rpc-Timeout-Ms`` value: whole milliseconds (the client writes ``%d``)
+TIMEOUT_MS: Final = re.compile(r"[0-9]{1,12}\Z")
+
+
+def name_parts(name: str) -> tuple[str, str] | None:
+    """``"user.get_profile"`` -> ``("user", "get_profile")``; None when the
+    name breaks the grammar (each side raises its own error for that)."""
+    service, dot, method = name.partition(".")
+    if not dot or not SERVICE_NAME.match(service) or not METHOD_NAME.match(method):
+        return None
+    return service, method
+
 
 ErrorDecoder = Callable[[int, Headers, bytes, Codec, str], "RPCError | None"]
 
@@ -59,15 +93,15 @@ def split_name(name: object) -> tuple[str, str]:
     """``"user.get_profile"`` -> ``("user", "get_profile")``; InvalidRequest if malformed."""
     if not isinstance(name, str):
         raise InvalidRequest(f"call name must be a str 'service.method', not {name!r}")
-    service, dot, method = name.partition(".")
-    if not dot or not _SERVICE.match(service) or not _METHOD.match(method):
+    parts = name_parts(name)
+    if parts is None:
         raise InvalidRequest(
             f"invalid call name {name!r}: expected 'service.method' made of letters, "
             "digits, '_' and '-', the method '.' too but not dots alone (no '/', spaces or "
             "control characters)",
             name=name if len(name) < 200 else None,
         )
-    return service, method
+    return parts
 
 
 def check_path_template(template: str) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from time import monotonic, perf_counter
@@ -34,6 +33,7 @@ from .._policy.hedge import Hedge, LatencyWindows, check_transport, hedged_call
 from .._policy.outlier import OutlierEjection
 from .._protocol import (
     DEFAULT_PATH_TEMPLATE,
+    REQUEST_ID,
     ErrorDecoder,
     check_path_template,
     decode_error_envelope,
@@ -61,7 +61,6 @@ __all__ = ["ServiceProxy"]  # Client: rpcclient._public
 
 MIB: Final = 1024 * 1024
 _ROUTE_CACHE_MAX: Final = 10_000
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,200}\Z")
 #: headers the client writes itself, and where the caller sets them instead
 _OWN_HEADERS: Final = {
     b"x-request-id": "pass request_id= to the call instead",
@@ -428,6 +427,17 @@ class ClientCore:
         retry: Retry | None,
         request_id: str | None = None,
     ) -> Any:
+        """One call on the plain path: prepare, then attempts until one settles it.
+
+        The success path reads top to bottom and calls nothing it does not
+        need; every other way goes through a named slow path, entered only
+        when it applies: :func:`_resend_headers` (a deduplicated re-send),
+        :meth:`_hooked_headers` (hooks), :func:`_attempt_failed` (an error's
+        context and its host's figures), :meth:`_retry_or_raise` (the retry
+        rules and their actions), :func:`_after_call` (hooks). A hedged call
+        never comes here: ``call`` routes it to rpcclient._policy.hedge
+        (which comes back here for a call the client's hedge may not hedge).
+        """
         if self._closed:
             raise ClientClosed("client is closed", name=name if isinstance(name, str) else None)
         route = self._routes.get(name)
@@ -436,7 +446,7 @@ class ClientCore:
         group, path = route
         body = self._codec.pack(args, name=name)
         if len(body) > self.max_request_size:
-            self._encode(name, args)  # raises RequestTooLarge
+            raise self._too_large(name, len(body))
         fixed = self._fixed_headers
         cache_key: object = self
         if headers:
@@ -449,13 +459,13 @@ class ClientCore:
             extra = []
         if request_id is None:
             request_id = REQUEST_IDS.next()
-        elif not _REQUEST_ID.match(request_id):
+        elif not REQUEST_ID.match(request_id):
             raise InvalidRequest(f"invalid request id {request_id!r}", name=name)
         extra.append((b"X-Request-Id", request_id.encode()))
         policy = self._retry if retry is None else retry
         if idempotent is None:
             idempotent = name in self._idempotent
-        hooks = self._hooks
+        hooks = self._hooks  # this call's, whatever add_hook does meanwhile
         event = None
         if self._has_hooks:
             event = CallEvent(name, request_id, idempotent, self._transport.name)
@@ -497,26 +507,21 @@ class ClientCore:
                     ms = int(left * 1000) if left > 0 else 0
                     request_headers = [*extra, (b"X-Rpc-Timeout-Ms", b"%d" % ms)]
                 if dedup_scope is not None:
-                    age_ms = int((perf_counter() - started) * 1000)
-                    request_headers = [
-                        *request_headers,
-                        (b"X-Rpc-Attempt", b"%d" % attempt),
-                        (b"X-Rpc-Dedup-Scope", dedup_scope.encode()),
-                        (b"X-Rpc-Dedup-Age-Ms", b"%d" % age_ms),
-                    ]
+                    request_headers = _resend_headers(
+                        request_headers, attempt, dedup_scope, started
+                    )
                 if event is not None:
-                    try:
-                        request_headers = self._before_attempt(
-                            event, attempt, endpoint, request_headers, fixed
-                        )
-                    except BaseException as exc:
-                        if probe:  # no attempt: the next call probes it
-                            group.probe_ended(host, False)
-                        if isinstance(exc, RPCError):
-                            exc.attempts = attempt
-                            exc.request_id = request_id
-                            exc.may_have_reached_server = reached
-                        raise
+                    request_headers = self._hooked_headers(
+                        event,
+                        attempt,
+                        endpoint,
+                        request_headers,
+                        fixed,
+                        group,
+                        host,
+                        probe,
+                        reached,
+                    )
                 base = endpoint.base_path
                 request = Request(
                     endpoint,
@@ -552,17 +557,10 @@ class ClientCore:
                     return result
                 except RPCError as exc:
                     attempt_error = exc
-                    host.failures += 1
-                    exc.with_context(name=name, endpoint=endpoint.url)
-                    exc.attempts = attempt
-                    exc.request_id = request_id
-                    if stats is not None:
-                        # counted on its host now, before any backoff (the
-                        # call's own figures come in the finally below)
-                        stats.host(endpoint.url).add(
-                            perf_counter() - attempt_started, type(exc).__name__, len(body), 0
-                        )
-                        counted = True
+                    _attempt_failed(
+                        exc, name, request_id, attempt, host, stats, attempt_started, len(body)
+                    )
+                    counted = stats is not None  # _attempt_failed put it in its host's figures
                     resend = None
                     if host.dedup_scope is not None and not idempotent:
                         resend = dedup_resend_scope(
@@ -573,7 +571,8 @@ class ClientCore:
                             perf_counter() - started,
                             dedup_scope,
                         )
-                    if not self._prepare_retry(
+                    # returns only when another attempt may start (it raises exc otherwise)
+                    self._retry_or_raise(
                         exc,
                         policy,
                         attempt,
@@ -582,11 +581,8 @@ class ClientCore:
                         host,
                         probe,
                         deadline,
-                    ):
-                        if reached:
-                            # the call's verdict, not this attempt's: an earlier one may have run
-                            exc.may_have_reached_server = True
-                        raise  # as it is: its __cause__ is the transport's own error
+                        reached,
+                    )
                     if exc.may_have_reached_server and not was_not_run(exc):
                         reached = True  # (a 503 "not run" says it did not)
                     if resend is not None:
@@ -623,10 +619,76 @@ class ClientCore:
                     attempt - 1,
                 )
             if event is not None:
-                event.elapsed = elapsed
-                event.error = failure
-                event.received = received
-                run_hooks(hooks.after_call, event)
+                _after_call(hooks, event, elapsed, failure, received)
+
+    def _retry_or_raise(  # noqa: PLR0917 - internal, positional for speed
+        self,
+        exc: RPCError,
+        policy: Retry,
+        attempt: int,
+        resendable: bool,
+        group: EndpointGroup,
+        host: Host,
+        probe: bool,
+        deadline: Deadline,
+        reached: bool,
+    ) -> None:
+        """After a failed attempt: do what the retry rules ask, or raise ``exc``.
+
+        Returns when another attempt may start. The decision is
+        :func:`rpcclient._core.retry.decide_retry`'s (pure; ``resendable``: the
+        call is idempotent or may be re-sent for the server to deduplicate);
+        the actions are here, each a statement of its own, in this order: a
+        host that failed to connect is counted against (and maybe ejected),
+        the backoff is slept, a deadline that passed during the sleep ends the
+        call, and the retry takes a token of the group's budget (none left:
+        ``exc``'s message says so). ``exc`` is raised as it is (its
+        ``__cause__`` is the transport's own error), with
+        ``may_have_reached_server`` set when an earlier attempt (``reached``)
+        may have reached the server: the call's verdict, not this attempt's.
+        """
+        if isinstance(exc, ConnectError):
+            group.connect_failed(host, probe)
+        decision = decide_retry(
+            policy, exc, attempt, resendable, deadline.remaining(), random.random()
+        )
+        if decision.refused is None:
+            if decision.delay > 0:
+                gevent.sleep(decision.delay)
+            if not deadline.expired():  # the sleep did not overrun it
+                token = group.budget.withdraw()
+                if token:
+                    return
+                exc.message += " (retry budget of the service exhausted)"
+        if reached:
+            exc.may_have_reached_server = True
+        raise exc
+
+    def _hooked_headers(  # noqa: PLR0917 - internal, positional for speed
+        self,
+        event: CallEvent,
+        attempt: int,
+        endpoint: Endpoint,
+        request_headers: list[tuple[bytes, bytes]],
+        fixed: tuple[tuple[bytes, bytes], ...],
+        group: EndpointGroup,
+        host: Host,
+        probe: bool,
+        reached: bool,
+    ) -> list[tuple[bytes, bytes]]:
+        """:meth:`_before_attempt` for the plain path: what fails there ends the
+        call before the attempt, with the host's probe handed to the next call
+        and the error's context set as an attempt's would be."""
+        try:
+            return self._before_attempt(event, attempt, endpoint, request_headers, fixed)
+        except BaseException as exc:
+            if probe:  # no attempt: the next call probes it
+                group.probe_ended(host, False)
+            if isinstance(exc, RPCError):
+                exc.attempts = attempt
+                exc.request_id = event.request_id
+                exc.may_have_reached_server = reached
+            raise
 
     @staticmethod
     def _all_out(
@@ -695,41 +757,6 @@ class ClientCore:
         event.error = failure
         event.status = None if response is None else response.status
         run_hooks(self._hooks.after_attempt, event)
-
-    def _prepare_retry(  # noqa: PLR0917
-        self,
-        exc: RPCError,
-        policy: Retry,
-        attempt: int,
-        idempotent: bool,
-        group: EndpointGroup,
-        host: Host,
-        probe: bool,
-        deadline: Deadline,
-    ) -> bool:
-        """Do what a failed attempt asks, and say whether another may start.
-
-        The decision is :func:`rpcclient._core.retry.decide_retry`'s; the actions
-        are here, in this order: a host that failed to connect is counted
-        against (and maybe ejected), the backoff is slept, a deadline that
-        passed during the sleep ends the call, and the retry takes a token of
-        the group's budget (none left: ``exc``'s message says so).
-        """
-        if isinstance(exc, ConnectError):
-            group.connect_failed(host, probe)
-        decision = decide_retry(
-            policy, exc, attempt, idempotent, deadline.remaining(), random.random()
-        )
-        if decision.refused is not None:
-            return False
-        if decision.delay > 0:
-            gevent.sleep(decision.delay)
-        if deadline.expired():  # the sleep overran it
-            return False
-        if not group.budget.withdraw():
-            exc.message += " (retry budget of the service exhausted)"
-            return False
-        return True
 
     def call_many(
         self,
@@ -811,12 +838,16 @@ class ClientCore:
     def _encode(self, name: str, args: Any) -> bytes:
         body = self._codec.pack(args, name=name)
         if len(body) > self.max_request_size:
-            raise RequestTooLarge(
-                f"request body of {len(body)} bytes is above max_request_size "
-                f"({self.max_request_size})",
-                name=name,
-            )
+            raise self._too_large(name, len(body))
         return body
+
+    def _too_large(self, name: str, size: int) -> RequestTooLarge:
+        """The error for a body of ``size`` bytes above max_request_size (packed
+        once: the size is the packed body's, which is not packed again)."""
+        return RequestTooLarge(
+            f"request body of {size} bytes is above max_request_size ({self.max_request_size})",
+            name=name,
+        )
 
     @staticmethod
     def _check_headers(name: str, headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
@@ -913,6 +944,52 @@ def _connected(error: BaseException | None) -> bool:
     return isinstance(error, RPCError) and not isinstance(
         error, ConnectError | PoolTimeout | ClientClosed | InvalidRequest
     )
+
+
+def _attempt_failed(  # noqa: PLR0917 - internal, positional for speed
+    exc: RPCError,
+    name: str,
+    request_id: str,
+    attempt: int,
+    host: Host,
+    stats: Stats | None,
+    started: float,
+    body_size: int,
+) -> None:
+    """An attempt to ``host`` ended with ``exc``: the error gets the call's
+    context, the host the failure (in its stats now, before any backoff: the
+    call's own figures come when it ends)."""
+    host.failures += 1
+    url = host.endpoint.url
+    exc.with_context(name=name, endpoint=url)
+    exc.attempts = attempt
+    exc.request_id = request_id
+    if stats is not None:
+        stats.host(url).add(perf_counter() - started, type(exc).__name__, body_size, 0)
+
+
+def _resend_headers(
+    headers: list[tuple[bytes, bytes]], attempt: int, scope: str, started: float
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` and what a deduplicated re-send carries (retry rule 5): the
+    attempt's number, the scope and the call's age since its first attempt."""
+    age_ms = int((perf_counter() - started) * 1000)
+    return [
+        *headers,
+        (b"X-Rpc-Attempt", b"%d" % attempt),
+        (b"X-Rpc-Dedup-Scope", scope.encode()),
+        (b"X-Rpc-Dedup-Age-Ms", b"%d" % age_ms),
+    ]
+
+
+def _after_call(
+    hooks: HookSet, event: CallEvent, elapsed: float, failure: BaseException | None, received: int
+) -> None:
+    """The call's end for its hooks (``hooks``: the set it started with)."""
+    event.elapsed = elapsed
+    event.error = failure
+    event.received = received
+    run_hooks(hooks.after_call, event)
 
 
 def _check_count(option: str, value: object) -> None:

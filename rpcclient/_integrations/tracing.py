@@ -44,12 +44,12 @@ calls nest under it). Request-id echo stays the server's job.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .._core.observe import CallEvent, Hook
+from .._protocol import METHOD_NAME, SERVICE_NAME  # the name rules of wire protocol v1
 from .._version import __version__
 from ..exceptions import RemoteError
 
@@ -66,9 +66,6 @@ _CALL = "otel.call_span"
 _ATTEMPT = "otel.attempt_span"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _ADDRESS_CACHE_MAX = 1024
-# the name rules of wire protocol v1 (rpcclient._protocol)
-_SERVICE = re.compile(r"[A-Za-z0-9_\-]+\Z")
-_METHOD = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_\-.]*\Z")
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -319,7 +316,7 @@ def _server_span(environ: dict[str, Any]) -> tuple[str, dict[str, str | int]]:
     if environ.get("HTTP_X_REQUEST_ID"):
         attributes["rpcclient.request_id"] = environ["HTTP_X_REQUEST_ID"][:200]
     parts = path.strip("/").split("/")
-    if len(parts) >= 2 and _SERVICE.match(parts[-2]) and _METHOD.match(parts[-1]):
+    if len(parts) >= 2 and SERVICE_NAME.match(parts[-2]) and METHOD_NAME.match(parts[-1]):
         service, method = parts[-2], parts[-1]
         attributes.update({"rpc.system": RPC_SYSTEM, "rpc.service": service, "rpc.method": method})
         return f"{service}/{method}", attributes

@@ -41,7 +41,7 @@ from .._core.balance import EndpointGroup, Host
 from .._core.models import Request, Response, reduce_by_init_fields
 from .._core.observe import REQUEST_IDS, CallEvent, run_hooks
 from .._core.retry import DEDUP_MARGIN, dedup_resend_scope
-from .._protocol import decode_response
+from .._protocol import REQUEST_ID, decode_response
 from ..exceptions import ClientClosed, ConnectError, InvalidRequest, RPCError
 
 if TYPE_CHECKING:
@@ -571,7 +571,7 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
     hedge: Hedge | None,
 ) -> Any:
     """``ClientCore.call`` for a call that may be hedged (see the module docstring)."""
-    from .._core.client import _REQUEST_ID, ClientCore
+    from .._core.client import ClientCore
 
     if idempotent is None:
         idempotent = name in client._idempotent
@@ -598,7 +598,7 @@ def hedged_call(  # noqa: PLR0917 - one state machine, read top to bottom
     policy = client._retry if retry is None else retry
     if request_id is None:
         request_id = REQUEST_IDS.next()
-    elif not _REQUEST_ID.match(request_id):
+    elif not REQUEST_ID.match(request_id):
         raise InvalidRequest(f"invalid request id {request_id!r}", name=name)
     template = client.prepare(name, args, headers)  # every check, before any I/O
     group: EndpointGroup = client._routes[name][0]

@@ -34,6 +34,8 @@ import gevent
 import gevent.event
 import msgpack
 
+from .._protocol import ECHOED_REQUEST_ID
+
 if TYPE_CHECKING:
     from ._engine.app import RPCApp, _Method
 
@@ -408,7 +410,7 @@ def call_once(  # noqa: PLR0917 - the hook passes what _serve holds
     Returns the result body (200) or raises the app's ``_Reject`` (also for
     a replayed error); the rules are the module's.
     """
-    from ._engine.app import _REQUEST_ID, _Reject
+    from ._engine.app import _Reject
 
     store: DedupStore | None = app.dedup
     scope = environ.get("HTTP_X_RPC_DEDUP_SCOPE")
@@ -421,7 +423,7 @@ def call_once(  # noqa: PLR0917 - the hook passes what _serve holds
             {"not_run": True},
         )
     key = environ.get("HTTP_X_REQUEST_ID")
-    if store is None or not key or not _REQUEST_ID.match(key):
+    if store is None or not key or not ECHOED_REQUEST_ID.match(key):
         return app._call(method, data, deadline)
     attempt = _header_int(environ, "HTTP_X_RPC_ATTEMPT", 1)
     age_ms = _header_int(environ, "HTTP_X_RPC_DEDUP_AGE_MS", 0)

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-import struct
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
+
+from ..._transports.tcpinfo import AVAILABLE, BYTES_RECEIVED, DATA_SEGS_IN, read_tcp_info
 
 __all__ = [
     "CONTROL_PATH",
@@ -29,29 +30,14 @@ __all__ = [
 #: ``GET`` here answers the connection counters as JSON (see the module docstring)
 CONTROL_PATH = "/.rpcclient-ab/tcp-info"
 
-# struct tcp_info (linux/tcp.h): u64 tcpi_bytes_received @128, u32 tcpi_data_segs_in @152
-_TCP_INFO = getattr(socket, "TCP_INFO", None)
-_BYTES_RECEIVED = 128
-_DATA_SEGS_IN = 152
-_TCP_INFO_LEN = 160
-
-
 # -- counting at the server ----------------------------------------------------------
 
 
 def tcp_counters(sock: Any) -> tuple[int, int] | None:
-    """``(data_segs_in, bytes_received)`` of a connected TCP socket; None where unknown."""
-    if _TCP_INFO is None:
-        return None
-    try:
-        raw = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_LEN)
-    except OSError:
-        return None
-    if len(raw) < _DATA_SEGS_IN + 4:
-        return None  # kernel older than 4.6
-    (segs,) = struct.unpack_from("I", raw, _DATA_SEGS_IN)
-    (received,) = struct.unpack_from("Q", raw, _BYTES_RECEIVED)
-    return int(segs), int(received)
+    """``(data_segs_in, bytes_received)`` of a connected TCP socket; None where unknown
+    (read by rpcclient._transports.tcpinfo, the one ``TCP_INFO`` parser)."""
+    got = read_tcp_info(sock, DATA_SEGS_IN, BYTES_RECEIVED)
+    return None if got is None else (got[0], got[1])
 
 
 class ConnectionCounters:
@@ -69,7 +55,7 @@ class ConnectionCounters:
         self._closed_segs = 0
         self._closed_bytes = 0
         self.connections = 0
-        self.available = _TCP_INFO is not None
+        self.available = AVAILABLE
 
     def opened(self, key: int, probe: Any) -> None:
         self._live[key] = probe
